@@ -1,0 +1,174 @@
+//! Command-line options shared by the subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use wirelab_core::{Limits, Sharing, Timeouts};
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in '{s}' (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("'{s}' must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `64`, `16K`/`16KiB`, `1M`/`1MiB` (binary multiples).
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = lower.strip_suffix("kib").or(lower.strip_suffix('k')) {
+        (n.to_string(), 1 << 10)
+    } else if let Some(n) = lower.strip_suffix("mib").or(lower.strip_suffix('m')) {
+        (n.to_string(), 1 << 20)
+    } else if let Some(n) = lower.strip_suffix('b') {
+        (n.to_string(), 1)
+    } else {
+        (lower.clone(), 1)
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{t}' is not a size (try 64, 16K, 1M)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{t}' is too large"))
+}
+
+/// Limits and timeouts (both sides).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LimitOpts {
+    /// Largest message accepted, e.g. 16M.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub max_message: usize,
+    /// Largest WebSocket frame accepted, e.g. 16M.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub max_frame: usize,
+    /// Time allowed for TLS and protocol handshakes, and for an HTTP/1.1 request head.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection that receives nothing for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// WebSocket ping interval.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Disable WebSocket keepalive pings.
+    #[arg(long)]
+    pub no_ping: bool,
+}
+
+impl LimitOpts {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.max_message,
+            max_frame: self.max_frame,
+            ..Limits::default()
+        }
+    }
+
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            handshake: self.handshake_timeout,
+            idle: self.idle_timeout,
+            ping_interval: (!self.no_ping).then_some(self.ping_interval),
+            ..Timeouts::default()
+        }
+    }
+}
+
+/// TLS options of the server.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerTlsOpts {
+    /// Serve ws and h1 over TLS (wss://, https://). tcp stays cleartext.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain (PEM). Without it a self-signed certificate is made at start-up.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Where to write the self-signed certificate, for clients' --ca.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+}
+
+/// TLS options of the client.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientTlsOpts {
+    /// Connect with TLS (wss://, https://).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust the certificate(s) in this PEM file (e.g. the one `serve --tls` wrote).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Trust any server certificate (lab use only; signatures are still checked).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+    /// Server name for SNI and certificate checks.
+    #[arg(long, default_value = "localhost")]
+    pub server_name: String,
+}
+
+/// The shape of a client session.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SessionOpts {
+    /// Logical streams (K) in the session.
+    #[arg(long, short = 'k', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub streams: u32,
+    /// How streams map onto connections: shared (one connection) or pool.
+    #[arg(long, default_value = "shared", value_parser = parse_sharing)]
+    pub sharing: Sharing,
+    /// h1 only: connections in the keep-alive pool with --sharing pool.
+    #[arg(long, default_value_t = 6)]
+    pub pool_size: usize,
+}
+
+fn parse_sharing(s: &str) -> Result<Sharing, String> {
+    s.parse()
+}
+
+/// Where to listen.
+pub(crate) fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7700))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("32B"), Ok(32));
+        assert!(parse_size("big").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `wirelab serve` and `wirelab client`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use wirelab_core::codec::{StreamRequest, HEADER_LEN};
+use wirelab_core::tls::{self, Identity, Trust};
+use wirelab_core::{CancellationToken, ClientConfig, ServerConfig, TransportId};
+
+use crate::check::Work;
+use crate::opts::{self, ClientTlsOpts, LimitOpts, ServerTlsOpts, SessionOpts};
+use crate::{stats, transports};
+
+/// Options of `wirelab serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// One transport (tcp ws h1). Without it every available transport is served, on
+    /// consecutive ports from --listen's.
+    #[arg(long, short)]
+    transport: Option<TransportId>,
+    /// Address to listen on. Port 0 lets the OS choose (each transport its own).
+    #[arg(long, short, default_value_t = opts::default_listen())]
+    listen: SocketAddr,
+    #[command(flatten)]
+    tls: ServerTlsOpts,
+    #[command(flatten)]
+    limits: LimitOpts,
+    /// WebSocket: echo every message verbatim, text included (for Autobahn and other
+    /// conformance suites) instead of closing text messages with 1003.
+    #[arg(long)]
+    raw_echo: bool,
+}
+
+/// Options of `wirelab client`.
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// Transport of the server (tcp ws h1).
+    #[arg(long, short)]
+    transport: TransportId,
+    /// Server address, e.g. 127.0.0.1:7701.
+    #[arg(long, short)]
+    connect: SocketAddr,
+    #[command(flatten)]
+    tls: ClientTlsOpts,
+    #[command(flatten)]
+    session: SessionOpts,
+    /// Message size (at least the 32-byte header), e.g. 64, 1K, 1M.
+    #[arg(long, default_value = "64", value_parser = opts::parse_size)]
+    size: usize,
+    /// Measured echoes per logical stream.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Unmeasured echoes per logical stream first.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Messages in the server-stream check (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    stream_count: u32,
+    #[command(flatten)]
+    limits: LimitOpts,
+}
+
+pub(crate) fn identity(tls: &ServerTlsOpts, listen: SocketAddr) -> Result<Identity> {
+    if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
+        return Ok(Identity::from_pem_files(c, k)?);
+    }
+    let ip = listen.ip().to_string();
+    let id = Identity::self_signed(&["localhost", "127.0.0.1", &ip])?;
+    let path = tls.cert_out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("wirelab-cert-{}.pem", std::process::id()))
+    });
+    std::fs::write(&path, id.certificate_pem())
+        .with_context(|| format!("writing the certificate to {}", path.display()))?;
+    println!(
+        "self-signed certificate: {} (clients: --tls --ca {0})",
+        path.display()
+    );
+    Ok(id)
+}
+
+fn scheme(id: TransportId, tls: bool) -> &'static str {
+    match (id, tls) {
+        (TransportId::Ws, false) => "ws://",
+        (TransportId::Ws, true) => "wss://",
+        (TransportId::H1, false) => "http://",
+        (TransportId::H1, true) => "https://",
+        _ => "tcp://",
+    }
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
+    let ids: Vec<TransportId> = match a.transport {
+        Some(t) => vec![t],
+        None => transports::AVAILABLE.to_vec(),
+    };
+    if a.tls.tls && ids.iter().all(|t| !transports::supports_tls(*t)) {
+        bail!("--tls: {} has no TLS mode", ids[0]);
+    }
+    let identity = if a.tls.tls {
+        Some(identity(&a.tls, a.listen)?)
+    } else {
+        None
+    };
+    let shutdown = CancellationToken::new();
+    let mut servers = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let mut listen = a.listen;
+        if listen.port() != 0 {
+            let port = u16::try_from(usize::from(listen.port()) + i)
+                .context("--listen port too high for consecutive ports")?;
+            listen.set_port(port);
+        }
+        let tls = match (&identity, transports::supports_tls(id)) {
+            (Some(ident), true) => Some(ident.server_config(&[tls::ALPN_HTTP11])?),
+            _ => None,
+        };
+        let cfg = ServerConfig {
+            listen,
+            tls: tls.clone(),
+            limits: a.limits.limits(),
+            timeouts: a.limits.timeouts(),
+            raw_echo: a.raw_echo,
+        };
+        let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
+        let path = if id == TransportId::Ws { "/ws" } else { "" };
+        let note = if identity.is_some() && tls.is_none() {
+            " (cleartext: no TLS mode)"
+        } else {
+            ""
+        };
+        println!(
+            "{id:<5} listening on {}{addr}{path}{note}",
+            scheme(id, tls.is_some())
+        );
+        servers.push((id, task));
+    }
+    println!("serving; Ctrl-C or SIGTERM to stop");
+    wait_for_signal().await?;
+    println!("shutting down: finishing in-flight messages");
+    shutdown.cancel();
+    for (id, task) in servers {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("{id}: {e}"),
+            Err(e) => eprintln!("{id}: server task failed: {e}"),
+        }
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub(crate) fn client_config(
+    addr: SocketAddr,
+    tls: &ClientTlsOpts,
+    session: &SessionOpts,
+    limits: &LimitOpts,
+) -> Result<ClientConfig> {
+    let tls_cfg = if tls.tls {
+        let trust = match (&tls.ca, tls.insecure) {
+            (Some(p), _) => Trust::PemFile(PathBuf::from(p)),
+            (None, true) => Trust::InsecureAnyCertificate,
+            (None, false) => {
+                bail!("--tls needs --ca FILE (the server's certificate) or --insecure")
+            }
+        };
+        Some(tls::client_config(&trust, &[tls::ALPN_HTTP11])?)
+    } else {
+        None
+    };
+    Ok(ClientConfig {
+        addr,
+        server_name: tls.server_name.clone(),
+        tls: tls_cfg,
+        streams: session.streams,
+        sharing: session.sharing,
+        pool_size: session.pool_size,
+        limits: limits.limits(),
+        timeouts: limits.timeouts(),
+    })
+}
+
+pub(crate) async fn client(a: ClientArgs) -> Result<()> {
+    if a.size < HEADER_LEN {
+        bail!("--size must be at least the {HEADER_LEN}-byte header");
+    }
+    if a.tls.tls && !transports::supports_tls(a.transport) {
+        bail!("--tls: {} has no TLS mode", a.transport);
+    }
+    let cfg = client_config(a.connect, &a.tls, &a.session, &a.limits)?;
+    let work = Work {
+        size: a.size,
+        count: a.count,
+        warmup: a.warmup,
+        stream: (a.stream_count > 0).then_some(StreamRequest {
+            count: a.stream_count,
+            size: a.size as u32,
+            interval_ms: 0,
+        }),
+    };
+    let o = transports::run_client(a.transport, &cfg, &work).await?;
+    let s = stats::summarize(&o.rtt);
+    println!(
+        "{} {} K={} {:?}: setup {:.2} ms",
+        a.transport,
+        a.connect,
+        a.session.streams,
+        a.session.sharing,
+        o.setup.as_secs_f64() * 1e3
+    );
+    println!(
+        "echo {} x {} B: RTT p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({:.0} msg/s)",
+        s.count, a.size, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us, o.messages_per_sec()
+    );
+    if let Some((n, owd)) = o.stream {
+        let w = stats::summarize(&owd);
+        println!(
+            "server stream: {n} messages complete and in order; one-way p50 {:.1} us  p99 {:.1} us (same-host clock)",
+            w.p50_us, w.p99_us
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! The message codec shared by every transport (sans-IO, no clock, no sockets).
+//!
+//! Every service message starts with a fixed 32-byte header written by its sender; the rest is
+//! padding up to the requested size, so the smallest message is [`HEADER_LEN`] bytes.
+//!
+//! ```text
+//!  0       2   3   4               8                              16
+//! +-------+---+---+---------------+-------------------------------+
+//! | "WL"  |ver|knd| stream id u32 |        sequence u64           |
+//! +-------+---+---+---------------+-------------------------------+
+//! |      send time u64 (ns)       | total length  |   reserved    |
+//! +-------------------------------+---------------+---------------+
+//! 16                              24              28              32
+//! ```
+//! All integers are big-endian. The total length covers header and padding, which lets a
+//! receiver split a byte stream of concatenated messages (the HTTP/1.1 streaming body) and lets
+//! every decoder reject a message whose transport framing disagrees with its own header.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Size of the fixed header, and so the smallest valid message.
+pub const HEADER_LEN: usize = 32;
+/// The two bytes every message starts with.
+pub const MAGIC: [u8; 2] = *b"WL";
+/// The only header version this codec reads and writes.
+pub const VERSION: u8 = 1;
+/// Size of a [`StreamRequest`] message: the header plus three `u32` fields.
+pub const STREAM_REQUEST_LEN: usize = HEADER_LEN + 12;
+
+/// What a message asks for or carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client to server: return these exact bytes.
+    Echo = 0,
+    /// Client to server: send a stream of messages (payload: [`StreamRequest`]).
+    StreamRequest = 1,
+    /// Server to client: one message of a server stream, stamped with the server's clock.
+    StreamData = 2,
+    /// Server to client: the server stream on this logical stream is complete.
+    StreamEnd = 3,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Result<Self, CodecError> {
+        Ok(match v {
+            0 => Self::Echo,
+            1 => Self::StreamRequest,
+            2 => Self::StreamData,
+            3 => Self::StreamEnd,
+            other => return Err(CodecError::UnknownKind(other)),
+        })
+    }
+}
+
+/// The decoded fixed header of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Logical stream the message belongs to.
+    pub stream: u32,
+    /// Sequence number within the logical stream, chosen by the sender.
+    pub seq: u64,
+    /// Sender's monotonic clock at send time, in nanoseconds (see [`crate::clock`]).
+    pub sent_ns: u64,
+    /// What the message is.
+    pub kind: Kind,
+    /// Total message length, header included.
+    pub len: u32,
+}
+
+/// Why bytes are not a valid message. Every decoder returns one of these, never panics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer bytes than the fixed header.
+    #[error("message of {len} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Short {
+        /// Bytes available.
+        len: usize,
+    },
+    /// Larger than the configured maximum.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    Oversized {
+        /// Declared or actual length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The first two bytes are not `WL`.
+    #[error("bad magic {0:02x?}: not a wirelab message")]
+    BadMagic([u8; 2]),
+    /// A header version this codec does not know.
+    #[error("unsupported header version {0}")]
+    BadVersion(u8),
+    /// A kind byte outside [`Kind`].
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The header's length disagrees with the bytes the transport delivered.
+    #[error("header declares {declared} bytes but {actual} were delivered")]
+    LengthMismatch {
+        /// Length in the header.
+        declared: usize,
+        /// Length delivered.
+        actual: usize,
+    },
+    /// A stream request whose fields are out of range.
+    #[error("invalid stream request: {0}")]
+    BadStreamRequest(&'static str),
+}
+
+/// Builds a message of exactly `size` bytes (`size >= HEADER_LEN`), padding filled with a pattern
+/// derived from the sequence number so corruption and cross-talk are detectable.
+pub fn encode(
+    stream: u32,
+    seq: u64,
+    sent_ns: u64,
+    kind: Kind,
+    size: usize,
+) -> Result<Bytes, CodecError> {
+    if size < HEADER_LEN {
+        return Err(CodecError::Short { len: size });
+    }
+    let len = u32::try_from(size).map_err(|_| CodecError::Oversized {
+        len: size,
+        max: u32::MAX as usize,
+    })?;
+    let mut buf = BytesMut::with_capacity(size);
+    put_header(
+        &mut buf,
+        &Header {
+            stream,
+            seq,
+            sent_ns,
+            kind,
+            len,
+        },
+    );
+    let seed = seq as u8;
+    buf.extend((0..size - HEADER_LEN).map(|i| (i as u8).wrapping_add(seed)));
+    Ok(buf.freeze())
+}
+
+fn put_header(buf: &mut BytesMut, h: &Header) {
+    buf.put_slice(&MAGIC);
+    buf.put_u8(VERSION);
+    buf.put_u8(h.kind as u8);
+    buf.put_u32(h.stream);
+    buf.put_u64(h.seq);
+    buf.put_u64(h.sent_ns);
+    buf.put_u32(h.len);
+    buf.put_u32(0);
+}
+
+/// Decodes the header of one complete message and checks it against the delivered length and
+/// the limit `max`.
+pub fn decode(msg: &[u8], max: usize) -> Result<Header, CodecError> {
+    if msg.len() > max {
+        return Err(CodecError::Oversized {
+            len: msg.len(),
+            max,
+        });
+    }
+    let h = peek_header(msg)?;
+    if h.len as usize != msg.len() {
+        return Err(CodecError::LengthMismatch {
+            declared: h.len as usize,
+            actual: msg.len(),
+        });
+    }
+    Ok(h)
+}
+
+/// Decodes only the header at the start of `buf`, without checking the total length.
+pub fn peek_header(buf: &[u8]) -> Result<Header, CodecError> {
+    if buf.len() < HEADER_LEN {
+        return Err(CodecError::Short { len: buf.len() });
+    }
+    let magic = [buf[0], buf[1]];
+    if magic != MAGIC {
+        return Err(CodecError::BadMagic(magic));
+    }
+    if buf[2] != VERSION {
+        return Err(CodecError::BadVersion(buf[2]));
+    }
+    let kind = Kind::from_u8(buf[3])?;
+    let u32_at = |o: usize| u32::from_be_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+    let u64_at = |o: usize| (u64::from(u32_at(o)) << 32) | u64::from(u32_at(o + 4));
+    let len = u32_at(24);
+    if (len as usize) < HEADER_LEN {
+        return Err(CodecError::LengthMismatch {
+            declared: len as usize,
+            actual: HEADER_LEN,
+        });
+    }
+    Ok(Header {
+        stream: u32_at(4),
+        seq: u64_at(8),
+        sent_ns: u64_at(16),
+        kind,
+        len,
+    })
+}
+
+/// Splits the first whole message off a buffer of concatenated messages.
+///
+/// Returns `Ok(None)` when more bytes are needed, `Ok(Some((header, len)))` when the first `len`
+/// bytes are one message, and an error when the bytes can never become a valid message.
+pub fn split_first(buf: &[u8], max: usize) -> Result<Option<(Header, usize)>, CodecError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let h = peek_header(buf)?;
+    let len = h.len as usize;
+    if len > max {
+        return Err(CodecError::Oversized { len, max });
+    }
+    Ok((buf.len() >= len).then_some((h, len)))
+}
+
+/// A request for a server stream: `count` messages of `size` bytes, one every `interval_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// Number of messages.
+    pub count: u32,
+    /// Size of each message in bytes (at least [`HEADER_LEN`]).
+    pub size: u32,
+    /// Pause between messages in milliseconds (0 = as fast as the transport takes them).
+    pub interval_ms: u32,
+}
+
+impl StreamRequest {
+    /// Checks the fields against the server's limits.
+    pub fn validate(&self, max_message: usize, max_count: u32) -> Result<(), CodecError> {
+        if (self.size as usize) < HEADER_LEN {
+            return Err(CodecError::BadStreamRequest(
+                "size is smaller than the header",
+            ));
+        }
+        if self.size as usize > max_message {
+            return Err(CodecError::Oversized {
+                len: self.size as usize,
+                max: max_message,
+            });
+        }
+        if self.count > max_count {
+            return Err(CodecError::BadStreamRequest(
+                "count is over the server's limit",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encodes the request as a [`Kind::StreamRequest`] message on `stream`.
+    pub fn encode(&self, stream: u32, seq: u64, sent_ns: u64) -> Bytes {
+        let mut buf = BytesMut::with_capacity(STREAM_REQUEST_LEN);
+        put_header(
+            &mut buf,
+            &Header {
+                stream,
+                seq,
+                sent_ns,
+                kind: Kind::StreamRequest,
+                len: STREAM_REQUEST_LEN as u32,
+            },
+        );
+        buf.put_u32(self.count);
+        buf.put_u32(self.size);
+        buf.put_u32(self.interval_ms);
+        buf.freeze()
+    }
+
+    /// Decodes the payload of a message whose header says [`Kind::StreamRequest`].
+    pub fn decode(msg: &[u8]) -> Result<Self, CodecError> {
+        if msg.len() != STREAM_REQUEST_LEN {
+            return Err(CodecError::LengthMismatch {
+                declared: STREAM_REQUEST_LEN,
+                actual: msg.len(),
+            });
+        }
+        let f = |o: usize| u32::from_be_bytes([msg[o], msg[o + 1], msg[o + 2], msg[o + 3]]);
+        Ok(Self {
+            count: f(HEADER_LEN),
+            size: f(HEADER_LEN + 4),
+            interval_ms: f(HEADER_LEN + 8),
+        })
+    }
+
+    /// Renders the request as the query string of `GET /stream`.
+    pub fn to_query(&self) -> String {
+        format!(
+            "count={}&size={}&interval_ms={}",
+            self.count, self.size, self.interval_ms
+        )
+    }
+
+    /// Parses `count=&size=&interval_ms=` (any order; `interval_ms` defaults to 0).
+    pub fn from_query(query: &str) -> Result<Self, CodecError> {
+        let (mut count, mut size, mut interval_ms) = (None, None, 0);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or(CodecError::BadStreamRequest("query pair without '='"))?;
+            let v: u32 = v
+                .parse()
+                .map_err(|_| CodecError::BadStreamRequest("query value is not a u32"))?;
+            match k {
+                "count" => count = Some(v),
+                "size" => size = Some(v),
+                "interval_ms" => interval_ms = v,
+                _ => return Err(CodecError::BadStreamRequest("unknown query parameter")),
+            }
+        }
+        Ok(Self {
+            count: count.ok_or(CodecError::BadStreamRequest("count is missing"))?,
+            size: size.ok_or(CodecError::BadStreamRequest("size is missing"))?,
+            interval_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_kind_and_size() {
+        for kind in [Kind::Echo, Kind::StreamData, Kind::StreamEnd] {
+            for size in [HEADER_LEN, 125, 126, 127, 65_535, 65_536] {
+                let m = encode(7, 42, 123_456_789, kind, size).unwrap();
+                assert_eq!(m.len(), size);
+                let h = decode(&m, 1 << 20).unwrap();
+                assert_eq!(
+                    h,
+                    Header {
+                        stream: 7,
+                        seq: 42,
+                        sent_ns: 123_456_789,
+                        kind,
+                        len: size as u32
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_input_is_a_typed_error() {
+        assert_eq!(decode(&[0u8; 31], 100), Err(CodecError::Short { len: 31 }));
+        assert_eq!(decode(&[], 100), Err(CodecError::Short { len: 0 }));
+        assert_eq!(
+            encode(0, 0, 0, Kind::Echo, 31),
+            Err(CodecError::Short { len: 31 })
+        );
+    }
+
+    #[test]
+    fn oversized_input_is_a_typed_error() {
+        let m = encode(0, 0, 0, Kind::Echo, 200).unwrap();
+        assert_eq!(
+            decode(&m, 199),
+            Err(CodecError::Oversized { len: 200, max: 199 })
+        );
+        // A declared length over the limit is refused before the bytes arrive.
+        assert_eq!(
+            split_first(&m[..HEADER_LEN], 100),
+            Err(CodecError::Oversized { len: 200, max: 100 })
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_typed_errors() {
+        let good = encode(1, 2, 3, Kind::Echo, 64).unwrap();
+        let mut m = good.to_vec();
+        m[0] = b'X';
+        assert_eq!(decode(&m, 100), Err(CodecError::BadMagic([b'X', b'L'])));
+        let mut m = good.to_vec();
+        m[2] = 9;
+        assert_eq!(decode(&m, 100), Err(CodecError::BadVersion(9)));
+        let mut m = good.to_vec();
+        m[3] = 200;
+        assert_eq!(decode(&m, 100), Err(CodecError::UnknownKind(200)));
+        assert_eq!(
+            decode(&good[..63], 100),
+            Err(CodecError::LengthMismatch {
+                declared: 64,
+                actual: 63
+            })
+        );
+        let mut m = good.to_vec();
+        m[24..28].copy_from_slice(&5u32.to_be_bytes());
+        assert!(matches!(
+            decode(&m, 100),
+            Err(CodecError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn split_concatenated_messages() {
+        let a = encode(1, 0, 0, Kind::StreamData, 40).unwrap();
+        let b = encode(1, 1, 0, Kind::StreamData, 100).unwrap();
+        let mut all = a.to_vec();
+        all.extend_from_slice(&b);
+        let (h, n) = split_first(&all, 1000).unwrap().unwrap();
+        assert_eq!((h.seq, n), (0, 40));
+        assert_eq!(split_first(&all[40..139], 1000).unwrap(), None);
+        let (h, n) = split_first(&all[40..], 1000).unwrap().unwrap();
+        assert_eq!((h.seq, n), (1, 100));
+        assert_eq!(split_first(&all[..10], 1000).unwrap(), None);
+    }
+
+    #[test]
+    fn padding_differs_by_sequence() {
+        let a = encode(0, 1, 0, Kind::Echo, 64).unwrap();
+        let b = encode(0, 2, 0, Kind::Echo, 64).unwrap();
+        assert_ne!(a[HEADER_LEN..], b[HEADER_LEN..]);
+    }
+
+    #[test]
+    fn stream_request_round_trip_and_limits() {
+        let r = StreamRequest {
+            count: 10,
+            size: 64,
+            interval_ms: 5,
+        };
+        let m = r.encode(3, 9, 1);
+        let h = decode(&m, 1000).unwrap();
+        assert_eq!((h.kind, h.stream), (Kind::StreamRequest, 3));
+        assert_eq!(StreamRequest::decode(&m).unwrap(), r);
+        assert_eq!(StreamRequest::from_query(&r.to_query()).unwrap(), r);
+        assert!(r.validate(1000, 100).is_ok());
+        assert!(StreamRequest { size: 8, ..r }.validate(1000, 100).is_err());
+        assert!(StreamRequest { size: 2000, ..r }
+            .validate(1000, 100)
+            .is_err());
+        assert!(StreamRequest { count: 101, ..r }
+            .validate(1000, 100)
+            .is_err());
+        assert!(StreamRequest::from_query("count=1").is_err());
+        assert!(StreamRequest::from_query("count=x&size=40").is_err());
+        assert!(StreamRequest::from_query("count=1&size=40&evil=1").is_err());
+    }
+}

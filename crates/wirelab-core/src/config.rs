@@ -1,0 +1,214 @@
+//! Configuration shared by every transport: addresses, TLS, limits and timeouts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The short id of each transport, used for `--transport`, result paths and crate names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransportId {
+    /// Raw TCP, length-prefixed messages (the floor).
+    Tcp,
+    /// WebSocket over an HTTP/1.1 Upgrade (RFC 6455).
+    Ws,
+    /// HTTP/1.1 keep-alive, one request per message.
+    H1,
+    /// HTTP/2 (not built yet).
+    H2,
+    /// WebSocket over HTTP/2 extended CONNECT, RFC 8441 (not built yet).
+    H2ws,
+    /// Raw QUIC streams (not built yet).
+    Quic,
+    /// HTTP/3 (not built yet).
+    H3,
+}
+
+impl TransportId {
+    /// Every transport id, in the order reports list them.
+    pub const ALL: [TransportId; 7] = [
+        Self::Tcp,
+        Self::Ws,
+        Self::H1,
+        Self::H2,
+        Self::H2ws,
+        Self::Quic,
+        Self::H3,
+    ];
+
+    /// The id as written on the command line and in result paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Ws => "ws",
+            Self::H1 => "h1",
+            Self::H2 => "h2",
+            Self::H2ws => "h2ws",
+            Self::Quic => "quic",
+            Self::H3 => "h3",
+        }
+    }
+}
+
+impl fmt::Display for TransportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TransportId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown transport '{s}' (known: tcp ws h1 h2 h2ws quic h3)"))
+    }
+}
+
+/// How K logical streams map onto connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// All logical streams multiplexed on one connection (TCP head-of-line blocking possible).
+    Shared,
+    /// Connections from a pool. For tcp and ws: one connection per logical stream. For h1: a
+    /// keep-alive pool of [`ClientConfig::pool_size`] connections shared by all streams.
+    Pool,
+}
+
+impl FromStr for Sharing {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shared" => Ok(Self::Shared),
+            "pool" => Ok(Self::Pool),
+            _ => Err(format!("unknown sharing mode '{s}' (known: shared pool)")),
+        }
+    }
+}
+
+/// Finite limits, enforced by servers and clients alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest service message, in bytes. Default 16 MiB (Autobahn's 9.x cases send 16 MiB).
+    pub max_message: usize,
+    /// Largest single WebSocket frame, in bytes. Default 16 MiB.
+    pub max_frame: usize,
+    /// Largest HTTP/1.1 request head or WebSocket handshake, in bytes. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Most messages one server-stream request may ask for. Default 1,000,000.
+    pub max_stream_count: u32,
+    /// WebSocket read buffer per connection, in bytes. Default 8 KiB (tungstenite's own default
+    /// of 128 KiB, allocated up front, is too much for runs with many connections).
+    pub read_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message: 16 << 20,
+            max_frame: 16 << 20,
+            max_header_bytes: 16 << 10,
+            max_stream_count: 1_000_000,
+            read_buffer: 8 << 10,
+        }
+    }
+}
+
+/// Timeouts. Every wait on a peer is bounded by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect. Default 10 s.
+    pub connect: Duration,
+    /// TLS + protocol handshake, and the HTTP/1.1 header read (slowloris guard). Default 10 s.
+    pub handshake: Duration,
+    /// A connection that receives nothing for this long is closed. Default 60 s.
+    pub idle: Duration,
+    /// WebSocket ping interval; `None` disables keepalive pings. Default 20 s.
+    pub ping_interval: Option<Duration>,
+    /// How long a shutting-down server waits for in-flight work and close replies. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            ping_interval: Some(Duration::from_secs(20)),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a server needs to listen.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (port 0 lets the OS choose).
+    pub listen: SocketAddr,
+    /// TLS, or `None` for cleartext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Finite limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// WebSocket transports only: echo every data message verbatim, text included, without
+    /// decoding it as a service message. For conformance suites (Autobahn); off by default, when
+    /// a text message is closed with 1003.
+    pub raw_echo: bool,
+}
+
+impl ServerConfig {
+    /// A cleartext server on `listen` with default limits and timeouts.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            tls: None,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            raw_echo: false,
+        }
+    }
+}
+
+/// Everything a client needs to open a session.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Name for SNI, certificate checks and the HTTP `Host`.
+    pub server_name: String,
+    /// TLS, or `None` for cleartext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Number of logical streams (K) in the session.
+    pub streams: u32,
+    /// How the K streams map onto connections.
+    pub sharing: Sharing,
+    /// h1 only: connections in the keep-alive pool in [`Sharing::Pool`]. Default 6, what
+    /// browsers open per host.
+    pub pool_size: usize,
+    /// Finite limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl ClientConfig {
+    /// A cleartext client of `addr` with one logical stream and default limits.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            server_name: "localhost".into(),
+            tls: None,
+            streams: 1,
+            sharing: Sharing::Shared,
+            pool_size: 6,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The wirelab contract: what every transport implements and shares.
+//!
+//! - [`codec`]: the service message format (pure, sans-IO).
+//! - [`service`]: the server side of echo and server streams.
+//! - [`transport`]: the [`Client`], [`Channel`] and [`Server`] traits.
+//! - [`config`]: transport ids, limits, timeouts, client and server configs.
+//! - [`tls`]: self-signed or PEM identities, rustls configs with ALPN, `SSLKEYLOGFILE`.
+//! - [`mux`]: K logical streams over one ordered message connection.
+//! - [`clock`]: the monotonic clock messages are stamped with.
+
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod mux;
+pub mod service;
+pub mod tls;
+pub mod transport;
+
+pub use config::{ClientConfig, Limits, ServerConfig, Sharing, Timeouts, TransportId};
+pub use error::{Error, Result};
+pub use tokio_util::sync::CancellationToken;
+pub use transport::{Channel, Client, Received, Server};

@@ -1,0 +1,172 @@
+//! The server side of the service contract, shared by every transport.
+//!
+//! [`classify`] is pure: it decides what a received message asks for. [`drive_stream`] paces a
+//! server stream on the tokio clock and hands each message to the transport's sink.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::clock;
+use crate::codec::{self, CodecError, Kind, StreamRequest};
+use crate::config::Limits;
+
+/// What the server must do with one received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Return the received bytes unchanged.
+    Echo,
+    /// Send a server stream on the message's logical stream.
+    Stream(StreamPlan),
+}
+
+/// Decides what a message asks for, checking it against `limits`.
+pub fn classify(msg: &[u8], limits: &Limits) -> Result<Action, CodecError> {
+    let h = codec::decode(msg, limits.max_message)?;
+    match h.kind {
+        Kind::Echo => Ok(Action::Echo),
+        Kind::StreamRequest => {
+            let req = StreamRequest::decode(msg)?;
+            req.validate(limits.max_message, limits.max_stream_count)?;
+            Ok(Action::Stream(StreamPlan {
+                stream: h.stream,
+                req,
+            }))
+        }
+        Kind::StreamData | Kind::StreamEnd => Err(CodecError::BadStreamRequest(
+            "server-to-client kind sent to the server",
+        )),
+    }
+}
+
+/// A validated server stream: which logical stream, and what to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Logical stream the messages belong to.
+    pub stream: u32,
+    /// What the client asked for.
+    pub req: StreamRequest,
+}
+
+impl StreamPlan {
+    /// Message `seq` of the stream, stamped with `now_ns`.
+    pub fn data(&self, seq: u64, now_ns: u64) -> Bytes {
+        // `validate` guaranteed size >= HEADER_LEN, so encode cannot fail; fall back to an
+        // end marker rather than panic if a caller skipped validation.
+        codec::encode(
+            self.stream,
+            seq,
+            now_ns,
+            Kind::StreamData,
+            self.req.size as usize,
+        )
+        .unwrap_or_else(|_| self.end(now_ns))
+    }
+
+    /// The end-of-stream marker.
+    pub fn end(&self, now_ns: u64) -> Bytes {
+        codec::encode(
+            self.stream,
+            u64::from(self.req.count),
+            now_ns,
+            Kind::StreamEnd,
+            codec::HEADER_LEN,
+        )
+        .unwrap_or_default()
+    }
+}
+
+/// Sends the whole stream through `sink`, one message per interval (measured from the stream's
+/// start, so a slow send does not push every later message back), then the end marker.
+///
+/// Stops early with the sink's error. Transports that carry the end implicitly (HTTP bodies end
+/// with the response) pass `send_end = false`.
+pub async fn drive_stream<F, Fut, E>(plan: StreamPlan, send_end: bool, mut sink: F) -> Result<(), E>
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let interval = Duration::from_millis(u64::from(plan.req.interval_ms));
+    let start = tokio::time::Instant::now();
+    for seq in 0..plan.req.count {
+        if !interval.is_zero() && seq > 0 {
+            tokio::time::sleep_until(start + interval * seq).await;
+        }
+        sink(plan.data(u64::from(seq), clock::now_ns())).await?;
+    }
+    if send_end {
+        sink(plan.end(clock::now_ns())).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_echo_and_stream() {
+        let limits = Limits::default();
+        let m = codec::encode(1, 1, 1, Kind::Echo, 100).unwrap();
+        assert_eq!(classify(&m, &limits), Ok(Action::Echo));
+        let r = StreamRequest {
+            count: 3,
+            size: 64,
+            interval_ms: 0,
+        };
+        match classify(&r.encode(5, 0, 0), &limits) {
+            Ok(Action::Stream(p)) => assert_eq!((p.stream, p.req), (5, r)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classify_rejects_bad_input() {
+        let limits = Limits {
+            max_message: 64,
+            ..Limits::default()
+        };
+        let big = codec::encode(1, 1, 1, Kind::Echo, 65).unwrap();
+        assert!(matches!(
+            classify(&big, &limits),
+            Err(CodecError::Oversized { .. })
+        ));
+        let data = codec::encode(1, 1, 1, Kind::StreamData, 40).unwrap();
+        assert!(classify(&data, &limits).is_err());
+        let r = StreamRequest {
+            count: 3,
+            size: 65,
+            interval_ms: 0,
+        };
+        assert!(classify(&r.encode(0, 0, 0), &limits).is_err());
+    }
+
+    #[tokio::test]
+    async fn drive_stream_sends_count_then_end() {
+        let plan = StreamPlan {
+            stream: 2,
+            req: StreamRequest {
+                count: 4,
+                size: 48,
+                interval_ms: 0,
+            },
+        };
+        let mut got = Vec::new();
+        drive_stream(plan, true, |m| {
+            got.push(m);
+            async { Ok::<(), ()>(()) }
+        })
+        .await
+        .unwrap();
+        let heads: Vec<_> = got.iter().map(|m| codec::decode(m, 100).unwrap()).collect();
+        assert_eq!(heads.len(), 5);
+        for (i, h) in heads[..4].iter().enumerate() {
+            assert_eq!(
+                (h.stream, h.seq, h.kind, h.len),
+                (2, i as u64, Kind::StreamData, 48)
+            );
+        }
+        assert_eq!(heads[4].kind, Kind::StreamEnd);
+    }
+}

@@ -1,0 +1,243 @@
+//! TLS for every TCP transport: a self-signed certificate made at start-up (or PEM files),
+//! rustls configs with the right ALPN, and `SSLKEYLOGFILE` support so captures can be decrypted.
+//!
+//! Only the `ring` provider is compiled in; configs are built with it explicitly, never through
+//! the process-wide default.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, KeyLogFile, RootCertStore, SignatureScheme};
+
+use crate::error::{Error, Result};
+
+/// ALPN id of HTTP/1.1, used by `ws` and `h1`.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The crypto provider every config uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::Tls(e.to_string())
+}
+
+/// A certificate chain with its private key.
+#[derive(Debug)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// A fresh self-signed certificate for `names` (DNS names or IP addresses).
+    pub fn self_signed(names: &[&str]) -> Result<Self> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let ck = rcgen::generate_simple_self_signed(names).map_err(tls_err)?;
+        Ok(Self {
+            chain: vec![ck.cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der())),
+        })
+    }
+
+    /// The certificate chain and key from PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(Error::Tls(format!(
+                "{}: no certificate found",
+                cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+        Ok(Self { chain, key })
+    }
+
+    /// The leaf certificate, for clients that should trust exactly this server.
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.chain[0].clone()
+    }
+
+    /// The leaf certificate as PEM text.
+    pub fn certificate_pem(&self) -> String {
+        use std::fmt::Write;
+        let b64 = base64_encode(&self.chain[0]);
+        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            let _ = writeln!(out, "{}", String::from_utf8_lossy(line));
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+        out
+    }
+
+    /// A server config offering `alpn`, with `SSLKEYLOGFILE` honoured.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(tls_err)?;
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg.key_log = Arc::new(KeyLogFile::new());
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// Which servers a client trusts.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Exactly these certificates (e.g. the self-signed one a local server printed).
+    Certificates(Vec<CertificateDer<'static>>),
+    /// The certificates in a PEM file.
+    PemFile(std::path::PathBuf),
+    /// Any certificate. For lab use against a self-signed server whose certificate you do not
+    /// have; the handshake signature is still verified.
+    InsecureAnyCertificate,
+}
+
+/// A client config offering `alpn`, with `SSLKEYLOGFILE` honoured.
+pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?;
+    let certs = match trust {
+        Trust::Certificates(c) => Some(c.clone()),
+        Trust::PemFile(p) => Some(
+            CertificateDer::pem_file_iter(p)
+                .map_err(|e| Error::Tls(format!("{}: {e}", p.display())))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Tls(format!("{}: {e}", p.display())))?,
+        ),
+        Trust::InsecureAnyCertificate => None,
+    };
+    let mut cfg = match certs {
+        Some(certs) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs {
+                roots.add(c).map_err(tls_err)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg.key_log = Arc::new(KeyLogFile::new());
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts any certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Standard base64 with padding (for PEM output; avoids a dependency for 20 lines).
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_answers() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn self_signed_pem_round_trips_into_a_client_config() {
+        let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        let dir = std::env::temp_dir().join(format!("wirelab-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cert.pem");
+        std::fs::write(&path, id.certificate_pem()).unwrap();
+        client_config(&Trust::PemFile(path.clone()), &[ALPN_HTTP11]).unwrap();
+        id.server_config(&[ALPN_HTTP11]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_pem_file_is_a_clear_error() {
+        let e =
+            Identity::from_pem_files(Path::new("/nonexistent/c.pem"), Path::new("/x")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
+    }
+}

@@ -1,0 +1,44 @@
+//! `ws`: WebSocket (RFC 6455) over an HTTP/1.1 Upgrade, `ws://` and `wss://`, endpoint `/ws`.
+//!
+//! One binary WebSocket message carries one service message; a server stream arrives as
+//! server-sent messages. `shared` mode multiplexes K logical streams on one WebSocket by the
+//! header's stream id; `pool` mode opens one WebSocket per logical stream.
+//!
+//! Framing is tokio-tungstenite's. This crate adds what RFC 6455 asks of a server and plain
+//! tungstenite does not do:
+//! - handshake answers: a wrong or missing `Sec-WebSocket-Version` gets `426` with
+//!   `Sec-WebSocket-Version: 13`; a missing or invalid key, or missing `Upgrade`/`Connection`
+//!   headers, gets `400` with a short reason; another path `404`; a method other than GET `405`;
+//!   a head over the size limit `431`; a client too slow to finish its handshake `408`;
+//! - close codes that tell the truth: 1000 normal end; 1001 on server shutdown (in-flight answers
+//!   are written first) and on idle timeout; 1002 protocol error (unmasked client frame, control
+//!   frame over 125 bytes, reserved bits or opcodes); 1003 a text message or a binary message
+//!   that is not a service message; 1007 invalid UTF-8; 1009 a message or frame over the limit,
+//!   also when only its declared length is over. The client reports 1006 when TCP dies without
+//!   a close frame;
+//! - ping keepalive at a configurable interval, an idle timeout, finite frame/message limits and
+//!   a small read buffer.
+//!
+//! [`wirelab_core::ServerConfig::raw_echo`] makes the server echo every data message verbatim,
+//! text included: that is the mode conformance suites (Autobahn) need.
+
+mod client;
+pub mod handshake;
+mod server;
+
+pub use client::{WsClient, ABNORMAL_CLOSURE};
+pub use handshake::PATH;
+pub use server::WsServer;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wirelab_core::Limits;
+
+/// tungstenite's config from the lab's limits.
+pub(crate) fn ws_config(l: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(l.read_buffer)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_message.saturating_mul(2).max(1 << 20))
+        .max_message_size(Some(l.max_message))
+        .max_frame_size(Some(l.max_frame))
+}
