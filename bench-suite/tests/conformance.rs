@@ -1,0 +1,343 @@
+//! One conformance module, instantiated for every transport (and its TLS variant).
+//!
+//! Every wait is bounded (`within`), ports come from the OS, and nothing sleeps to synchronise.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use wirelab_core::codec::{self, Kind, StreamRequest, HEADER_LEN};
+use wirelab_core::tls::{self, Identity, Trust};
+use wirelab_core::{
+    CancellationToken, Channel, Client, ClientConfig, Error, Server, ServerConfig, Sharing,
+};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {BOUND:?}"))
+}
+
+struct Lab {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<wirelab_core::Result<()>>,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+async fn start<S: Server>(use_tls: bool) -> Lab {
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.timeouts.shutdown_grace = Duration::from_secs(5);
+    let mut client_tls = None;
+    if use_tls {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        cfg.tls = Some(id.server_config(&[tls::ALPN_HTTP11]).unwrap());
+        client_tls = Some(
+            tls::client_config(
+                &Trust::Certificates(vec![id.certificate()]),
+                &[tls::ALPN_HTTP11],
+            )
+            .unwrap(),
+        );
+    }
+    let server = S::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.serve(stop.clone()));
+    Lab {
+        addr,
+        stop,
+        task,
+        client_tls,
+    }
+}
+
+impl Lab {
+    fn client(&self, k: u32, sharing: Sharing) -> ClientConfig {
+        let mut c = ClientConfig::new(self.addr);
+        c.tls = self.client_tls.clone();
+        c.streams = k;
+        c.sharing = sharing;
+        c
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        within("server shutdown", self.task).await.unwrap().unwrap();
+    }
+}
+
+fn msg(stream: u32, seq: u64, size: usize) -> Bytes {
+    codec::encode(stream, seq, seq * 7, Kind::Echo, size).unwrap()
+}
+
+pub(crate) async fn echo_sizes<S: Server, C: Client>(tls: bool) {
+    let lab = start::<S>(tls).await;
+    let mut client = within("connect", C::connect(&lab.client(1, Sharing::Shared)))
+        .await
+        .unwrap();
+    let mut ch = client.channels().remove(0);
+    for (seq, size) in [HEADER_LEN, 125, 126, 127, 65_535, 65_536, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let m = msg(0, seq as u64, size);
+        let back = within("echo", ch.echo(m.clone())).await.unwrap();
+        assert_eq!(back.len(), size);
+        assert!(back == m, "echo of {size} bytes differs");
+    }
+    drop(ch);
+    within("close", client.close()).await.unwrap();
+    lab.stop().await;
+}
+
+pub(crate) async fn thousand_in_order<S: Server, C: Client>(tls: bool) {
+    let lab = start::<S>(tls).await;
+    let mut client = within("connect", C::connect(&lab.client(1, Sharing::Shared)))
+        .await
+        .unwrap();
+    let mut ch = client.channels().remove(0);
+    // Pipelined with a window of 64 messages in flight.
+    let (n, window) = (1000u64, 64u64);
+    let mut next_recv = 0;
+    for seq in 0..n {
+        within("send", ch.send(msg(0, seq, 64))).await.unwrap();
+        if seq + 1 - next_recv >= window {
+            let back = within("recv", ch.recv()).await.unwrap();
+            assert_eq!(codec::decode(&back, 1 << 20).unwrap().seq, next_recv);
+            next_recv += 1;
+        }
+    }
+    while next_recv < n {
+        let back = within("recv", ch.recv()).await.unwrap();
+        assert_eq!(codec::decode(&back, 1 << 20).unwrap().seq, next_recv);
+        next_recv += 1;
+    }
+    drop(ch);
+    within("close", client.close()).await.unwrap();
+    lab.stop().await;
+}
+
+pub(crate) async fn streams_without_crosstalk<S: Server, C: Client>(tls: bool, sharing: Sharing) {
+    let lab = start::<S>(tls).await;
+    let mut client = within("connect", C::connect(&lab.client(8, sharing)))
+        .await
+        .unwrap();
+    let channels = client.channels();
+    assert_eq!(channels.len(), 8);
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .map(|mut ch| {
+            tokio::spawn(async move {
+                let id = ch.id();
+                for seq in 0..200u64 {
+                    let m = msg(id, seq, 64 + id as usize);
+                    let back = ch.echo(m.clone()).await.unwrap();
+                    let h = codec::decode(&back, 1 << 20).unwrap();
+                    assert_eq!((h.stream, h.seq), (id, seq), "cross-talk on stream {id}");
+                    assert!(back == m);
+                }
+                ch
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(within("stream task", t).await.unwrap().id());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+    within("close", client.close()).await.unwrap();
+    lab.stop().await;
+}
+
+pub(crate) async fn server_stream<S: Server, C: Client>(tls: bool) {
+    let lab = start::<S>(tls).await;
+    let mut client = within("connect", C::connect(&lab.client(2, Sharing::Shared)))
+        .await
+        .unwrap();
+    let mut chans = client.channels();
+    let req = StreamRequest {
+        count: 500,
+        size: 100,
+        interval_ms: 0,
+    };
+    let got = within("stream", chans[1].server_stream(req)).await.unwrap();
+    assert_eq!(got.len(), 500);
+    for (i, r) in got.iter().enumerate() {
+        let h = codec::decode(&r.msg, 1 << 20).unwrap();
+        assert_eq!(
+            (h.stream, h.seq, h.kind, h.len),
+            (1, i as u64, Kind::StreamData, 100)
+        );
+        assert!(r.at_ns >= h.sent_ns, "received before it was sent");
+    }
+    // A paced stream: 5 messages 10 ms apart take at least 40 ms on the server's clock.
+    let paced = StreamRequest {
+        count: 5,
+        size: 64,
+        interval_ms: 10,
+    };
+    let got = within("paced stream", chans[0].server_stream(paced))
+        .await
+        .unwrap();
+    let first = codec::decode(&got[0].msg, 1 << 20).unwrap().sent_ns;
+    let last = codec::decode(&got[4].msg, 1 << 20).unwrap().sent_ns;
+    assert!(
+        last - first >= 40_000_000,
+        "paced stream spanned {} ns",
+        last - first
+    );
+    // The channel still echoes afterwards.
+    within("echo", chans[0].echo(msg(0, 1, 64))).await.unwrap();
+    drop(chans);
+    within("close", client.close()).await.unwrap();
+    lab.stop().await;
+}
+
+pub(crate) async fn clean_close<S: Server, C: Client>(tls: bool) {
+    let lab = start::<S>(tls).await;
+    for round in 0..3u64 {
+        let mut client = within("connect", C::connect(&lab.client(2, Sharing::Shared)))
+            .await
+            .unwrap();
+        let mut chans = client.channels();
+        within("echo", chans[0].echo(msg(0, round, 64)))
+            .await
+            .unwrap();
+        drop(chans);
+        within("close", client.close()).await.unwrap();
+    }
+    lab.stop().await;
+}
+
+/// Server shutdown while clients are busy: no panic, every acknowledged echo was correct, the
+/// server returns within its grace, and clients see a clean end (ws: close code 1001).
+pub(crate) async fn shutdown_while_busy<S: Server, C: Client>(tls: bool, expect_code: Option<u16>) {
+    let lab = start::<S>(tls).await;
+    let mut client = within("connect", C::connect(&lab.client(4, Sharing::Shared)))
+        .await
+        .unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    let busy = Arc::new(tokio::sync::Notify::new());
+    let tasks: Vec<_> = client
+        .channels()
+        .into_iter()
+        .map(|mut ch| {
+            let (acked, busy) = (acked.clone(), busy.clone());
+            tokio::spawn(async move {
+                let id = ch.id();
+                for seq in 0.. {
+                    let m = msg(id, seq, 256);
+                    match ch.echo(m.clone()).await {
+                        Ok(back) => {
+                            assert!(back == m, "acknowledged echo {seq} on {id} is wrong");
+                            if acked.fetch_add(1, Ordering::SeqCst) == 200 {
+                                busy.notify_one();
+                            }
+                        }
+                        Err(e) => return e,
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    within("clients busy", busy.notified()).await;
+    lab.stop().await;
+    let mut codes = Vec::new();
+    for t in tasks {
+        let e = within("client sees the end", t).await.unwrap();
+        if let Error::Closed { code, .. } = e {
+            codes.push(code);
+        }
+    }
+    if let Some(code) = expect_code {
+        assert!(
+            codes.contains(&code),
+            "expected close code {code}, saw {codes:?}"
+        );
+        assert!(codes.iter().all(|c| *c == code), "close codes {codes:?}");
+    }
+    let _ = within("close", client.close()).await;
+}
+
+macro_rules! conformance {
+    ($name:ident, $server:ty, $client:ty, tls = $tls:expr, shutdown_code = $code:expr) => {
+        mod $name {
+            use super::*;
+            type S = $server;
+            type C = $client;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn echo_of_every_boundary_size() {
+                echo_sizes::<S, C>($tls).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn thousand_messages_in_order() {
+                thousand_in_order::<S, C>($tls).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn eight_shared_streams_without_crosstalk() {
+                streams_without_crosstalk::<S, C>($tls, Sharing::Shared).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn eight_pooled_streams_without_crosstalk() {
+                streams_without_crosstalk::<S, C>($tls, Sharing::Pool).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn server_stream_complete_and_in_order() {
+                server_stream::<S, C>($tls).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clean_close_and_reconnect() {
+                clean_close::<S, C>($tls).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shutdown_while_clients_are_busy() {
+                shutdown_while_busy::<S, C>($tls, $code).await;
+            }
+        }
+    };
+}
+
+conformance!(
+    tcp,
+    wirelab_tcp::TcpServer,
+    wirelab_tcp::TcpClient,
+    tls = false,
+    shutdown_code = None
+);
+conformance!(
+    ws,
+    wirelab_ws::WsServer,
+    wirelab_ws::WsClient,
+    tls = false,
+    shutdown_code = Some(1001)
+);
+conformance!(
+    wss,
+    wirelab_ws::WsServer,
+    wirelab_ws::WsClient,
+    tls = true,
+    shutdown_code = Some(1001)
+);
+conformance!(
+    h1,
+    wirelab_h1::H1Server,
+    wirelab_h1::H1Client,
+    tls = false,
+    shutdown_code = None
+);
+conformance!(
+    h1_tls,
+    wirelab_h1::H1Server,
+    wirelab_h1::H1Client,
+    tls = true,
+    shutdown_code = None
+);
