@@ -28,9 +28,7 @@ impl Server for TcpServer {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| self.cfg.listen)
+        self.listener.local_addr().unwrap_or(self.cfg.listen)
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {

@@ -190,25 +190,22 @@ async fn write_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(m) = rx.recv().await {
-        let closing = matches!(m, Message::Close(_));
-        sink.feed(m).await.map_err(ws_io)?;
-        while !closing {
+    // Batches whatever is queued into one flush; stops after a close frame (RFC 6455 §5.5.1:
+    // nothing is sent after it).
+    while let Some(mut m) = rx.recv().await {
+        loop {
+            let closing = matches!(m, Message::Close(_));
+            sink.feed(m).await.map_err(ws_io)?;
+            if closing {
+                sink.flush().await.map_err(ws_io)?;
+                return Ok(());
+            }
             match rx.try_recv() {
-                Ok(m) => {
-                    let closing_now = matches!(m, Message::Close(_));
-                    sink.feed(m).await.map_err(ws_io)?;
-                    if closing_now {
-                        break;
-                    }
-                }
+                Ok(next) => m = next,
                 Err(_) => break,
             }
         }
         sink.flush().await.map_err(ws_io)?;
-        if closing {
-            break;
-        }
     }
     Ok(())
 }

@@ -1,0 +1,209 @@
+//! Independent peers against our servers: the Autobahn|Testsuite cases (via `kosoku`), Python
+//! `websockets`, and `curl`.
+//!
+//! Python peers come from a virtualenv: `$WIRELAB_VENV`, else `.venv` at the repository root
+//! (`scripts/test.sh` makes it). When a peer is missing the test says so on the terminal and
+//! returns; with `WIRELAB_REQUIRE_PEERS=1` (CI) a missing peer fails the test instead.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use wirelab_core::tls::{self, Identity};
+use wirelab_core::{CancellationToken, Server, ServerConfig};
+
+const PEER_BOUND: Duration = Duration::from_secs(300);
+
+fn venv() -> PathBuf {
+    std::env::var_os("WIRELAB_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv")
+    })
+}
+
+/// Returns the peer's program, or reports the skip (visibly, past the test harness's output
+/// capture) and returns `None`; panics instead when peers are required.
+fn peer(program: PathBuf, what: &str) -> Option<PathBuf> {
+    if program.exists() {
+        return Some(program);
+    }
+    let msg = format!(
+        "{what}: peer not found at {} (run scripts/test.sh, which installs it)",
+        program.display()
+    );
+    if std::env::var("WIRELAB_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+        panic!("{msg}");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
+    None
+}
+
+async fn run(cmd: &mut tokio::process::Command) -> Output {
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(PEER_BOUND, cmd.output())
+        .await
+        .expect("peer did not finish in time")
+        .expect("peer could not be started")
+}
+
+async fn start<S: Server>(cfg: ServerConfig) -> (SocketAddr, CancellationToken) {
+    let s = S::bind(cfg).await.unwrap();
+    let addr = s.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(s.serve(stop.clone()));
+    (addr, stop)
+}
+
+fn local() -> ServerConfig {
+    ServerConfig::new("127.0.0.1:0".parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_testsuite_cases_all_pass() {
+    let Some(kosoku) = peer(venv().join("bin/kosoku"), "Autobahn (kosoku)") else { return };
+    let mut cfg = local();
+    cfg.raw_echo = true;
+    let (addr, stop) = start::<wirelab_ws::WsServer>(cfg).await;
+    let out_dir = std::env::temp_dir().join(format!("wirelab-autobahn-{}", std::process::id()));
+    let out = run(tokio::process::Command::new(kosoku)
+        .arg("-m")
+        .arg("fuzzingclient")
+        .arg(format!("ws://{addr}/ws"))
+        .args(["-x", "12.*", "-x", "13.*", "-p", "2", "-o"])
+        .arg(&out_dir))
+    .await;
+    stop.cancel();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut failed = Vec::new();
+    for cases in index.as_object().unwrap().values() {
+        for (case, r) in cases.as_object().unwrap() {
+            let b = r["behavior"].as_str().unwrap_or("?").to_string();
+            let bc = r["behaviorClose"].as_str().unwrap_or("?");
+            if !matches!(b.as_str(), "OK" | "NON-STRICT" | "INFORMATIONAL")
+                || !matches!(bc, "OK" | "INFORMATIONAL")
+            {
+                failed.push(format!("{case}: {b}/{bc}"));
+            }
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    let total: usize = counts.values().sum();
+    let _ = writeln!(
+        std::io::stderr(),
+        "Autobahn|Testsuite via kosoku (12.*, 13.* compression excluded): {total} cases, {counts:?}; failed: {failed:?}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert!(out.status.success(), "kosoku failed:\n{stdout}");
+    assert_eq!(total, 301, "expected the 301 non-compression cases");
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+const WEBSOCKETS_PEER: &str = r#"
+import ssl, struct, sys, time
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+
+url, cafile = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+ctx = None
+if cafile:
+    ctx = ssl.create_default_context(cafile=cafile)
+
+def msg(stream, seq, size):
+    # wirelab's header, written independently: magic, version, kind, stream, seq, ns, len, 0
+    h = struct.pack('>2sBBIQQII', b'WL', 1, 0, stream, seq, time.monotonic_ns(), size, 0)
+    return h + bytes((i + seq) & 0xff for i in range(size - 32))
+
+with connect(url, ssl=ctx, max_size=None) as ws:
+    for seq in range(50):
+        for size in (32, 125, 126, 65536, 70000):
+            m = msg(0, seq, size)
+            ws.send(m)
+            assert ws.recv(timeout=10) == m, (seq, size)
+    ws.close()
+    assert ws.protocol.close_rcvd.code == 1000, ws.protocol.close_rcvd
+
+with connect(url, ssl=ctx) as ws:
+    ws.send("text is not part of the service")
+    try:
+        ws.recv(timeout=10)
+        sys.exit("expected a close")
+    except ConnectionClosed as e:
+        assert e.rcvd.code == 1003, e.rcvd
+print("websockets peer: 250 echoes OK, close 1000 OK, text -> 1003 OK")
+"#;
+
+async fn websockets_peer(use_tls: bool) {
+    let Some(py) = peer(venv().join("bin/python"), "Python websockets") else { return };
+    let mut cfg = local();
+    let mut args = Vec::new();
+    let dir = std::env::temp_dir().join(format!("wirelab-peer-{}-{use_tls}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    if use_tls {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, id.certificate_pem()).unwrap();
+        cfg.tls = Some(id.server_config(&[tls::ALPN_HTTP11]).unwrap());
+        args.push(ca.display().to_string());
+    }
+    let (addr, stop) = start::<wirelab_ws::WsServer>(cfg).await;
+    let scheme = if use_tls { "wss" } else { "ws" };
+    let out = run(tokio::process::Command::new(py)
+        .arg("-c")
+        .arg(WEBSOCKETS_PEER)
+        .arg(format!("{scheme}://localhost:{}/ws", addr.port()))
+        .args(&args))
+    .await;
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "python websockets peer failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_echoes_through_ws() {
+    websockets_peer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_echoes_through_wss() {
+    websockets_peer(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_against_h1() {
+    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else { return };
+    let mut cfg = local();
+    cfg.limits.max_message = 1024;
+    let (addr, stop) = start::<wirelab_h1::H1Server>(cfg).await;
+    let base = format!("http://127.0.0.1:{}", addr.port());
+
+    let out = run(tokio::process::Command::new(&curl)
+        .args(["-s", "--data-binary", "hello from curl"])
+        .arg(format!("{base}/echo")))
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from curl");
+
+    // Two requests in one invocation reuse the keep-alive connection.
+    let url = format!("{base}/stream?count=10&size=64");
+    let out = run(tokio::process::Command::new(&curl).args(["-sv"]).arg(&url).arg(&url)).await;
+    assert_eq!(out.stdout.len(), 2 * 10 * 64);
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(verbose.contains("Re-using existing connection"), "{verbose}");
+    assert!(verbose.contains("Transfer-Encoding: chunked") || verbose.contains("transfer-encoding: chunked"), "{verbose}");
+
+    let out = run(tokio::process::Command::new(&curl)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+        .arg("x".repeat(2000))
+        .arg(format!("{base}/echo")))
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    stop.cancel();
+}
