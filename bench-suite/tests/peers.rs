@@ -17,9 +17,9 @@ use wirelab_core::{CancellationToken, Server, ServerConfig};
 const PEER_BOUND: Duration = Duration::from_secs(300);
 
 fn venv() -> PathBuf {
-    std::env::var_os("WIRELAB_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv")
-    })
+    std::env::var_os("WIRELAB_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"))
 }
 
 /// Returns the peer's program, or reports the skip (visibly, past the test harness's output
@@ -61,7 +61,9 @@ fn local() -> ServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_testsuite_cases_all_pass() {
-    let Some(kosoku) = peer(venv().join("bin/kosoku"), "Autobahn (kosoku)") else { return };
+    let Some(kosoku) = peer(venv().join("bin/kosoku"), "Autobahn (kosoku)") else {
+        return;
+    };
     let mut cfg = local();
     cfg.raw_echo = true;
     let (addr, stop) = start::<wirelab_ws::WsServer>(cfg).await;
@@ -137,7 +139,9 @@ print("websockets peer: 250 echoes OK, close 1000 OK, text -> 1003 OK")
 "#;
 
 async fn websockets_peer(use_tls: bool) {
-    let Some(py) = peer(venv().join("bin/python"), "Python websockets") else { return };
+    let Some(py) = peer(venv().join("bin/python"), "Python websockets") else {
+        return;
+    };
     let mut cfg = local();
     let mut args = Vec::new();
     let dir = std::env::temp_dir().join(format!("wirelab-peer-{}-{use_tls}", std::process::id()));
@@ -179,7 +183,9 @@ async fn python_websockets_echoes_through_wss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_against_h1() {
-    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else { return };
+    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else {
+        return;
+    };
     let mut cfg = local();
     cfg.limits.max_message = 1024;
     let (addr, stop) = start::<wirelab_h1::H1Server>(cfg).await;
@@ -193,14 +199,32 @@ async fn curl_against_h1() {
 
     // Two requests in one invocation reuse the keep-alive connection.
     let url = format!("{base}/stream?count=10&size=64");
-    let out = run(tokio::process::Command::new(&curl).args(["-sv"]).arg(&url).arg(&url)).await;
+    let out = run(tokio::process::Command::new(&curl)
+        .args(["-sv"])
+        .arg(&url)
+        .arg(&url))
+    .await;
     assert_eq!(out.stdout.len(), 2 * 10 * 64);
     let verbose = String::from_utf8_lossy(&out.stderr);
-    assert!(verbose.contains("Re-using existing connection"), "{verbose}");
-    assert!(verbose.contains("Transfer-Encoding: chunked") || verbose.contains("transfer-encoding: chunked"), "{verbose}");
+    assert!(
+        verbose.contains("Re-using existing connection"),
+        "{verbose}"
+    );
+    assert!(
+        verbose.contains("Transfer-Encoding: chunked")
+            || verbose.contains("transfer-encoding: chunked"),
+        "{verbose}"
+    );
 
     let out = run(tokio::process::Command::new(&curl)
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+        ])
         .arg("x".repeat(2000))
         .arg(format!("{base}/echo")))
     .await;

@@ -67,6 +67,20 @@ fn has_token(value: Option<&str>, token: &str) -> bool {
     value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2):
+/// base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")).
+///
+/// ```
+/// // RFC 6455 §1.3's example, also the reference material's.
+/// assert_eq!(
+///     wirelab_ws::handshake::accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+///     "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+/// );
+/// ```
+pub fn accept_key(key: &str) -> String {
+    derive_accept_key(key.as_bytes())
+}
+
 /// A valid `Sec-WebSocket-Key` is base64 of exactly 16 bytes: 22 base64 characters and `==`.
 fn key_is_valid(key: &str) -> bool {
     let b = key.as_bytes();
@@ -105,7 +119,7 @@ pub fn check(req: &httparse::Request<'_, '_>) -> Result<String, Reject> {
         ));
     }
     match header(req, "sec-websocket-key") {
-        Some(k) if key_is_valid(k) => Ok(derive_accept_key(k.as_bytes())),
+        Some(k) if key_is_valid(k) => Ok(accept_key(k)),
         Some(_) => Err(Reject::new(
             400,
             "Sec-WebSocket-Key is not base64 of 16 bytes",

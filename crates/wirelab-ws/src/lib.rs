@@ -37,7 +37,6 @@ use wirelab_core::Limits;
 pub(crate) fn ws_config(l: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(l.read_buffer)
-        .write_buffer_size(0)
         .max_write_buffer_size(l.max_message.saturating_mul(2).max(1 << 20))
         .max_message_size(Some(l.max_message))
         .max_frame_size(Some(l.max_frame))
