@@ -125,7 +125,17 @@ where
     while let Some(item) = reader.next().await {
         let msg = match item {
             Ok(m) => m,
-            Err(e) => return fail_all(&routes, &e),
+            Err(e) => {
+                fail_all(&routes, &e);
+                // Keep polling briefly: a WebSocket flushes its reply to the peer's close frame
+                // from the read path, and the peer waits for that reply.
+                for _ in 0..16 {
+                    if reader.next().await.is_none() {
+                        break;
+                    }
+                }
+                return;
+            }
         };
         let id = match codec::peek_header(&msg) {
             Ok(h) => h.stream,

@@ -348,34 +348,35 @@ async fn server_pings_at_its_interval() {
     assert_eq!(h[0], 0x89, "expected a ping frame");
 }
 
+/// A peer that completes the server side of the handshake; returns its socket.
+async fn raw_server(listener: TcpListener) -> TcpStream {
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    let req = String::from_utf8_lossy(&got).to_string();
+    let key = req
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap();
+    let accept = wirelab_ws::handshake::accept_key(&key);
+    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    s.write_all(resp.as_bytes()).await.unwrap();
+    s
+}
+
 #[tokio::test]
 async fn client_reports_1006_when_tcp_dies_without_a_close_frame() {
-    // A peer that completes the handshake and then drops TCP.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while !got.ends_with(b"\r\n\r\n") {
-            let n = s.read(&mut buf).await.unwrap();
-            got.extend_from_slice(&buf[..n]);
-        }
-        let req = String::from_utf8_lossy(&got).to_string();
-        let key = req
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Sec-WebSocket-Key: ")
-                    .or(l.strip_prefix("sec-websocket-key: "))
-            })
-            .unwrap()
-            .trim()
-            .to_string();
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
-        s.write_all(resp.as_bytes()).await.unwrap();
-        drop(s);
-    });
+    tokio::spawn(async move { drop(raw_server(listener).await) });
     let mut client = WsClient::connect(&ClientConfig::new(addr)).await.unwrap();
     let mut ch = client.channels().remove(0);
     let e = tokio::time::timeout(BOUND, ch.recv())
@@ -383,4 +384,47 @@ async fn client_reports_1006_when_tcp_dies_without_a_close_frame() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(e, Error::Closed { code: 1006, .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn client_answers_the_servers_close_and_reports_its_code() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut s = raw_server(listener).await;
+        let mut close = vec![0x88, 2 + 4];
+        close.extend_from_slice(&1001u16.to_be_bytes());
+        close.extend_from_slice(b"bye!");
+        s.write_all(&close).await.unwrap();
+        // The client's reply: a masked close frame echoing the code (RFC 6455 §5.5.1).
+        let mut h = [0u8; 2];
+        tokio::time::timeout(BOUND, s.read_exact(&mut h))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(h[0], 0x88, "expected a close frame");
+        assert_eq!(h[1] & 0x80, 0x80, "client frames are masked");
+        let mut rest = vec![0u8; 4 + (h[1] & 0x7f) as usize];
+        s.read_exact(&mut rest).await.unwrap();
+        let code: Vec<u8> = rest[4..6]
+            .iter()
+            .zip(&rest[..2])
+            .map(|(b, k)| b ^ k)
+            .collect();
+        u16::from_be_bytes([code[0], code[1]])
+    });
+    let mut client = WsClient::connect(&ClientConfig::new(addr)).await.unwrap();
+    let mut ch = client.channels().remove(0);
+    let e = tokio::time::timeout(BOUND, ch.recv())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Closed { code: 1001, ref reason } if reason == "bye!"),
+        "{e:?}"
+    );
+    assert_eq!(
+        tokio::time::timeout(BOUND, peer).await.unwrap().unwrap(),
+        1001
+    );
 }

@@ -1,0 +1,243 @@
+//! The `wirelab` binary end to end: serving, SIGTERM, the client check, and clear errors.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use wirelab_core::codec::{self, Kind};
+use wirelab_core::{Channel, Client, ClientConfig, Error};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn wirelab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wirelab"));
+    c.kill_on_drop(true);
+    c
+}
+
+/// Starts `wirelab serve ARGS` and returns the child and each transport's address as printed.
+async fn serve(
+    args: &[&str],
+    n: usize,
+) -> (Child, BufReader<ChildStdout>, Vec<(String, SocketAddr)>) {
+    let mut child = wirelab()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    while addrs.len() < n {
+        let mut line = String::new();
+        let read = tokio::time::timeout(BOUND, out.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "serve exited before listening");
+        if let Some((id, rest)) = line.split_once(" listening on ") {
+            let addr = rest
+                .split("://")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_end_matches("/ws");
+            addrs.push((id.trim().to_string(), addr.parse().unwrap()));
+        }
+    }
+    (child, out, addrs)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_all_then_sigterm_exits_cleanly() {
+    let (mut child, mut out, addrs) = serve(&[], 3).await;
+    let ids: Vec<_> = addrs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["tcp", "ws", "h1"]);
+    sigterm(&child);
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    while out.read_line(&mut rest).await.unwrap() > 0 {}
+    assert!(rest.contains("stopped"), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_websockets_with_1001_after_answering() {
+    let (mut child, _out, addrs) = serve(&["-t", "ws"], 1).await;
+    let mut client = WsClientHelper::connect(addrs[0].1).await;
+    let m = codec::encode(0, 0, 0, Kind::Echo, 64).unwrap();
+    assert_eq!(client.1.echo(m.clone()).await.unwrap(), m);
+    sigterm(&child);
+    let e = tokio::time::timeout(BOUND, client.1.recv())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Closed { code: 1001, .. }), "{e:?}");
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    drop(client);
+}
+
+struct WsClientHelper(
+    wirelab_ws::WsClient,
+    <wirelab_ws::WsClient as Client>::Channel,
+);
+
+impl WsClientHelper {
+    async fn connect(addr: SocketAddr) -> Self {
+        let mut c = wirelab_ws::WsClient::connect(&ClientConfig::new(addr))
+            .await
+            .unwrap();
+        let ch = c.channels().remove(0);
+        Self(c, ch)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_subcommand_checks_each_transport() {
+    let (mut child, _out, addrs) = serve(&[], 3).await;
+    for (id, addr) in &addrs {
+        let out = tokio::time::timeout(
+            BOUND,
+            wirelab()
+                .args([
+                    "client",
+                    "-t",
+                    id,
+                    "-c",
+                    &addr.to_string(),
+                    "-k",
+                    "4",
+                    "--count",
+                    "200",
+                ])
+                .output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{id}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("RTT p50"), "{text}");
+        assert!(
+            text.contains("100 messages complete and in order"),
+            "{text}"
+        );
+    }
+    sigterm(&child);
+    tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serve_and_client_with_the_printed_certificate() {
+    let dir = std::env::temp_dir().join(format!("wirelab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    let cert_s = cert.display().to_string();
+    let (mut child, _out, addrs) = serve(&["-t", "ws", "--tls", "--cert-out", &cert_s], 1).await;
+    let out = wirelab()
+        .args([
+            "client",
+            "-t",
+            "ws",
+            "-c",
+            &addrs[0].1.to_string(),
+            "--tls",
+            "--ca",
+            &cert_s,
+            "--count",
+            "50",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sigterm(&child);
+    tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn fails_with(args: &[&str], needle: &str) {
+    let out = tokio::time::timeout(BOUND, wirelab().args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    fails_with(
+        &["client", "-t", "tcp", "-c", "127.0.0.1:1", "--size", "8"],
+        "at least the 32-byte header",
+    )
+    .await;
+    fails_with(
+        &["client", "-t", "h3", "-c", "127.0.0.1:1"],
+        "not built yet",
+    )
+    .await;
+    fails_with(
+        &["client", "-t", "ws", "-c", "127.0.0.1:1", "--tls"],
+        "--ca FILE",
+    )
+    .await;
+    fails_with(
+        &["client", "-t", "nope", "-c", "127.0.0.1:1"],
+        "unknown transport",
+    )
+    .await;
+    fails_with(
+        &["client", "-t", "tcp", "-c", "127.0.0.1:1", "--count", "1"],
+        "connecting",
+    )
+    .await;
+    fails_with(&["serve", "-t", "tcp", "--tls"], "no TLS mode").await;
+    fails_with(&["serve", "--idle-timeout", "0s"], "positive duration").await;
+    // A port that is already taken.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = l.local_addr().unwrap().to_string();
+    fails_with(
+        &["serve", "-t", "tcp", "--listen", &taken],
+        "cannot listen on",
+    )
+    .await;
+}
