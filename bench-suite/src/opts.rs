@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use wirelab_core::{Limits, Sharing, Timeouts};
+use wirelab_core::{Limits, Mode, Sharing, Timeouts};
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -94,7 +94,8 @@ impl LimitOpts {
 /// TLS options of the server.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ServerTlsOpts {
-    /// Serve ws and h1 over TLS (wss://, https://). tcp stays cleartext.
+    /// Serve ws and h1 over TLS too (wss://, https://); h2 always uses TLS unless --h2c; tcp
+    /// stays cleartext.
     #[arg(long)]
     pub tls: bool,
     /// Certificate chain (PEM). Without it a self-signed certificate is made at start-up.
@@ -137,6 +138,14 @@ pub(crate) struct SessionOpts {
     /// h1 only: connections in the keep-alive pool with --sharing pool.
     #[arg(long, default_value_t = 6)]
     pub pool_size: usize,
+    /// h2: duplex (one long-lived request per stream, bodies streaming both ways) or rr (one
+    /// `POST /echo` per message).
+    #[arg(long, default_value = "duplex", value_parser = parse_mode)]
+    pub mode: Mode,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 fn parse_sharing(s: &str) -> Result<Sharing, String> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use clap::Args;
 use wirelab_core::tls::{self, Identity, Trust};
-use wirelab_core::{CancellationToken, ClientConfig, ServerConfig, Sharing, TransportId};
+use wirelab_core::{CancellationToken, ClientConfig, Mode, ServerConfig, Sharing, TransportId};
 
 use crate::check::Work;
 use crate::{opts, stats, transports};
@@ -29,7 +29,7 @@ pub(crate) struct RunArgs {
     /// Logical streams in the concurrent rows.
     #[arg(long, short = 'k', default_value_t = 8)]
     streams: u32,
-    /// Also run the TLS variants (wss, https).
+    /// Also run the TLS variants of ws and h1 (wss, https) and the cleartext one of h2 (h2c).
     #[arg(long)]
     tls: bool,
 }
@@ -51,16 +51,22 @@ pub(crate) async fn run(a: RunArgs) -> Result<()> {
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let ident = Identity::self_signed(&["localhost", "127.0.0.1"])?;
-    let server_tls = ident.server_config(&[tls::ALPN_HTTP11])?;
-    let client_tls = tls::client_config(
-        &Trust::Certificates(vec![ident.certificate()]),
-        &[tls::ALPN_HTTP11],
-    )?;
+    let trust = Trust::Certificates(vec![ident.certificate()]);
+    // (transport, TLS?, mode): each transport's default security first, the other with --tls.
     let mut variants = Vec::new();
     for &id in &ids {
-        variants.push((id, false));
+        let default_tls = transports::tls_by_default(id);
+        let mut secs = vec![default_tls];
         if a.tls && transports::supports_tls(id) {
-            variants.push((id, true));
+            secs.push(!default_tls);
+        }
+        for use_tls in secs {
+            if transports::has_modes(id) {
+                variants.push((id, use_tls, Mode::Rr));
+                variants.push((id, use_tls, Mode::Duplex));
+            } else {
+                variants.push((id, use_tls, Mode::Duplex));
+            }
         }
     }
     let shapes = [
@@ -72,22 +78,34 @@ pub(crate) async fn run(a: RunArgs) -> Result<()> {
     let mut rows = Vec::new();
     let shutdown = CancellationToken::new();
     let mut done = 0;
-    for (id, use_tls) in variants {
+    for (id, use_tls, mode) in variants {
         let mut scfg = ServerConfig::new(listen);
-        scfg.tls = use_tls.then(|| server_tls.clone());
+        if use_tls {
+            scfg.tls = Some(ident.server_config(&[transports::alpn(id)])?);
+        }
         let (addr, _task) = transports::start_server(id, scfg, shutdown.child_token()).await?;
-        let label = if use_tls {
-            format!("{id}+tls")
+        let mut label = match (id, use_tls) {
+            (TransportId::H2, false) => "h2c".to_string(),
+            (TransportId::H2, true) => "h2".to_string(),
+            (_, true) => format!("{id}+tls"),
+            (_, false) => id.to_string(),
+        };
+        if transports::has_modes(id) {
+            label = format!("{label} {}", if mode == Mode::Rr { "rr" } else { "duplex" });
+        }
+        let client_tls = if use_tls {
+            Some(tls::client_config(&trust, &[transports::alpn(id)])?)
         } else {
-            id.to_string()
+            None
         };
         for (k, sharing) in shapes {
             done += 1;
             eprintln!("[{done}/{total}] {label} K={k} {sharing:?} ...");
             let mut cfg = ClientConfig::new(addr);
-            cfg.tls = use_tls.then(|| client_tls.clone());
+            cfg.tls = client_tls.clone();
             cfg.streams = k;
             cfg.sharing = sharing;
+            cfg.mode = mode;
             let work = Work {
                 size: a.size,
                 count: (a.count / u64::from(k)).max(100),

@@ -27,6 +27,9 @@ pub(crate) struct ServeArgs {
     tls: ServerTlsOpts,
     #[command(flatten)]
     limits: LimitOpts,
+    /// h2 without TLS: cleartext HTTP/2 with prior knowledge (h2c). h2 uses TLS by default.
+    #[arg(long)]
+    h2c: bool,
     /// WebSocket: echo every message verbatim, text included (for Autobahn and other
     /// conformance suites) instead of closing text messages with 1003.
     #[arg(long)]
@@ -44,6 +47,9 @@ pub(crate) struct ClientArgs {
     connect: SocketAddr,
     #[command(flatten)]
     tls: ClientTlsOpts,
+    /// h2 without TLS: cleartext HTTP/2 with prior knowledge (h2c). h2 uses TLS by default.
+    #[arg(long)]
+    h2c: bool,
     #[command(flatten)]
     session: SessionOpts,
     /// Message size (at least the 32-byte header), e.g. 64, 1K, 1M.
@@ -85,12 +91,16 @@ fn scheme(id: TransportId, tls: bool) -> &'static str {
         (TransportId::Ws, false) => "ws://",
         (TransportId::Ws, true) => "wss://",
         (TransportId::H1, false) => "http://",
-        (TransportId::H1, true) => "https://",
+        (TransportId::H1 | TransportId::H2, true) => "https://",
+        (TransportId::H2, false) => "http://",
         _ => "tcp://",
     }
 }
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
+    // Installed before anything listens, so a signal sent as soon as the addresses are printed
+    // still shuts down gracefully.
+    let signals = Signals::install()?;
     let ids: Vec<TransportId> = match a.transport {
         Some(t) => vec![t],
         None => transports::AVAILABLE.to_vec(),
@@ -98,7 +108,10 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     if a.tls.tls && ids.iter().all(|t| !transports::supports_tls(*t)) {
         bail!("--tls: {} has no TLS mode", ids[0]);
     }
-    let identity = if a.tls.tls {
+    let uses_tls = |id: TransportId| {
+        transports::supports_tls(id) && (a.tls.tls || (transports::tls_by_default(id) && !a.h2c))
+    };
+    let identity = if ids.iter().any(|&id| uses_tls(id)) {
         Some(identity(&a.tls, a.listen)?)
     } else {
         None
@@ -112,8 +125,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
                 .context("--listen port too high for consecutive ports")?;
             listen.set_port(port);
         }
-        let tls = match (&identity, transports::supports_tls(id)) {
-            (Some(ident), true) => Some(ident.server_config(&[tls::ALPN_HTTP11])?),
+        let tls = match (&identity, uses_tls(id)) {
+            (Some(ident), true) => Some(ident.server_config(&[transports::alpn(id)])?),
             _ => None,
         };
         let cfg = ServerConfig {
@@ -122,6 +135,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             limits: a.limits.limits(),
             timeouts: a.limits.timeouts(),
             raw_echo: a.raw_echo,
+            h2: Default::default(),
         };
         let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
         let path = if id == TransportId::Ws { "/ws" } else { "" };
@@ -137,7 +151,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         servers.push((id, task));
     }
     println!("serving; Ctrl-C or SIGTERM to stop");
-    wait_for_signal().await?;
+    signals.wait().await;
     println!("shutting down: finishing in-flight messages");
     shutdown.cancel();
     for (id, task) in servers {
@@ -151,23 +165,37 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 pub(crate) fn client_config(
     addr: SocketAddr,
+    use_tls: bool,
+    alpn: &[u8],
     tls: &ClientTlsOpts,
     session: &SessionOpts,
     limits: &LimitOpts,
 ) -> Result<ClientConfig> {
-    let tls_cfg = if tls.tls {
+    let tls_cfg = if use_tls {
         let trust = match (&tls.ca, tls.insecure) {
             (Some(p), _) => Trust::PemFile(PathBuf::from(p)),
             (None, true) => Trust::InsecureAnyCertificate,
@@ -175,7 +203,7 @@ pub(crate) fn client_config(
                 bail!("--tls needs --ca FILE (the server's certificate) or --insecure")
             }
         };
-        Some(tls::client_config(&trust, &[tls::ALPN_HTTP11])?)
+        Some(tls::client_config(&trust, &[alpn])?)
     } else {
         None
     };
@@ -186,6 +214,8 @@ pub(crate) fn client_config(
         streams: session.streams,
         sharing: session.sharing,
         pool_size: session.pool_size,
+        mode: session.mode,
+        h2: Default::default(),
         limits: limits.limits(),
         timeouts: limits.timeouts(),
     })
@@ -198,7 +228,9 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     if a.tls.tls && !transports::supports_tls(a.transport) {
         bail!("--tls: {} has no TLS mode", a.transport);
     }
-    let cfg = client_config(a.connect, &a.tls, &a.session, &a.limits)?;
+    let use_tls = a.tls.tls || (transports::tls_by_default(a.transport) && !a.h2c);
+    let alpn = transports::alpn(a.transport);
+    let cfg = client_config(a.connect, use_tls, alpn, &a.tls, &a.session, &a.limits)?;
     let work = Work {
         size: a.size,
         count: a.count,
@@ -212,11 +244,16 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     let o = transports::run_client(a.transport, &cfg, &work).await?;
     let s = stats::summarize(&o.rtt);
     println!(
-        "{} {} K={} {:?}: setup {:.2} ms",
+        "{} {} K={} {:?}{}: setup {:.2} ms",
         a.transport,
         a.connect,
         a.session.streams,
         a.session.sharing,
+        if transports::has_modes(a.transport) {
+            format!(" {:?}", a.session.mode)
+        } else {
+            String::new()
+        },
         o.setup.as_secs_f64() * 1e3
     );
     println!(

@@ -10,11 +10,34 @@ use wirelab_core::{CancellationToken, ClientConfig, Server, ServerConfig, Transp
 use crate::check::{self, Outcome, Work};
 
 /// Transports built so far, in report order.
-pub(crate) const AVAILABLE: [TransportId; 3] = [TransportId::Tcp, TransportId::Ws, TransportId::H1];
+pub(crate) const AVAILABLE: [TransportId; 4] = [
+    TransportId::Tcp,
+    TransportId::Ws,
+    TransportId::H1,
+    TransportId::H2,
+];
 
 /// Whether the transport can run over TLS.
 pub(crate) fn supports_tls(id: TransportId) -> bool {
-    matches!(id, TransportId::Ws | TransportId::H1)
+    matches!(id, TransportId::Ws | TransportId::H1 | TransportId::H2)
+}
+
+/// Whether the transport uses TLS unless told otherwise (h2: ALPN `h2`; `--h2c` turns it off).
+pub(crate) fn tls_by_default(id: TransportId) -> bool {
+    id == TransportId::H2
+}
+
+/// Whether the transport has the rr and duplex modes.
+pub(crate) fn has_modes(id: TransportId) -> bool {
+    matches!(id, TransportId::H2)
+}
+
+/// The ALPN id the transport offers over TLS.
+pub(crate) fn alpn(id: TransportId) -> &'static [u8] {
+    match id {
+        TransportId::H2 | TransportId::H2ws => wirelab_core::tls::ALPN_H2,
+        _ => wirelab_core::tls::ALPN_HTTP11,
+    }
 }
 
 fn not_built(id: TransportId) -> anyhow::Error {
@@ -44,6 +67,7 @@ pub(crate) async fn start_server(
         TransportId::Tcp => start::<wirelab_tcp::TcpServer>(cfg, shutdown).await,
         TransportId::Ws => start::<wirelab_ws::WsServer>(cfg, shutdown).await,
         TransportId::H1 => start::<wirelab_h1::H1Server>(cfg, shutdown).await,
+        TransportId::H2 => start::<wirelab_h2::H2Server>(cfg, shutdown).await,
         other => bail!(not_built(other)),
     }
 }
@@ -58,6 +82,7 @@ pub(crate) async fn run_client(
         TransportId::Tcp => check::run::<wirelab_tcp::TcpClient>(cfg, work).await,
         TransportId::Ws => check::run::<wirelab_ws::WsClient>(cfg, work).await,
         TransportId::H1 => check::run::<wirelab_h1::H1Client>(cfg, work).await,
+        TransportId::H2 => check::run::<wirelab_h2::H2Client>(cfg, work).await,
         other => bail!(not_built(other)),
     }
 }

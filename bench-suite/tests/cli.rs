@@ -39,11 +39,11 @@ async fn serve(
             .unwrap();
         assert!(read > 0, "serve exited before listening");
         if let Some((id, rest)) = line.split_once(" listening on ") {
-            let addr = rest
-                .split("://")
-                .nth(1)
+            let url = rest.split("://").nth(1).unwrap();
+            let addr = url
+                .split_whitespace()
+                .next()
                 .unwrap()
-                .trim()
                 .trim_end_matches("/ws");
             addrs.push((id.trim().to_string(), addr.parse().unwrap()));
         }
@@ -62,9 +62,9 @@ fn sigterm(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_all_then_sigterm_exits_cleanly() {
-    let (mut child, mut out, addrs) = serve(&[], 3).await;
+    let (mut child, mut out, addrs) = serve(&[], 4).await;
     let ids: Vec<_> = addrs.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["tcp", "ws", "h1"]);
+    assert_eq!(ids, ["tcp", "ws", "h1", "h2"]);
     sigterm(&child);
     let status = tokio::time::timeout(BOUND, child.wait())
         .await
@@ -79,11 +79,14 @@ async fn serve_all_then_sigterm_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_websockets_with_1001_after_answering() {
     let (mut child, _out, addrs) = serve(&["-t", "ws"], 1).await;
-    let mut client = WsClientHelper::connect(addrs[0].1).await;
+    let mut client = wirelab_ws::WsClient::connect(&ClientConfig::new(addrs[0].1))
+        .await
+        .unwrap();
+    let mut ch = client.channels().remove(0);
     let m = codec::encode(0, 0, 0, Kind::Echo, 64).unwrap();
-    assert_eq!(client.1.echo(m.clone()).await.unwrap(), m);
+    assert_eq!(ch.echo(m.clone()).await.unwrap(), m);
     sigterm(&child);
-    let e = tokio::time::timeout(BOUND, client.1.recv())
+    let e = tokio::time::timeout(BOUND, ch.recv())
         .await
         .unwrap()
         .unwrap_err();
@@ -96,44 +99,23 @@ async fn sigterm_closes_websockets_with_1001_after_answering() {
     drop(client);
 }
 
-struct WsClientHelper(
-    wirelab_ws::WsClient,
-    <wirelab_ws::WsClient as Client>::Channel,
-);
-
-impl WsClientHelper {
-    async fn connect(addr: SocketAddr) -> Self {
-        let mut c = wirelab_ws::WsClient::connect(&ClientConfig::new(addr))
-            .await
-            .unwrap();
-        let ch = c.channels().remove(0);
-        Self(c, ch)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_subcommand_checks_each_transport() {
-    let (mut child, _out, addrs) = serve(&[], 3).await;
+    let cert = std::env::temp_dir().join(format!("wirelab-cli-all-{}.pem", std::process::id()));
+    let cert_s = cert.display().to_string();
+    let (mut child, _out, addrs) = serve(&["--cert-out", &cert_s], 4).await;
     for (id, addr) in &addrs {
-        let out = tokio::time::timeout(
-            BOUND,
-            wirelab()
-                .args([
-                    "client",
-                    "-t",
-                    id,
-                    "-c",
-                    &addr.to_string(),
-                    "-k",
-                    "4",
-                    "--count",
-                    "200",
-                ])
-                .output(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let addr_s = addr.to_string();
+        let mut args = vec![
+            "client", "-t", id, "-c", &addr_s, "-k", "4", "--count", "200",
+        ];
+        if id == "h2" {
+            args.extend(["--ca", cert_s.as_str()]);
+        }
+        let out = tokio::time::timeout(BOUND, wirelab().args(&args).output())
+            .await
+            .unwrap()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

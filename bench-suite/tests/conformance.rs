@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind, StreamRequest, HEADER_LEN};
 use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::{
-    CancellationToken, Channel, Client, ClientConfig, Error, Server, ServerConfig, Sharing,
+    CancellationToken, Channel, Client, ClientConfig, Error, Mode, Server, ServerConfig, Sharing,
 };
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -28,21 +28,27 @@ struct Lab {
     stop: CancellationToken,
     task: JoinHandle<wirelab_core::Result<()>>,
     client_tls: Option<Arc<rustls::ClientConfig>>,
+    mode: Mode,
 }
 
-async fn start<S: Server>(use_tls: bool) -> Lab {
+/// How a transport is run: TLS or not, its ALPN, and its mode (h2).
+#[derive(Clone, Copy)]
+pub(crate) struct Variant {
+    tls: bool,
+    alpn: &'static [u8],
+    mode: Mode,
+}
+
+async fn start<S: Server>(v: Variant) -> Lab {
+    let use_tls = v.tls;
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     cfg.timeouts.shutdown_grace = Duration::from_secs(5);
     let mut client_tls = None;
     if use_tls {
         let id = Identity::self_signed(&["localhost"]).unwrap();
-        cfg.tls = Some(id.server_config(&[tls::ALPN_HTTP11]).unwrap());
+        cfg.tls = Some(id.server_config(&[v.alpn]).unwrap());
         client_tls = Some(
-            tls::client_config(
-                &Trust::Certificates(vec![id.certificate()]),
-                &[tls::ALPN_HTTP11],
-            )
-            .unwrap(),
+            tls::client_config(&Trust::Certificates(vec![id.certificate()]), &[v.alpn]).unwrap(),
         );
     }
     let server = S::bind(cfg).await.unwrap();
@@ -54,6 +60,7 @@ async fn start<S: Server>(use_tls: bool) -> Lab {
         stop,
         task,
         client_tls,
+        mode: v.mode,
     }
 }
 
@@ -63,6 +70,7 @@ impl Lab {
         c.tls = self.client_tls.clone();
         c.streams = k;
         c.sharing = sharing;
+        c.mode = self.mode;
         c
     }
 
@@ -76,7 +84,7 @@ fn msg(stream: u32, seq: u64, size: usize) -> Bytes {
     codec::encode(stream, seq, seq * 7, Kind::Echo, size).unwrap()
 }
 
-pub(crate) async fn echo_sizes<S: Server, C: Client>(tls: bool) {
+pub(crate) async fn echo_sizes<S: Server, C: Client>(tls: Variant) {
     let lab = start::<S>(tls).await;
     let mut client = within("connect", C::connect(&lab.client(1, Sharing::Shared)))
         .await
@@ -96,7 +104,7 @@ pub(crate) async fn echo_sizes<S: Server, C: Client>(tls: bool) {
     lab.stop().await;
 }
 
-pub(crate) async fn thousand_in_order<S: Server, C: Client>(tls: bool) {
+pub(crate) async fn thousand_in_order<S: Server, C: Client>(tls: Variant) {
     let lab = start::<S>(tls).await;
     let mut client = within("connect", C::connect(&lab.client(1, Sharing::Shared)))
         .await
@@ -123,7 +131,10 @@ pub(crate) async fn thousand_in_order<S: Server, C: Client>(tls: bool) {
     lab.stop().await;
 }
 
-pub(crate) async fn streams_without_crosstalk<S: Server, C: Client>(tls: bool, sharing: Sharing) {
+pub(crate) async fn streams_without_crosstalk<S: Server, C: Client>(
+    tls: Variant,
+    sharing: Sharing,
+) {
     let lab = start::<S>(tls).await;
     let mut client = within("connect", C::connect(&lab.client(8, sharing)))
         .await
@@ -156,7 +167,7 @@ pub(crate) async fn streams_without_crosstalk<S: Server, C: Client>(tls: bool, s
     lab.stop().await;
 }
 
-pub(crate) async fn server_stream<S: Server, C: Client>(tls: bool) {
+pub(crate) async fn server_stream<S: Server, C: Client>(tls: Variant) {
     let lab = start::<S>(tls).await;
     let mut client = within("connect", C::connect(&lab.client(2, Sharing::Shared)))
         .await
@@ -200,7 +211,7 @@ pub(crate) async fn server_stream<S: Server, C: Client>(tls: bool) {
     lab.stop().await;
 }
 
-pub(crate) async fn clean_close<S: Server, C: Client>(tls: bool) {
+pub(crate) async fn clean_close<S: Server, C: Client>(tls: Variant) {
     let lab = start::<S>(tls).await;
     for round in 0..3u64 {
         let mut client = within("connect", C::connect(&lab.client(2, Sharing::Shared)))
@@ -218,7 +229,10 @@ pub(crate) async fn clean_close<S: Server, C: Client>(tls: bool) {
 
 /// Server shutdown while clients are busy: no panic, every acknowledged echo was correct, the
 /// server returns within its grace, and clients see a clean end (ws: close code 1001).
-pub(crate) async fn shutdown_while_busy<S: Server, C: Client>(tls: bool, expect_code: Option<u16>) {
+pub(crate) async fn shutdown_while_busy<S: Server, C: Client>(
+    tls: Variant,
+    expect_code: Option<u16>,
+) {
     let lab = start::<S>(tls).await;
     let mut client = within("connect", C::connect(&lab.client(4, Sharing::Shared)))
         .await
@@ -268,7 +282,7 @@ pub(crate) async fn shutdown_while_busy<S: Server, C: Client>(tls: bool, expect_
 }
 
 macro_rules! conformance {
-    ($name:ident, $server:ty, $client:ty, tls = $tls:expr, shutdown_code = $code:expr) => {
+    ($name:ident, $server:ty, $client:ty, $variant:expr, shutdown_code = $code:expr) => {
         mod $name {
             use super::*;
             type S = $server;
@@ -276,68 +290,127 @@ macro_rules! conformance {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn echo_of_every_boundary_size() {
-                echo_sizes::<S, C>($tls).await;
+                echo_sizes::<S, C>($variant).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn thousand_messages_in_order() {
-                thousand_in_order::<S, C>($tls).await;
+                thousand_in_order::<S, C>($variant).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn eight_shared_streams_without_crosstalk() {
-                streams_without_crosstalk::<S, C>($tls, Sharing::Shared).await;
+                streams_without_crosstalk::<S, C>($variant, Sharing::Shared).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn eight_pooled_streams_without_crosstalk() {
-                streams_without_crosstalk::<S, C>($tls, Sharing::Pool).await;
+                streams_without_crosstalk::<S, C>($variant, Sharing::Pool).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn server_stream_complete_and_in_order() {
-                server_stream::<S, C>($tls).await;
+                server_stream::<S, C>($variant).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clean_close_and_reconnect() {
-                clean_close::<S, C>($tls).await;
+                clean_close::<S, C>($variant).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shutdown_while_clients_are_busy() {
-                shutdown_while_busy::<S, C>($tls, $code).await;
+                shutdown_while_busy::<S, C>($variant, $code).await;
             }
         }
     };
 }
 
+const PLAIN: Variant = Variant {
+    tls: false,
+    alpn: tls::ALPN_HTTP11,
+    mode: Mode::Duplex,
+};
+const TLS11: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_HTTP11,
+    mode: Mode::Duplex,
+};
+const H2_RR: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_H2,
+    mode: Mode::Rr,
+};
+const H2_DUPLEX: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_H2,
+    mode: Mode::Duplex,
+};
+const H2C_RR: Variant = Variant {
+    tls: false,
+    alpn: tls::ALPN_H2,
+    mode: Mode::Rr,
+};
+const H2C_DUPLEX: Variant = Variant {
+    tls: false,
+    alpn: tls::ALPN_H2,
+    mode: Mode::Duplex,
+};
+
 conformance!(
     tcp,
     wirelab_tcp::TcpServer,
     wirelab_tcp::TcpClient,
-    tls = false,
+    PLAIN,
     shutdown_code = None
 );
 conformance!(
     ws,
     wirelab_ws::WsServer,
     wirelab_ws::WsClient,
-    tls = false,
+    PLAIN,
     shutdown_code = Some(1001)
 );
 conformance!(
     wss,
     wirelab_ws::WsServer,
     wirelab_ws::WsClient,
-    tls = true,
+    TLS11,
     shutdown_code = Some(1001)
 );
 conformance!(
     h1,
     wirelab_h1::H1Server,
     wirelab_h1::H1Client,
-    tls = false,
+    PLAIN,
     shutdown_code = None
 );
 conformance!(
     h1_tls,
     wirelab_h1::H1Server,
     wirelab_h1::H1Client,
-    tls = true,
+    TLS11,
+    shutdown_code = None
+);
+conformance!(
+    h2_rr,
+    wirelab_h2::H2Server,
+    wirelab_h2::H2Client,
+    H2_RR,
+    shutdown_code = None
+);
+conformance!(
+    h2_duplex,
+    wirelab_h2::H2Server,
+    wirelab_h2::H2Client,
+    H2_DUPLEX,
+    shutdown_code = None
+);
+conformance!(
+    h2c_rr,
+    wirelab_h2::H2Server,
+    wirelab_h2::H2Client,
+    H2C_RR,
+    shutdown_code = None
+);
+conformance!(
+    h2c_duplex,
+    wirelab_h2::H2Server,
+    wirelab_h2::H2Client,
+    H2C_DUPLEX,
     shutdown_code = None
 );

@@ -90,6 +90,60 @@ impl FromStr for Sharing {
     }
 }
 
+/// How HTTP transports that have both carry messages (h2, h3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One long-lived request per logical stream whose request and response bodies stream at
+    /// the same time (full duplex over one HTTP stream).
+    Duplex,
+    /// Request/response: each message is one `POST /echo` on a new HTTP stream.
+    Rr,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "duplex" => Ok(Self::Duplex),
+            "rr" => Ok(Self::Rr),
+            _ => Err(format!("unknown mode '{s}' (known: duplex rr)")),
+        }
+    }
+}
+
+/// HTTP/2 settings, the same on both sides unless a test says otherwise.
+///
+/// The windows default to hyper's 1 MiB rather than RFC 9113's 65,535 bytes: with 64 KiB windows
+/// a message over 64 KiB stalls for a WINDOW_UPDATE round trip in the middle of its body, which
+/// is a property of the setting, not of HTTP/2, and would dominate every large-message figure.
+/// The cost is memory: up to `stream_window` buffered per stream a slow reader leaves unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the server advertises. Default 100 (nginx 128, h2o 100).
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE. Default 1 MiB.
+    pub stream_window: u32,
+    /// Connection-level window. Default 1 MiB.
+    pub connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE. Default 16 KiB (the protocol's minimum).
+    pub max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE. Default 16 KiB.
+    pub max_header_list_size: u32,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            stream_window: 1 << 20,
+            connection_window: 1 << 20,
+            max_frame_size: 16 << 10,
+            max_header_list_size: 16 << 10,
+        }
+    }
+}
+
 /// Finite limits, enforced by servers and clients alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -160,6 +214,8 @@ pub struct ServerConfig {
     /// decoding it as a service message. For conformance suites (Autobahn); off by default, when
     /// a text message is closed with 1003.
     pub raw_echo: bool,
+    /// HTTP/2 settings (h2, h2ws).
+    pub h2: H2Settings,
 }
 
 impl ServerConfig {
@@ -171,6 +227,7 @@ impl ServerConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             raw_echo: false,
+            h2: H2Settings::default(),
         }
     }
 }
@@ -191,6 +248,10 @@ pub struct ClientConfig {
     /// h1 only: connections in the keep-alive pool in [`Sharing::Pool`]. Default 6, what
     /// browsers open per host.
     pub pool_size: usize,
+    /// h2 and h3: request/response or full duplex.
+    pub mode: Mode,
+    /// HTTP/2 settings (h2, h2ws).
+    pub h2: H2Settings,
     /// Finite limits.
     pub limits: Limits,
     /// Timeouts.
@@ -207,6 +268,8 @@ impl ClientConfig {
             streams: 1,
             sharing: Sharing::Shared,
             pool_size: 6,
+            mode: Mode::Duplex,
+            h2: H2Settings::default(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
         }

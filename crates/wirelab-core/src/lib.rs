@@ -17,7 +17,9 @@ pub mod service;
 pub mod tls;
 pub mod transport;
 
-pub use config::{ClientConfig, Limits, ServerConfig, Sharing, Timeouts, TransportId};
+pub use config::{
+    ClientConfig, H2Settings, Limits, Mode, ServerConfig, Sharing, Timeouts, TransportId,
+};
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;
 pub use transport::{Channel, Client, Received, Server};

@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// ALPN id of HTTP/1.1, used by `ws` and `h1`.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN id of HTTP/2 over TLS, used by `h2` and `h2ws`.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// The crypto provider every config uses.
 pub fn provider() -> Arc<CryptoProvider> {

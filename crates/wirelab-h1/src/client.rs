@@ -1,8 +1,7 @@
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use http::{header, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -11,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
-use wirelab_core::codec::{self, StreamRequest};
-use wirelab_core::{clock, Channel, Client, ClientConfig, Error, Received, Result, Sharing};
+use wirelab_core::codec::StreamRequest;
+use wirelab_core::{Channel, Client, ClientConfig, Error, Received, Result, Sharing};
+use wirelab_http::{check_status, InOrder};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -113,13 +113,6 @@ impl Pool {
     }
 }
 
-fn check_status(resp: &Response<Incoming>) -> Result<()> {
-    match resp.status() {
-        StatusCode::OK => Ok(()),
-        s => Err(Error::Status(s.as_u16())),
-    }
-}
-
 /// An h1 client session: K logical streams sharing one keep-alive pool.
 #[derive(Debug)]
 pub struct H1Client {
@@ -133,7 +126,7 @@ pub struct H1Client {
 pub struct H1Channel {
     id: u32,
     pool: Arc<Pool>,
-    pending: VecDeque<JoinHandle<Result<Bytes>>>,
+    pending: InOrder,
 }
 
 impl Client for H1Client {
@@ -160,7 +153,7 @@ impl Client for H1Client {
             .map(|id| H1Channel {
                 id,
                 pool: pool.clone(),
-                pending: VecDeque::new(),
+                pending: InOrder::default(),
             })
             .collect();
         Ok(Self { pool, channels })
@@ -200,7 +193,7 @@ impl Channel for H1Channel {
         let pool = self.pool.clone();
         let max = pool.cfg.limits.max_message;
         let req = pool.request(Method::POST, "/echo", msg)?;
-        self.pending.push_back(tokio::spawn(async move {
+        self.pending.push(tokio::spawn(async move {
             pool.with_connection(req, |resp| async move {
                 check_status(&resp)?;
                 let body = Limited::new(resp.into_body(), max)
@@ -215,13 +208,7 @@ impl Channel for H1Channel {
     }
 
     async fn recv(&mut self) -> Result<Bytes> {
-        let Some(front) = self.pending.front_mut() else {
-            return Err(Error::Protocol("recv with no request in flight".into()));
-        };
-        // Awaiting through `&mut` keeps the handle queued if this future is dropped.
-        let r = front.await;
-        self.pending.pop_front();
-        r.map_err(|e| Error::Protocol(format!("request task: {e}")))?
+        self.pending.next().await
     }
 
     async fn server_stream(&mut self, req: StreamRequest) -> Result<Vec<Received>> {
@@ -234,39 +221,14 @@ impl Channel for H1Channel {
         self.pool
             .with_connection(http_req, |resp| async move {
                 check_status(&resp)?;
-                let mut body = resp.into_body();
-                let mut buf = BytesMut::new();
                 let mut out = Vec::with_capacity(req.count as usize);
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| Error::Protocol(e.to_string()))?;
-                    let at_ns = clock::now_ns();
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    buf.extend_from_slice(&data);
-                    while let Some((_, len)) = codec::split_first(&buf, max)? {
-                        out.push(Received {
-                            msg: buf.split_to(len).freeze(),
-                            at_ns,
-                        });
-                    }
-                }
-                if !buf.is_empty() {
-                    return Err(Error::Protocol(format!(
-                        "stream body ended inside a message ({} bytes left)",
-                        buf.len()
-                    )));
-                }
+                wirelab_http::read_messages(resp.into_body(), max, |r| {
+                    out.push(r);
+                    std::future::ready(true)
+                })
+                .await?;
                 Ok(out)
             })
             .await
-    }
-}
-
-impl Drop for H1Channel {
-    fn drop(&mut self) {
-        for h in &self.pending {
-            h.abort();
-        }
     }
 }

@@ -20,5 +20,4 @@ mod server;
 pub use client::{H1Channel, H1Client};
 pub use server::H1Server;
 
-/// Request header carrying the logical stream id of a `GET /stream`.
-pub const STREAM_HEADER: &str = "x-wirelab-stream";
+pub use wirelab_http::STREAM_HEADER;

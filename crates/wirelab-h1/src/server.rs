@@ -1,27 +1,16 @@
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-use wirelab_core::codec::StreamRequest;
-use wirelab_core::service::{self, StreamPlan};
 use wirelab_core::{Error, Result, Server, ServerConfig};
-
-type Body = BoxBody<Bytes, Infallible>;
 
 /// The HTTP/1.1 echo/stream server.
 #[derive(Debug)]
@@ -93,7 +82,7 @@ where
     let svc_cfg = cfg.clone();
     let stop_streams = shutdown.child_token();
     let stop = stop_streams.clone();
-    let svc = service_fn(move |req| handle(req, svc_cfg.clone(), stop.clone()));
+    let svc = service_fn(move |req| wirelab_http::handle(req, svc_cfg.clone(), stop.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -114,94 +103,4 @@ where
         .await
         .map_err(|_| Error::Timeout("graceful shutdown"))?
         .map_err(|e| Error::Protocol(e.to_string()))
-}
-
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(Full::new(Bytes::from(format!("{msg}\n"))).boxed())
-        .unwrap_or_default()
-}
-
-async fn handle(
-    req: Request<Incoming>,
-    cfg: Arc<ServerConfig>,
-    stop: CancellationToken,
-) -> std::result::Result<Response<Body>, Infallible> {
-    let max = cfg.limits.max_message;
-    Ok(match (req.method(), req.uri().path()) {
-        (&Method::POST, "/echo") => {
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max as u64) {
-                return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit"));
-            }
-            match Limited::new(req.into_body(), max).collect().await {
-                Ok(body) => Response::new(Full::new(body.to_bytes()).boxed()),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit")
-                }
-                Err(e) => text(StatusCode::BAD_REQUEST, &format!("bad body: {e}")),
-            }
-        }
-        (&Method::GET, "/stream") => {
-            let stream = req
-                .headers()
-                .get(crate::STREAM_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let parsed = StreamRequest::from_query(req.uri().query().unwrap_or(""))
-                .and_then(|r| r.validate(max, cfg.limits.max_stream_count).map(|_| r));
-            match parsed {
-                Ok(r) => stream_response(StreamPlan { stream, req: r }, stop),
-                Err(e) => text(StatusCode::BAD_REQUEST, &e.to_string()),
-            }
-        }
-        (_, "/echo") | (_, "/stream") => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            let allow = if req.uri().path() == "/echo" {
-                "POST"
-            } else {
-                "GET"
-            };
-            r.headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
-            r
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try POST /echo or GET /stream",
-        ),
-    })
-}
-
-/// A chunked body fed by a task that paces the stream; it ends early on shutdown.
-fn stream_response(plan: StreamPlan, stop: CancellationToken) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<std::result::Result<Frame<Bytes>, Infallible>>(16);
-    tokio::spawn(async move {
-        let send = |m| {
-            let tx = tx.clone();
-            async move { tx.send(Ok(Frame::data(m))).await.map_err(|_| ()) }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = service::drive_stream(plan, false, send) => {}
-        }
-    });
-    let body = StreamBody::new(tokio_stream_from(rx));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(BodyExt::boxed(body))
-        .unwrap_or_default()
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    rx: mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }

@@ -1,0 +1,205 @@
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use wirelab_core::{Error, Result, Server, ServerConfig};
+
+/// The HTTP/2 echo/stream/duplex server: TLS with ALPN `h2`, or h2c prior knowledge without TLS.
+#[derive(Debug)]
+pub struct H2Server {
+    listener: TcpListener,
+    cfg: Arc<ServerConfig>,
+}
+
+impl Server for H2Server {
+    async fn bind(cfg: ServerConfig) -> Result<Self> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            listener,
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.cfg.listen)
+    }
+
+    async fn serve(self, shutdown: CancellationToken) -> Result<()> {
+        let tracker = TaskTracker::new();
+        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok((sock, peer)) => {
+                        let _ = sock.set_nodelay(true);
+                        let (cfg, sd, tls) = (self.cfg.clone(), shutdown.clone(), tls.clone());
+                        tracker.spawn(async move {
+                            let r = match tls {
+                                None => connection(sock, cfg, sd).await,
+                                Some(acc) => match tokio::time::timeout(cfg.timeouts.handshake, acc.accept(sock)).await {
+                                    Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => connection(tls, cfg, sd).await,
+                                    Ok(Ok(_)) => Err(Error::Protocol("client did not negotiate ALPN h2".into())),
+                                    Ok(Err(e)) => Err(Error::Tls(e.to_string())),
+                                    Err(_) => Err(Error::Timeout("TLS handshake")),
+                                },
+                            };
+                            if let Err(e) = r {
+                                debug!(%peer, "h2 connection ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => warn!("accept failed: {e}"),
+                },
+            }
+        }
+        tracker.close();
+        let grace = self.cfg.timeouts.shutdown_grace;
+        if tokio::time::timeout(grace * 2, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "h2: connections still open after {:?}; dropping them",
+                grace * 2
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Counts open streams (requests whose response body is still being sent) and remembers when
+/// the connection last had one, for the idle timer hyper lacks on HTTP/2.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> std::time::Duration {
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        self.last.lock().map(|l| l.elapsed()).unwrap_or_default()
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is dropped.
+struct Tracked<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.activity.open.fetch_sub(1, Ordering::SeqCst);
+        self.activity.touch();
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn connection<S>(io: S, cfg: Arc<ServerConfig>, shutdown: CancellationToken) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity {
+        open: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+    });
+    let stop_streams = shutdown.child_token();
+    let (svc_cfg, stop, act) = (cfg.clone(), stop_streams.clone(), activity.clone());
+    let svc = service_fn(move |req| {
+        let (cfg, stop, act) = (svc_cfg.clone(), stop.clone(), act.clone());
+        act.open.fetch_add(1, Ordering::SeqCst);
+        act.touch();
+        async move {
+            let resp = wirelab_http::handle(req, cfg, stop).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                inner,
+                activity: act,
+            }))
+        }
+    });
+    let h2 = cfg.h2;
+    let t = cfg.timeouts;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
+        .max_frame_size(h2.max_frame_size)
+        .max_header_list_size(h2.max_header_list_size)
+        // Rapid reset (CVE-2023-44487): h2's default, stated so it is visible and tested.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
+    if let Some(ping) = t.ping_interval {
+        // A peer that stops answering PINGs is dead: close it.
+        builder
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(t.idle.min(ping * 2));
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let check_every = (t.idle / 4).max(std::time::Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(check_every);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r.map_err(|e| Error::Protocol(e.to_string())),
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                if activity.idle_for() >= t.idle {
+                    debug!("h2: idle for {:?}; sending GOAWAY", t.idle);
+                    break;
+                }
+            }
+        }
+    }
+    // GOAWAY with the last stream id; requests in flight finish, streams in progress end early.
+    conn.as_mut().graceful_shutdown();
+    stop_streams.cancel();
+    tokio::time::timeout(t.shutdown_grace, conn)
+        .await
+        .map_err(|_| Error::Timeout("graceful shutdown"))?
+        .map_err(|e| Error::Protocol(e.to_string()))
+}

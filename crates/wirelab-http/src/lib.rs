@@ -1,0 +1,241 @@
+//! The wirelab service over HTTP request and response bodies, shared by the HTTP transports
+//! (h1, h2). Not a transport: transport crates use it, never each other.
+//!
+//! Routes:
+//! - `POST /echo`: the response body is the request body (any bytes; `413` over the limit);
+//! - `GET /stream?count=&size=&interval_ms=`: a streaming body of service messages;
+//! - `POST /duplex`: a full-duplex exchange: service messages in the request body are answered
+//!   in the response body as they arrive (echoes, and server streams on request).
+//!
+//! The request header [`STREAM_HEADER`] names the logical stream a `/stream` is stamped with.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Body as _, Frame, Incoming};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wirelab_core::codec::{self, StreamRequest};
+use wirelab_core::service::{self, Action, StreamPlan};
+use wirelab_core::{clock, Error, Received, Result, ServerConfig};
+
+/// Request header carrying the logical stream id of a `GET /stream`.
+pub const STREAM_HEADER: &str = "x-wirelab-stream";
+
+/// The response body type of every route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+type FrameTx = mpsc::Sender<std::result::Result<Frame<Bytes>, Infallible>>;
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(format!("{msg}\n"))).boxed())
+        .unwrap_or_default()
+}
+
+/// Serves one request. `stop` ends server streams early (shutdown).
+pub async fn handle(
+    req: Request<Incoming>,
+    cfg: Arc<ServerConfig>,
+    stop: CancellationToken,
+) -> std::result::Result<Response<Body>, Infallible> {
+    let max = cfg.limits.max_message;
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::POST, "/echo") => {
+            if req.body().size_hint().lower() > max as u64 {
+                return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit"));
+            }
+            match Limited::new(req.into_body(), max).collect().await {
+                Ok(body) => Response::new(Full::new(body.to_bytes()).boxed()),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit")
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, &format!("bad body: {e}")),
+            }
+        }
+        (&Method::GET, "/stream") => {
+            let stream = req
+                .headers()
+                .get(STREAM_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let parsed = StreamRequest::from_query(req.uri().query().unwrap_or(""))
+                .and_then(|r| r.validate(max, cfg.limits.max_stream_count).map(|_| r));
+            match parsed {
+                Ok(r) => {
+                    let (tx, body) = streaming_body();
+                    tokio::spawn(paced(StreamPlan { stream, req: r }, false, tx, stop));
+                    response(body)
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        (&Method::POST, "/duplex") => {
+            let (tx, body) = streaming_body();
+            tokio::spawn(duplex(req.into_body(), cfg, tx, stop));
+            response(body)
+        }
+        (_, "/echo") | (_, "/duplex") => method_not_allowed("POST"),
+        (_, "/stream") => method_not_allowed("GET"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try POST /echo, GET /stream or POST /duplex",
+        ),
+    })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    r
+}
+
+fn response(body: Body) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn streaming_body() -> (FrameTx, Body) {
+    let (tx, rx) = mpsc::channel(64);
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    (tx, BodyExt::boxed(StreamBody::new(stream)))
+}
+
+async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: CancellationToken) {
+    let send = |m| {
+        let tx = tx.clone();
+        async move { tx.send(Ok(Frame::data(m))).await.map_err(|_| ()) }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = service::drive_stream(plan, send_end, send) => {}
+    }
+}
+
+/// Answers the messages of a streaming request body in the response body. The response ends
+/// once the request body has ended and every server stream it asked for is done.
+async fn duplex(mut body: Incoming, cfg: Arc<ServerConfig>, tx: FrameTx, stop: CancellationToken) {
+    let streams = tokio_util::task::TaskTracker::new();
+    let mut buf = BytesMut::new();
+    'read: while let Some(frame) = tokio::select! {
+        f = body.frame() => f,
+        _ = stop.cancelled() => None,
+    } {
+        let data = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) => data,
+            // Trailers carry no messages.
+            Ok(Err(_)) => continue,
+            // The request body failed (reset, connection lost): it will not recover.
+            Err(_) => break,
+        };
+        buf.extend_from_slice(&data);
+        loop {
+            let len = match codec::split_first(&buf, cfg.limits.max_message) {
+                Ok(Some((_, len))) => len,
+                Ok(None) => break,
+                // Not a service message stream: end the response (the client sees it end early).
+                Err(_) => break 'read,
+            };
+            let msg = buf.split_to(len).freeze();
+            match service::classify(&msg, &cfg.limits) {
+                Ok(Action::Echo) => {
+                    if tx.send(Ok(Frame::data(msg))).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(Action::Stream(plan)) => {
+                    streams.spawn(paced(plan, true, tx.clone(), stop.clone()));
+                }
+                Err(_) => break 'read,
+            }
+        }
+    }
+    streams.close();
+    streams.wait().await;
+}
+
+/// Reads a body of concatenated service messages, handing each to `each` with its arrival
+/// time. Fails if the body ends inside a message.
+/// `each` returns `false` to stop reading.
+pub async fn read_messages<B, F, Fut>(mut body: B, max: usize, mut each: F) -> Result<()>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    F: FnMut(Received) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Protocol(e.to_string()))?;
+        let at_ns = clock::now_ns();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some((_, len)) = codec::split_first(&buf, max)? {
+            let msg = buf.split_to(len).freeze();
+            if !each(Received { msg, at_ns }).await {
+                return Ok(());
+            }
+        }
+    }
+    if buf.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!(
+            "body ended inside a message ({} bytes left)",
+            buf.len()
+        )))
+    }
+}
+
+/// Maps a response status to the contract's error.
+pub fn check_status<B>(resp: &Response<B>) -> Result<()> {
+    match resp.status() {
+        StatusCode::OK => Ok(()),
+        s => Err(Error::Status(s.as_u16())),
+    }
+}
+
+/// Request/response answers of one logical stream, returned in the order they were sent even
+/// though the requests run concurrently.
+#[derive(Debug, Default)]
+pub struct InOrder(VecDeque<JoinHandle<Result<Bytes>>>);
+
+impl InOrder {
+    /// Queues a request already running in its own task.
+    pub fn push(&mut self, task: JoinHandle<Result<Bytes>>) {
+        self.0.push_back(task);
+    }
+
+    /// The oldest answer. Cancel-safe: the request stays queued if this future is dropped.
+    pub async fn next(&mut self) -> Result<Bytes> {
+        let Some(front) = self.0.front_mut() else {
+            return Err(Error::Protocol("recv with no request in flight".into()));
+        };
+        let r = front.await;
+        self.0.pop_front();
+        r.map_err(|e| Error::Protocol(format!("request task: {e}")))?
+    }
+}
+
+impl Drop for InOrder {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
