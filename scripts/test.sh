@@ -2,7 +2,7 @@
 # wirelab's test command (the README's second command; CI runs it too).
 # Installs the independent Python peers into .venv once, then runs every test in the workspace:
 # unit tests, the conformance module for every transport, the bad-input tests, and the peers
-# (Autobahn|Testsuite cases via kosoku, Python websockets, curl).
+# (Autobahn|Testsuite cases via kosoku, Python websockets, curl, h2load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ if ! .venv/bin/python -c 'import websockets' 2>/dev/null || [ ! -x .venv/bin/kos
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'kosoku==0.1.0' 'websockets==17.4'
 fi
-command -v curl >/dev/null || echo "note: curl is not installed; the curl peer test will say SKIPPED (CI installs it)" >&2
+for tool in curl h2load; do
+  command -v "$tool" >/dev/null || echo "note: $tool is not installed; its peer test will say SKIPPED (CI installs it: apt-get install curl nghttp2-client)" >&2
+done
 
 cargo test --workspace --locked

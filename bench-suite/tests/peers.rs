@@ -231,3 +231,111 @@ async fn curl_against_h1() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
     stop.cancel();
 }
+
+/// Starts an h2 server (TLS with a certificate for `localhost`, or h2c) and returns it with the
+/// CA file clients need.
+async fn h2_server(
+    use_tls: bool,
+    dir: &std::path::Path,
+) -> (SocketAddr, CancellationToken, PathBuf) {
+    let mut cfg = local();
+    let ca = dir.join("ca.pem");
+    if use_tls {
+        let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(&ca, id.certificate_pem()).unwrap();
+        cfg.tls = Some(id.server_config(&[tls::ALPN_H2]).unwrap());
+    }
+    let (addr, stop) = start::<wirelab_h2::H2Server>(cfg).await;
+    (addr, stop, ca)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wirelab-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http2_against_h2_tls_and_h2c() {
+    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else {
+        return;
+    };
+    let dir = scratch("curl-h2");
+    let (addr, stop, ca) = h2_server(true, &dir).await;
+    let port = addr.port();
+    let out = run(tokio::process::Command::new(&curl)
+        .args(["-s", "--http2", "--cacert"])
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .args(["--data-binary", "hello over h2", "-w", " %{http_version}"])
+        .arg(format!("https://localhost:{port}/echo")))
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over h2 2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.cancel();
+
+    let (addr, stop, _) = h2_server(false, &dir).await;
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    let out = run(tokio::process::Command::new(&curl)
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "--data-binary",
+            "hello over h2c",
+            "-w",
+            " %{http_version}",
+        ])
+        .arg(format!("{base}/echo")))
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over h2c 2");
+    let out = run(tokio::process::Command::new(&curl)
+        .args(["-s", "--http2-prior-knowledge"])
+        .arg(format!("{base}/stream?count=10&size=64")))
+    .await;
+    assert_eq!(out.stdout.len(), 640);
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_against_h2_tls_and_h2c() {
+    let Some(h2load) = peer(PathBuf::from("/usr/bin/h2load"), "h2load (nghttp2-client)") else {
+        return;
+    };
+    let dir = scratch("h2load");
+    let body = dir.join("body.bin");
+    std::fs::write(
+        &body,
+        wirelab_core::codec::encode(0, 0, 0, wirelab_core::codec::Kind::Echo, 64).unwrap(),
+    )
+    .unwrap();
+    for use_tls in [true, false] {
+        let (addr, stop, _) = h2_server(use_tls, &dir).await;
+        let scheme = if use_tls { "https" } else { "http" };
+        let out = run(tokio::process::Command::new(&h2load)
+            .args(["-n", "2000", "-c", "4", "-m", "10", "-d"])
+            .arg(&body)
+            .arg(format!("{scheme}://127.0.0.1:{}/echo", addr.port())))
+        .await;
+        stop.cancel();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let proto = if use_tls {
+            "Application protocol: h2"
+        } else {
+            "Application protocol: h2c"
+        };
+        assert!(text.contains(proto), "{text}");
+        assert!(
+            text.contains("2000 succeeded, 0 failed, 0 errored"),
+            "{text}"
+        );
+        assert!(text.contains("status codes: 2000 2xx"), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
