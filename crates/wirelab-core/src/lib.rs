@@ -6,6 +6,7 @@
 //! - [`config`]: transport ids, limits, timeouts, client and server configs.
 //! - [`tls`]: self-signed or PEM identities, rustls configs with ALPN, `SSLKEYLOGFILE`.
 //! - [`mux`]: K logical streams over one ordered message connection.
+//! - [`net`]: bounded connects and TLS handshakes, the accept loop.
 //! - [`clock`]: the monotonic clock messages are stamped with.
 
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod mux;
+pub mod net;
 pub mod service;
 pub mod tls;
 pub mod transport;

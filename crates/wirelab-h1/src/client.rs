@@ -6,12 +6,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use wirelab_core::codec::StreamRequest;
-use wirelab_core::{Channel, Client, ClientConfig, Error, Received, Result, Sharing};
+use wirelab_core::{net, Channel, Client, ClientConfig, Error, Received, Result, Sharing};
 use wirelab_http::{check_status, InOrder};
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -28,11 +26,7 @@ struct Pool {
 
 impl Pool {
     async fn connect(&self) -> Result<Sender> {
-        let t = self.cfg.timeouts;
-        let sock = tokio::time::timeout(t.connect, TcpStream::connect(self.cfg.addr))
-            .await
-            .map_err(|_| Error::Timeout("TCP connect"))??;
-        sock.set_nodelay(true)?;
+        let sock = net::connect(&self.cfg).await?;
         let hs = |e: hyper::Error| Error::Protocol(e.to_string());
         let (sender, task) = match &self.cfg.tls {
             None => {
@@ -45,17 +39,7 @@ impl Pool {
                 )
             }
             Some(tls) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
-                    self.cfg.server_name.clone(),
-                )
-                .map_err(|e| Error::Config(format!("bad server name: {e}")))?;
-                let io = tokio::time::timeout(
-                    t.handshake,
-                    TlsConnector::from(tls.clone()).connect(name, sock),
-                )
-                .await
-                .map_err(|_| Error::Timeout("TLS handshake"))?
-                .map_err(|e| Error::Tls(e.to_string()))?;
+                let io = net::tls_connect(&self.cfg, tls, sock).await?;
                 let (s, c) = http1::handshake(TokioIo::new(io)).await.map_err(hs)?;
                 (
                     s,

@@ -8,9 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
-use wirelab_core::{Error, Result, Server, ServerConfig};
+use wirelab_core::{net, Error, Result, Server, ServerConfig};
 
 /// The HTTP/1.1 echo/stream server.
 #[derive(Debug)]
@@ -29,48 +27,26 @@ impl Server for H1Server {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.listen)
+        net::local_addr(&self.listener, self.cfg.listen)
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tracker = TaskTracker::new();
         let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok((sock, peer)) => {
-                        let _ = sock.set_nodelay(true);
-                        let (cfg, sd, tls) = (self.cfg.clone(), shutdown.clone(), tls.clone());
-                        tracker.spawn(async move {
-                            let r = match tls {
-                                None => connection(sock, cfg, sd).await,
-                                Some(acc) => match tokio::time::timeout(cfg.timeouts.handshake, acc.accept(sock)).await {
-                                    Ok(Ok(tls)) => connection(tls, cfg, sd).await,
-                                    Ok(Err(e)) => Err(Error::Tls(e.to_string())),
-                                    Err(_) => Err(Error::Timeout("TLS handshake")),
-                                },
-                            };
-                            if let Err(e) = r {
-                                debug!(%peer, "h1 connection ended: {e}");
-                            }
-                        });
+        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
+        let grace = cfg.timeouts.shutdown_grace * 2;
+        net::accept_loop("h1", &self.listener, &shutdown, grace, |sock| {
+            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
+            async move {
+                match tls {
+                    None => connection(sock, cfg, sd).await,
+                    Some(acc) => {
+                        let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
+                        connection(io, cfg, sd).await
                     }
-                    Err(e) => warn!("accept failed: {e}"),
-                },
+                }
             }
-        }
-        tracker.close();
-        let grace = self.cfg.timeouts.shutdown_grace;
-        if tokio::time::timeout(grace * 2, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                "h1: connections still open after {:?}; dropping them",
-                grace * 2
-            );
-        }
+        })
+        .await;
         Ok(())
     }
 }

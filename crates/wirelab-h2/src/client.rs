@@ -9,13 +9,11 @@ use hyper::body::Frame;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use wirelab_core::codec::StreamRequest;
 use wirelab_core::transport::stream_by_messages;
-use wirelab_core::{Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
+use wirelab_core::{net, Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
 use wirelab_http::{check_status, read_messages, InOrder, STREAM_HEADER};
 
 type ReqBody = BoxBody<Bytes, Infallible>;
@@ -77,33 +75,22 @@ where
 }
 
 async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
-    let t = cfg.timeouts;
-    let sock = tokio::time::timeout(t.connect, TcpStream::connect(cfg.addr))
-        .await
-        .map_err(|_| Error::Timeout("TCP connect"))??;
-    sock.set_nodelay(true)?;
+    let sock = net::connect(cfg).await?;
+    let timeout = |_| Error::Timeout("HTTP/2 handshake");
     let Some(tls) = &cfg.tls else {
-        return tokio::time::timeout(t.handshake, handshake(sock, cfg))
+        return tokio::time::timeout(cfg.timeouts.handshake, handshake(sock, cfg))
             .await
-            .map_err(|_| Error::Timeout("HTTP/2 handshake"))?;
+            .map_err(timeout)?;
     };
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
-        .map_err(|e| Error::Config(format!("bad server name: {e}")))?;
-    let io = tokio::time::timeout(
-        t.handshake,
-        TlsConnector::from(tls.clone()).connect(name, sock),
-    )
-    .await
-    .map_err(|_| Error::Timeout("TLS handshake"))?
-    .map_err(|e| Error::Tls(e.to_string()))?;
+    let io = net::tls_connect(cfg, tls, sock).await?;
     if io.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Err(Error::Protocol(
             "the server did not negotiate ALPN h2".into(),
         ));
     }
-    tokio::time::timeout(t.handshake, handshake(io, cfg))
+    tokio::time::timeout(cfg.timeouts.handshake, handshake(io, cfg))
         .await
-        .map_err(|_| Error::Timeout("HTTP/2 handshake"))?
+        .map_err(timeout)?
 }
 
 fn request(method: Method, uri: &str, body: ReqBody) -> Result<Request<ReqBody>> {

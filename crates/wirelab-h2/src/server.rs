@@ -14,9 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
-use wirelab_core::{Error, Result, Server, ServerConfig};
+use tracing::debug;
+use wirelab_core::{net, Error, Result, Server, ServerConfig};
 
 /// The HTTP/2 echo/stream/duplex server: TLS with ALPN `h2`, or h2c prior knowledge without TLS.
 #[derive(Debug)]
@@ -35,49 +34,27 @@ impl Server for H2Server {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.listen)
+        net::local_addr(&self.listener, self.cfg.listen)
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tracker = TaskTracker::new();
         let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok((sock, peer)) => {
-                        let _ = sock.set_nodelay(true);
-                        let (cfg, sd, tls) = (self.cfg.clone(), shutdown.clone(), tls.clone());
-                        tracker.spawn(async move {
-                            let r = match tls {
-                                None => connection(sock, cfg, sd).await,
-                                Some(acc) => match tokio::time::timeout(cfg.timeouts.handshake, acc.accept(sock)).await {
-                                    Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => connection(tls, cfg, sd).await,
-                                    Ok(Ok(_)) => Err(Error::Protocol("client did not negotiate ALPN h2".into())),
-                                    Ok(Err(e)) => Err(Error::Tls(e.to_string())),
-                                    Err(_) => Err(Error::Timeout("TLS handshake")),
-                                },
-                            };
-                            if let Err(e) = r {
-                                debug!(%peer, "h2 connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => warn!("accept failed: {e}"),
-                },
+        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
+        let grace = cfg.timeouts.shutdown_grace * 2;
+        net::accept_loop("h2", &self.listener, &shutdown, grace, |sock| {
+            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
+            async move {
+                let Some(acc) = tls else {
+                    return connection(sock, cfg, sd).await;
+                };
+                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
+                if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(Error::Protocol("client did not negotiate ALPN h2".into()));
+                }
+                connection(io, cfg, sd).await
             }
-        }
-        tracker.close();
-        let grace = self.cfg.timeouts.shutdown_grace;
-        if tokio::time::timeout(grace * 2, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                "h2: connections still open after {:?}; dropping them",
-                grace * 2
-            );
-        }
+        })
+        .await;
         Ok(())
     }
 }

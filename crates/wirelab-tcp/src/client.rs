@@ -1,13 +1,9 @@
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use wirelab_core::mux::{self, MuxChannel, MuxSession, MuxWriter};
-use wirelab_core::{Client, ClientConfig, Error, Result, Sharing};
+use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
 
 /// A tcp client session: one connection (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
@@ -27,17 +23,9 @@ impl MuxWriter for Writer {
     }
 }
 
-async fn open(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    max: usize,
-    ids: &[u32],
-) -> Result<(mux::Mux, Vec<MuxChannel>)> {
-    let sock = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| Error::Timeout("TCP connect"))??;
-    sock.set_nodelay(true)?;
-    let (rd, wr) = sock.into_split();
+async fn open(cfg: &ClientConfig, ids: &[u32]) -> Result<(mux::Mux, Vec<MuxChannel>)> {
+    let max = cfg.limits.max_message;
+    let (rd, wr) = net::connect(cfg).await?.into_split();
     let reader = FramedRead::new(rd, crate::framing(max))
         .map(|r| r.map(|b| b.freeze()).map_err(Error::from));
     let writer = Writer(FramedWrite::new(wr, crate::framing(max)));
@@ -51,24 +39,27 @@ impl Client for TcpClient {
         if cfg.tls.is_some() {
             return Err(Error::Config("the tcp floor is cleartext only".into()));
         }
-        let (t, max) = (cfg.timeouts, cfg.limits.max_message);
         let ids: Vec<u32> = (0..cfg.streams).collect();
         let (mut muxes, mut channels) = (Vec::new(), Vec::new());
         match cfg.sharing {
             Sharing::Shared => {
-                let (m, c) = open(cfg.addr, t.connect, max, &ids).await?;
+                let (m, c) = open(cfg, &ids).await?;
                 muxes.push(m);
                 channels = c;
             }
             Sharing::Pool => {
                 for id in ids {
-                    let (m, c) = open(cfg.addr, t.connect, max, &[id]).await?;
+                    let (m, c) = open(cfg, &[id]).await?;
                     muxes.push(m);
                     channels.extend(c);
                 }
             }
         }
-        Ok(Self(MuxSession::new(muxes, channels, t.shutdown_grace)))
+        Ok(Self(MuxSession::new(
+            muxes,
+            channels,
+            cfg.timeouts.shutdown_grace,
+        )))
     }
 
     fn channels(&mut self) -> Vec<MuxChannel> {

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use wirelab_core::net;
 use wirelab_core::service::{self, Action};
 use wirelab_core::{Error, Limits, Result, Server, ServerConfig, Timeouts};
 
@@ -28,33 +28,20 @@ impl Server for TcpServer {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.listen)
+        net::local_addr(&self.listener, self.cfg.listen)
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tracker = TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok((sock, peer)) => {
-                        let (limits, timeouts, sd) = (self.cfg.limits, self.cfg.timeouts, shutdown.clone());
-                        tracker.spawn(async move {
-                            if let Err(e) = connection(sock, limits, timeouts, sd).await {
-                                debug!(%peer, "tcp connection ended: {e}");
-                            }
-                        });
-                    }
-                    // Running out of file descriptors must not end the server.
-                    Err(e) => warn!("accept failed: {e}"),
-                },
-            }
-        }
-        tracker.close();
-        let grace = self.cfg.timeouts.shutdown_grace;
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            warn!("tcp: connections still open after {grace:?}; dropping them");
-        }
+        let (limits, timeouts) = (self.cfg.limits, self.cfg.timeouts);
+        let sd = shutdown.clone();
+        net::accept_loop(
+            "tcp",
+            &self.listener,
+            &shutdown,
+            timeouts.shutdown_grace,
+            |sock| connection(sock, limits, timeouts, sd.clone()),
+        )
+        .await;
         Ok(())
     }
 }
@@ -65,7 +52,6 @@ async fn connection(
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    sock.set_nodelay(true)?;
     let (rd, wr) = sock.into_split();
     let mut reader = FramedRead::new(rd, crate::framing(limits.max_message));
     let mut writer = FramedWrite::new(wr, crate::framing(limits.max_message));

@@ -2,15 +2,13 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use wirelab_core::mux::{self, Mux, MuxChannel, MuxSession, MuxWriter};
-use wirelab_core::{Client, ClientConfig, Error, Result, Sharing};
+use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
 
 /// A ws client session: one WebSocket (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
@@ -73,36 +71,15 @@ fn map_msg(m: std::result::Result<Message, WsError>) -> Option<Result<Bytes>> {
 }
 
 async fn open(cfg: &ClientConfig, ids: &[u32]) -> Result<(Mux, Vec<MuxChannel>)> {
-    let t = cfg.timeouts;
-    let sock = tokio::time::timeout(t.connect, TcpStream::connect(cfg.addr))
-        .await
-        .map_err(|_| Error::Timeout("TCP connect"))??;
-    sock.set_nodelay(true)?;
-    let host = &cfg.server_name;
-    let port = cfg.addr.port();
+    let sock = net::connect(cfg).await?;
+    let authority = format!("{}:{}", cfg.server_name, cfg.addr.port());
     match &cfg.tls {
-        None => {
-            let url = format!("ws://{host}:{port}{}", crate::PATH);
-            handshake(sock, url, cfg, ids).await
-        }
+        None => handshake(sock, format!("ws://{authority}{}", crate::PATH), cfg, ids).await,
         Some(tls) => {
-            let name = rustls_name(host)?;
-            let tls = tokio::time::timeout(
-                t.handshake,
-                TlsConnector::from(tls.clone()).connect(name, sock),
-            )
-            .await
-            .map_err(|_| Error::Timeout("TLS handshake"))?
-            .map_err(|e| Error::Tls(e.to_string()))?;
-            let url = format!("wss://{host}:{port}{}", crate::PATH);
-            handshake(tls, url, cfg, ids).await
+            let io = net::tls_connect(cfg, tls, sock).await?;
+            handshake(io, format!("wss://{authority}{}", crate::PATH), cfg, ids).await
         }
     }
-}
-
-fn rustls_name(host: &str) -> Result<tokio_rustls::rustls::pki_types::ServerName<'static>> {
-    tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| Error::Config(format!("bad server name '{host}': {e}")))
 }
 
 async fn handshake<S>(

@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
+use wirelab_core::net;
 use wirelab_core::service::{self, Action};
 use wirelab_core::{Error, Result, Server, ServerConfig};
 
@@ -38,41 +39,18 @@ impl Server for WsServer {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.listen)
+        net::local_addr(&self.listener, self.cfg.listen)
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tracker = TaskTracker::new();
         let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok((sock, peer)) => {
-                        let (cfg, sd, tls) = (self.cfg.clone(), shutdown.clone(), tls.clone());
-                        tracker.spawn(async move {
-                            if let Err(e) = accept(sock, tls, cfg, sd).await {
-                                debug!(%peer, "ws connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => warn!("accept failed: {e}"),
-                },
-            }
-        }
-        tracker.close();
-        let grace = self.cfg.timeouts.shutdown_grace;
-        // Each connection bounds its own close by `grace`; the extra second covers the TLS
-        // and handshake timeouts of connections that were still opening.
-        if tokio::time::timeout(grace * 2, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                "ws: connections still open after {:?}; dropping them",
-                grace * 2
-            );
-        }
+        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
+        // Connections still in their handshake get their own timeout on top of the grace.
+        let grace = cfg.timeouts.shutdown_grace * 2;
+        net::accept_loop("ws", &self.listener, &shutdown, grace, |sock| {
+            accept(sock, tls.clone(), cfg.clone(), sd.clone())
+        })
+        .await;
         Ok(())
     }
 }
@@ -83,7 +61,6 @@ async fn accept(
     cfg: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    sock.set_nodelay(true)?;
     let deadline = tokio::time::Instant::now() + cfg.timeouts.handshake;
     match tls {
         None => upgrade(sock, deadline, cfg, shutdown).await,
