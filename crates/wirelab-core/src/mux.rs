@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::codec;
+use crate::config::{ClientConfig, Sharing};
 use crate::error::{Error, Result};
 use crate::transport::Channel;
 
@@ -221,6 +222,28 @@ impl MuxSession {
             channels,
             grace,
         }
+    }
+
+    /// Opens the session `cfg` describes: one connection carrying all K logical streams
+    /// (`shared`), or one connection per logical stream (`pool`). `open` connects one
+    /// connection for the given stream ids.
+    pub async fn connect<F, Fut>(cfg: &ClientConfig, open: F) -> Result<Self>
+    where
+        F: Fn(Vec<u32>) -> Fut,
+        Fut: Future<Output = Result<(Mux, Vec<MuxChannel>)>>,
+    {
+        let ids: Vec<u32> = (0..cfg.streams).collect();
+        let groups = match cfg.sharing {
+            Sharing::Shared => vec![ids],
+            Sharing::Pool => ids.into_iter().map(|id| vec![id]).collect(),
+        };
+        let (mut muxes, mut channels) = (Vec::new(), Vec::new());
+        for group in groups {
+            let (m, c) = open(group).await?;
+            muxes.push(m);
+            channels.extend(c);
+        }
+        Ok(Self::new(muxes, channels, cfg.timeouts.shutdown_grace))
     }
 
     /// Takes the channels (once).

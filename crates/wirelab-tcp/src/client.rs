@@ -3,7 +3,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use wirelab_core::mux::{self, MuxChannel, MuxSession, MuxWriter};
-use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
+use wirelab_core::{net, Client, ClientConfig, Error, Result};
 
 /// A tcp client session: one connection (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
@@ -39,27 +39,9 @@ impl Client for TcpClient {
         if cfg.tls.is_some() {
             return Err(Error::Config("the tcp floor is cleartext only".into()));
         }
-        let ids: Vec<u32> = (0..cfg.streams).collect();
-        let (mut muxes, mut channels) = (Vec::new(), Vec::new());
-        match cfg.sharing {
-            Sharing::Shared => {
-                let (m, c) = open(cfg, &ids).await?;
-                muxes.push(m);
-                channels = c;
-            }
-            Sharing::Pool => {
-                for id in ids {
-                    let (m, c) = open(cfg, &[id]).await?;
-                    muxes.push(m);
-                    channels.extend(c);
-                }
-            }
-        }
-        Ok(Self(MuxSession::new(
-            muxes,
-            channels,
-            cfg.timeouts.shutdown_grace,
-        )))
+        Ok(Self(
+            MuxSession::connect(cfg, |ids| async move { open(cfg, &ids).await }).await?,
+        ))
     }
 
     fn channels(&mut self) -> Vec<MuxChannel> {

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use wirelab_core::mux::{self, Mux, MuxChannel, MuxSession, MuxWriter};
-use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
+use wirelab_core::{net, Client, ClientConfig, Error, Result};
 
 /// A ws client session: one WebSocket (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
@@ -110,27 +110,9 @@ impl Client for WsClient {
     type Channel = MuxChannel;
 
     async fn connect(cfg: &ClientConfig) -> Result<Self> {
-        let ids: Vec<u32> = (0..cfg.streams).collect();
-        let (mut muxes, mut channels) = (Vec::new(), Vec::new());
-        match cfg.sharing {
-            Sharing::Shared => {
-                let (m, c) = open(cfg, &ids).await?;
-                muxes.push(m);
-                channels = c;
-            }
-            Sharing::Pool => {
-                for id in ids {
-                    let (m, c) = open(cfg, &[id]).await?;
-                    muxes.push(m);
-                    channels.extend(c);
-                }
-            }
-        }
-        Ok(Self(MuxSession::new(
-            muxes,
-            channels,
-            cfg.timeouts.shutdown_grace,
-        )))
+        Ok(Self(
+            MuxSession::connect(cfg, |ids| async move { open(cfg, &ids).await }).await?,
+        ))
     }
 
     fn channels(&mut self) -> Vec<MuxChannel> {
