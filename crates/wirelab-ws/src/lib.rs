@@ -4,8 +4,9 @@
 //! server-sent messages. `shared` mode multiplexes K logical streams on one WebSocket by the
 //! header's stream id; `pool` mode opens one WebSocket per logical stream.
 //!
-//! Framing is tokio-tungstenite's. This crate adds what RFC 6455 asks of a server and plain
-//! tungstenite does not do:
+//! Framing is tokio-tungstenite's; the session logic shared with `h2ws` is in
+//! `wirelab-websocket`. Together they add what RFC 6455 asks of a server and plain tungstenite
+//! does not do:
 //! - handshake answers: a wrong or missing `Sec-WebSocket-Version` gets `426` with
 //!   `Sec-WebSocket-Version: 13`; a missing or invalid key, or missing `Upgrade`/`Connection`
 //!   headers, gets `400` with a short reason; another path `404`; a method other than GET `405`;
@@ -26,18 +27,7 @@ mod client;
 pub mod handshake;
 mod server;
 
-pub use client::{WsClient, ABNORMAL_CLOSURE};
+pub use client::WsClient;
 pub use handshake::PATH;
 pub use server::WsServer;
-
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wirelab_core::Limits;
-
-/// tungstenite's config from the lab's limits.
-pub(crate) fn ws_config(l: &Limits) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(l.read_buffer)
-        .max_write_buffer_size(l.max_message.saturating_mul(2).max(1 << 20))
-        .max_message_size(Some(l.max_message))
-        .max_frame_size(Some(l.max_frame))
-}
+pub use wirelab_websocket::client::ABNORMAL_CLOSURE;

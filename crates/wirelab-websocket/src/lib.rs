@@ -1,0 +1,27 @@
+//! RFC 6455 session logic shared by the WebSocket transports (`ws` over an HTTP/1.1 Upgrade,
+//! `h2ws` over HTTP/2 extended CONNECT). Not a transport: the transports use it, never each
+//! other. Framing is tokio-tungstenite's; this crate adds what the lab requires on top:
+//!
+//! - [`server::session`]: echoes and server streams, keepalive pings, an idle timeout, and close
+//!   codes that tell the truth (1001 shutdown/idle, 1002 protocol error, 1003 unsupported data,
+//!   1007 invalid UTF-8, 1009 too big); after the close handshake it ends its sending side
+//!   (FIN, or END_STREAM on HTTP/2) and reads to the end;
+//! - [`client::open`]: a [`wirelab_core::mux`] connection over a WebSocket, reporting 1006 when
+//!   the transport dies without a close frame and ending its sending side after its close frame;
+//! - [`config`]: tungstenite's limits from the lab's.
+
+pub mod client;
+pub mod server;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wirelab_core::Limits;
+
+/// tungstenite's config from the lab's limits: frame and message caps, a small read buffer, and a
+/// capped write buffer so a peer that stops reading cannot grow memory without bound.
+pub fn config(l: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(l.read_buffer)
+        .max_write_buffer_size(l.max_message.saturating_mul(2).max(1 << 20))
+        .max_message_size(Some(l.max_message))
+        .max_frame_size(Some(l.max_frame))
+}
