@@ -87,6 +87,8 @@ pub(crate) async fn run(a: RunArgs) -> Result<()> {
         let mut label = match (id, use_tls) {
             (TransportId::H2, false) => "h2c".to_string(),
             (TransportId::H2, true) => "h2".to_string(),
+            (TransportId::H2ws, false) => "h2ws (h2c)".to_string(),
+            (TransportId::H2ws, true) => "h2ws".to_string(),
             (_, true) => format!("{id}+tls"),
             (_, false) => id.to_string(),
         };

@@ -27,7 +27,8 @@ pub(crate) struct ServeArgs {
     tls: ServerTlsOpts,
     #[command(flatten)]
     limits: LimitOpts,
-    /// h2 without TLS: cleartext HTTP/2 with prior knowledge (h2c). h2 uses TLS by default.
+    /// h2 and h2ws without TLS: cleartext HTTP/2 with prior knowledge (h2c). They use TLS by
+    /// default.
     #[arg(long)]
     h2c: bool,
     /// WebSocket: echo every message verbatim, text included (for Autobahn and other
@@ -47,7 +48,8 @@ pub(crate) struct ClientArgs {
     connect: SocketAddr,
     #[command(flatten)]
     tls: ClientTlsOpts,
-    /// h2 without TLS: cleartext HTTP/2 with prior knowledge (h2c). h2 uses TLS by default.
+    /// h2 and h2ws without TLS: cleartext HTTP/2 with prior knowledge (h2c). They use TLS by
+    /// default.
     #[arg(long)]
     h2c: bool,
     #[command(flatten)]
@@ -92,7 +94,8 @@ fn scheme(id: TransportId, tls: bool) -> &'static str {
         (TransportId::Ws, true) => "wss://",
         (TransportId::H1, false) => "http://",
         (TransportId::H1 | TransportId::H2, true) => "https://",
-        (TransportId::H2, false) => "http://",
+        (TransportId::H2 | TransportId::H2ws, false) => "http://",
+        (TransportId::H2ws, true) => "https://",
         _ => "tcp://",
     }
 }
@@ -138,7 +141,11 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             h2: Default::default(),
         };
         let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
-        let path = if id == TransportId::Ws { "/ws" } else { "" };
+        let path = if matches!(id, TransportId::Ws | TransportId::H2ws) {
+            "/ws"
+        } else {
+            ""
+        };
         let note = if identity.is_some() && tls.is_none() {
             " (cleartext: no TLS mode)"
         } else {

@@ -10,21 +10,26 @@ use wirelab_core::{CancellationToken, ClientConfig, Server, ServerConfig, Transp
 use crate::check::{self, Outcome, Work};
 
 /// Transports built so far, in report order.
-pub(crate) const AVAILABLE: [TransportId; 4] = [
+pub(crate) const AVAILABLE: [TransportId; 5] = [
     TransportId::Tcp,
     TransportId::Ws,
     TransportId::H1,
     TransportId::H2,
+    TransportId::H2ws,
 ];
 
 /// Whether the transport can run over TLS.
 pub(crate) fn supports_tls(id: TransportId) -> bool {
-    matches!(id, TransportId::Ws | TransportId::H1 | TransportId::H2)
+    matches!(
+        id,
+        TransportId::Ws | TransportId::H1 | TransportId::H2 | TransportId::H2ws
+    )
 }
 
-/// Whether the transport uses TLS unless told otherwise (h2: ALPN `h2`; `--h2c` turns it off).
+/// Whether the transport uses TLS unless told otherwise (h2, h2ws: ALPN `h2`; `--h2c` turns it
+/// off).
 pub(crate) fn tls_by_default(id: TransportId) -> bool {
-    id == TransportId::H2
+    matches!(id, TransportId::H2 | TransportId::H2ws)
 }
 
 /// Whether the transport has the rr and duplex modes.
@@ -68,6 +73,7 @@ pub(crate) async fn start_server(
         TransportId::Ws => start::<wirelab_ws::WsServer>(cfg, shutdown).await,
         TransportId::H1 => start::<wirelab_h1::H1Server>(cfg, shutdown).await,
         TransportId::H2 => start::<wirelab_h2::H2Server>(cfg, shutdown).await,
+        TransportId::H2ws => start::<wirelab_h2ws::H2wsServer>(cfg, shutdown).await,
         other => bail!(not_built(other)),
     }
 }
@@ -83,6 +89,7 @@ pub(crate) async fn run_client(
         TransportId::Ws => check::run::<wirelab_ws::WsClient>(cfg, work).await,
         TransportId::H1 => check::run::<wirelab_h1::H1Client>(cfg, work).await,
         TransportId::H2 => check::run::<wirelab_h2::H2Client>(cfg, work).await,
+        TransportId::H2ws => check::run::<wirelab_h2ws::H2wsClient>(cfg, work).await,
         other => bail!(not_built(other)),
     }
 }

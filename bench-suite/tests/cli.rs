@@ -62,9 +62,9 @@ fn sigterm(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_all_then_sigterm_exits_cleanly() {
-    let (mut child, mut out, addrs) = serve(&[], 4).await;
+    let (mut child, mut out, addrs) = serve(&[], 5).await;
     let ids: Vec<_> = addrs.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["tcp", "ws", "h1", "h2"]);
+    assert_eq!(ids, ["tcp", "ws", "h1", "h2", "h2ws"]);
     sigterm(&child);
     let status = tokio::time::timeout(BOUND, child.wait())
         .await
@@ -103,13 +103,13 @@ async fn sigterm_closes_websockets_with_1001_after_answering() {
 async fn client_subcommand_checks_each_transport() {
     let cert = std::env::temp_dir().join(format!("wirelab-cli-all-{}.pem", std::process::id()));
     let cert_s = cert.display().to_string();
-    let (mut child, _out, addrs) = serve(&["--cert-out", &cert_s], 4).await;
+    let (mut child, _out, addrs) = serve(&["--cert-out", &cert_s], 5).await;
     for (id, addr) in &addrs {
         let addr_s = addr.to_string();
         let mut args = vec![
             "client", "-t", id, "-c", &addr_s, "-k", "4", "--count", "200",
         ];
-        if id == "h2" {
+        if id == "h2" || id == "h2ws" {
             args.extend(["--ca", cert_s.as_str()]);
         }
         let out = tokio::time::timeout(BOUND, wirelab().args(&args).output())

@@ -345,6 +345,11 @@ const H2C_RR: Variant = Variant {
     alpn: tls::ALPN_H2,
     mode: Mode::Rr,
 };
+const H2_TLS: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_H2,
+    mode: Mode::Duplex,
+};
 const H2C_DUPLEX: Variant = Variant {
     tls: false,
     alpn: tls::ALPN_H2,
@@ -413,4 +418,18 @@ conformance!(
     wirelab_h2::H2Client,
     H2C_DUPLEX,
     shutdown_code = None
+);
+conformance!(
+    h2ws,
+    wirelab_h2ws::H2wsServer,
+    wirelab_h2ws::H2wsClient,
+    H2_TLS,
+    shutdown_code = Some(1001)
+);
+conformance!(
+    h2ws_h2c,
+    wirelab_h2ws::H2wsServer,
+    wirelab_h2ws::H2wsClient,
+    H2C_DUPLEX,
+    shutdown_code = Some(1001)
 );

@@ -43,12 +43,27 @@ impl<S> EndAfterClose<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for EndAfterClose<S> {
+impl<S: AsyncWrite + Unpin> EndAfterClose<S> {
+    fn end_if_closing(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closing.load(Ordering::SeqCst) && !self.ended {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.ended = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for EndAfterClose<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // The close reply may already have been flushed by the writer half before the reader
+        // saw the close; tungstenite flushes its reply before it reads again, so ending the
+        // sending side here comes after the reply.
+        ready!(self.as_mut().end_if_closing(cx))?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -64,11 +79,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EndAfterClose<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        if self.closing.load(Ordering::SeqCst) && !self.ended {
-            ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
-            self.ended = true;
-        }
-        Poll::Ready(Ok(()))
+        self.end_if_closing(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -95,8 +106,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxWriter for Writer<S>
             code: CloseCode::Normal,
             reason: "".into(),
         }));
-        self.sink.feed(close).await.map_err(map_err)?;
-        // The close frame is buffered: the flush writes it, then ends the sending side.
+        self.sink.send(close).await.map_err(map_err)?;
+        // The close frame is written; only now may the sending side end (the next flush, or
+        // the reader's next read, does it).
         self.closing.store(true, Ordering::SeqCst);
         self.sink.flush().await.map_err(map_err)
     }

@@ -1,0 +1,171 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::Empty;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use wirelab_core::mux::{Mux, MuxChannel, MuxSession};
+use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
+use wirelab_websocket::client::EndAfterClose;
+
+type Sender = SendRequest<Empty<Bytes>>;
+
+/// How long the client waits for the server's `SETTINGS_ENABLE_CONNECT_PROTOCOL` at most. The
+/// server's SETTINGS is the first frame it sends, so this is one round trip plus slack.
+const SETTING_WAIT: Duration = Duration::from_secs(3);
+
+/// An h2ws client session: K WebSockets on one HTTP/2 connection, or one connection each.
+#[derive(Debug)]
+pub struct H2wsClient {
+    session: MuxSession,
+    senders: Vec<Sender>,
+    conns: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+fn proto(e: hyper::Error) -> Error {
+    Error::Protocol(e.to_string())
+}
+
+/// The HTTP/2 handshake, then a bounded wait for the server's extended-CONNECT setting.
+async fn handshake<S>(io: S, cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let h2 = cfg.h2;
+    let (sender, mut conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
+        .max_frame_size(h2.max_frame_size)
+        .max_header_list_size(h2.max_header_list_size)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(proto)?;
+    // hyper exposes the setting only as a flag that flips once the connection task has read the
+    // server's SETTINGS, so drive the connection and look after each step (bounded).
+    let wait = cfg.timeouts.handshake.min(SETTING_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    while !conn.is_extended_connect_protocol_enabled() {
+        tokio::select! {
+            r = &mut conn => {
+                return Err(match r {
+                    Ok(()) => Error::ConnectionClosed,
+                    Err(e) => proto(e),
+                });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Protocol(format!(
+                "the server did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL) within {wait:?}: it does not offer WebSocket over HTTP/2 (RFC 8441)"
+            )));
+        }
+    }
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((sender, task))
+}
+
+async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
+    let sock = net::connect(cfg).await?;
+    let Some(tls) = &cfg.tls else {
+        return handshake(sock, cfg).await;
+    };
+    let io = net::tls_connect(cfg, tls, sock).await?;
+    if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Error::Protocol(
+            "the server did not negotiate ALPN h2".into(),
+        ));
+    }
+    handshake(io, cfg).await
+}
+
+/// Opens one WebSocket (one HTTP/2 stream) carrying logical stream `id`.
+async fn open_websocket(
+    sender: &mut Sender,
+    cfg: &ClientConfig,
+    id: u32,
+) -> Result<(Mux, Vec<MuxChannel>)> {
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let uri = format!(
+        "{scheme}://{}:{}{}",
+        cfg.server_name,
+        cfg.addr.port(),
+        crate::PATH
+    );
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri(uri)
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::new())
+        .map_err(|e| Error::Config(e.to_string()))?;
+    sender.ready().await.map_err(proto)?;
+    let mut resp = tokio::time::timeout(cfg.timeouts.handshake, sender.send_request(req))
+        .await
+        .map_err(|_| Error::Timeout("extended CONNECT"))?
+        .map_err(proto)?;
+    if resp.status() != StatusCode::OK {
+        return Err(Error::Status(resp.status().as_u16()));
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.map_err(proto)?;
+    let ws = WebSocketStream::from_raw_socket(
+        EndAfterClose::new(TokioIo::new(upgraded)),
+        Role::Client,
+        Some(wirelab_websocket::config(&cfg.limits)),
+    )
+    .await;
+    Ok(wirelab_websocket::client::open(ws, &[id]))
+}
+
+impl Client for H2wsClient {
+    type Channel = MuxChannel;
+
+    async fn connect(cfg: &ClientConfig) -> Result<Self> {
+        let n_conns = match cfg.sharing {
+            Sharing::Shared => 1,
+            Sharing::Pool => cfg.streams.max(1) as usize,
+        };
+        let (mut senders, mut conns) = (Vec::new(), Vec::new());
+        for _ in 0..n_conns {
+            let (s, c) = connect_one(cfg).await?;
+            senders.push(s);
+            conns.push(c);
+        }
+        let (mut muxes, mut channels) = (Vec::new(), Vec::new());
+        for id in 0..cfg.streams {
+            let n = senders.len();
+            let (m, c) = open_websocket(&mut senders[id as usize % n], cfg, id).await?;
+            muxes.push(m);
+            channels.extend(c);
+        }
+        Ok(Self {
+            session: MuxSession::new(muxes, channels, cfg.timeouts.shutdown_grace),
+            senders,
+            conns,
+            grace: cfg.timeouts.shutdown_grace,
+        })
+    }
+
+    fn channels(&mut self) -> Vec<MuxChannel> {
+        self.session.take_channels()
+    }
+
+    async fn close(self) -> Result<()> {
+        // Each WebSocket: close handshake, then END_STREAM both ways. Then the connection.
+        let closed = self.session.close().await;
+        drop(self.senders);
+        for c in self.conns {
+            let _ = tokio::time::timeout(self.grace, c).await;
+        }
+        closed
+    }
+}

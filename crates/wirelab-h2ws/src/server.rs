@@ -1,0 +1,184 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+use wirelab_core::{net, Error, Result, Server, ServerConfig};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// The RFC 8441 WebSocket server.
+#[derive(Debug)]
+pub struct H2wsServer {
+    listener: TcpListener,
+    cfg: Arc<ServerConfig>,
+}
+
+impl Server for H2wsServer {
+    async fn bind(cfg: ServerConfig) -> Result<Self> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            listener,
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        net::local_addr(&self.listener, self.cfg.listen)
+    }
+
+    async fn serve(self, shutdown: CancellationToken) -> Result<()> {
+        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
+        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
+        let grace = cfg.timeouts.shutdown_grace * 2;
+        net::accept_loop("h2ws", &self.listener, &shutdown, grace, |sock| {
+            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
+            async move {
+                let Some(acc) = tls else {
+                    return connection(sock, cfg, sd).await;
+                };
+                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
+                if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(Error::Protocol("client did not negotiate ALPN h2".into()));
+                }
+                connection(io, cfg, sd).await
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+async fn connection<S>(io: S, cfg: Arc<ServerConfig>, shutdown: CancellationToken) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let sessions = TaskTracker::new();
+    let (svc_cfg, sd, tracker) = (cfg.clone(), shutdown.clone(), sessions.clone());
+    let svc = service_fn(move |req| {
+        let r = handle(req, svc_cfg.clone(), sd.clone(), &tracker);
+        std::future::ready(Ok::<_, std::convert::Infallible>(r))
+    });
+    let h2 = cfg.h2;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
+        .max_frame_size(h2.max_frame_size)
+        .max_header_list_size(h2.max_header_list_size)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            sessions.close();
+            sessions.wait().await;
+            return r.map_err(|e| Error::Protocol(e.to_string()));
+        }
+        _ = shutdown.cancelled() => {}
+    }
+    // Each WebSocket closes itself with 1001 (it watches the same token); the connection must
+    // keep being driven meanwhile, or no frame of those close handshakes moves. Then GOAWAY.
+    sessions.close();
+    let grace = cfg.timeouts.shutdown_grace;
+    tokio::select! {
+        r = conn.as_mut() => return r.map_err(|e| Error::Protocol(e.to_string())),
+        _ = tokio::time::timeout(grace, sessions.wait()) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::time::timeout(grace, conn)
+        .await
+        .map_err(|_| Error::Timeout("graceful shutdown"))?
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(format!("{reason}\n"))).boxed())
+        .unwrap_or_default()
+}
+
+/// Checks an extended CONNECT (RFC 8441 §4, RFC 6455 §4.2.1 where it still applies) and, if it
+/// is a WebSocket request, starts the session on the stream once hyper hands it over.
+fn handle(
+    mut req: Request<Incoming>,
+    cfg: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    sessions: &TaskTracker,
+) -> Response<Body> {
+    if req.method() != Method::CONNECT {
+        let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "this endpoint speaks WebSocket over HTTP/2 (RFC 8441): CONNECT with :protocol websocket");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("CONNECT"));
+        return r;
+    }
+    match req.extensions().get::<hyper::ext::Protocol>() {
+        Some(p) if p.as_str() == "websocket" => {}
+        Some(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "unsupported :protocol; this server speaks websocket",
+            )
+        }
+        None => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "plain CONNECT tunnels are not offered; use :protocol websocket",
+            )
+        }
+    }
+    if req.uri().path() != crate::PATH {
+        return refuse(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws");
+    }
+    if req
+        .headers()
+        .get("sec-websocket-version")
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut r = refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported sec-websocket-version; this server speaks 13",
+        );
+        r.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return r;
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    sessions.spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => return debug!("h2ws: stream not handed over: {e}"),
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(wirelab_websocket::config(&cfg.limits)),
+        )
+        .await;
+        if let Err(e) = wirelab_websocket::server::session(ws, cfg, shutdown).await {
+            debug!("h2ws session ended: {e}");
+        }
+    });
+    // 200 with an empty body and no content-length: anything else makes hyper reset the stream.
+    Response::new(Empty::new().boxed())
+}
