@@ -2,14 +2,16 @@
 # wirelab's test command (the README's second command; CI runs it too).
 # Installs the independent Python peers into .venv once, then runs every test in the workspace:
 # unit tests, the conformance module for every transport, the bad-input tests, and the peers
-# (Autobahn|Testsuite cases via kosoku, Python websockets, curl, h2load).
+# (Autobahn|Testsuite cases via kosoku, Python websockets, curl, h2load, Python h2 + wsproto as an
+# RFC 8441 client, hypercorn as an RFC 8441 server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c 'import websockets' 2>/dev/null || [ ! -x .venv/bin/kosoku ]; then
-  echo "== installing the Python peers into .venv (kosoku, websockets)"
+if ! .venv/bin/python -c 'import websockets, h2, wsproto, hypercorn' 2>/dev/null || [ ! -x .venv/bin/kosoku ]; then
+  echo "== installing the Python peers into .venv (kosoku, websockets, h2, wsproto, hypercorn)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'kosoku==0.1.0' 'websockets==17.4'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'kosoku==0.1.0' 'websockets==17.4' \
+    'h2==4.4.1' 'wsproto==1.3.2' 'hypercorn==0.18.0'
 fi
 for tool in curl h2load; do
   command -v "$tool" >/dev/null || echo "note: $tool is not installed; its peer test will say SKIPPED (CI installs it: apt-get install curl nghttp2-client)" >&2
