@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use wirelab_core::{Limits, Mode, Sharing, Timeouts};
+use wirelab_core::{H2Settings, Limits, Mode, Sharing, Timeouts};
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -88,6 +88,40 @@ impl LimitOpts {
             ping_interval: (!self.no_ping).then_some(self.ping_interval),
             ..Timeouts::default()
         }
+    }
+}
+
+/// HTTP/2 settings (h2, h2ws), on both sides.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct H2Opts {
+    /// HTTP/2 per-stream flow-control window (SETTINGS_INITIAL_WINDOW_SIZE), e.g. 64K, 1M.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub h2_window: usize,
+    /// HTTP/2 connection-level flow-control window.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub h2_conn_window: usize,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (the server's limit).
+    #[arg(long, default_value_t = 100)]
+    pub h2_max_streams: u32,
+    /// HTTP/2 SETTINGS_MAX_FRAME_SIZE, 16K to 16M-1.
+    #[arg(long, default_value = "16K", value_parser = parse_size)]
+    pub h2_max_frame: usize,
+}
+
+impl H2Opts {
+    /// The settings, checked against RFC 9113's ranges.
+    pub(crate) fn settings(&self) -> Result<H2Settings, String> {
+        let u =
+            |v: usize, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} is too large"));
+        let s = H2Settings {
+            stream_window: u(self.h2_window, "--h2-window")?,
+            connection_window: u(self.h2_conn_window, "--h2-conn-window")?,
+            max_concurrent_streams: self.h2_max_streams,
+            max_frame_size: u(self.h2_max_frame, "--h2-max-frame")?,
+            ..H2Settings::default()
+        };
+        s.validate()?;
+        Ok(s)
     }
 }
 

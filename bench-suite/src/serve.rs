@@ -10,7 +10,7 @@ use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::{CancellationToken, ClientConfig, ServerConfig, TransportId};
 
 use crate::check::Work;
-use crate::opts::{self, ClientTlsOpts, LimitOpts, ServerTlsOpts, SessionOpts};
+use crate::opts::{self, ClientTlsOpts, H2Opts, LimitOpts, ServerTlsOpts, SessionOpts};
 use crate::{stats, transports};
 
 /// Options of `wirelab serve`.
@@ -27,6 +27,8 @@ pub(crate) struct ServeArgs {
     tls: ServerTlsOpts,
     #[command(flatten)]
     limits: LimitOpts,
+    #[command(flatten)]
+    h2: H2Opts,
     /// h2 and h2ws without TLS: cleartext HTTP/2 with prior knowledge (h2c). They use TLS by
     /// default.
     #[arg(long)]
@@ -68,6 +70,8 @@ pub(crate) struct ClientArgs {
     stream_count: u32,
     #[command(flatten)]
     limits: LimitOpts,
+    #[command(flatten)]
+    h2: H2Opts,
 }
 
 pub(crate) fn identity(tls: &ServerTlsOpts, listen: SocketAddr) -> Result<Identity> {
@@ -138,7 +142,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             limits: a.limits.limits(),
             timeouts: a.limits.timeouts(),
             raw_echo: a.raw_echo,
-            h2: Default::default(),
+            h2: a.h2.settings().map_err(anyhow::Error::msg)?,
         };
         let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
         let path = if matches!(id, TransportId::Ws | TransportId::H2ws) {
@@ -201,6 +205,7 @@ pub(crate) fn client_config(
     tls: &ClientTlsOpts,
     session: &SessionOpts,
     limits: &LimitOpts,
+    h2: &H2Opts,
 ) -> Result<ClientConfig> {
     let tls_cfg = if use_tls {
         let trust = match (&tls.ca, tls.insecure) {
@@ -222,7 +227,7 @@ pub(crate) fn client_config(
         sharing: session.sharing,
         pool_size: session.pool_size,
         mode: session.mode,
-        h2: Default::default(),
+        h2: h2.settings().map_err(anyhow::Error::msg)?,
         limits: limits.limits(),
         timeouts: limits.timeouts(),
     })
@@ -237,7 +242,9 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     }
     let use_tls = a.tls.tls || (transports::tls_by_default(a.transport) && !a.h2c);
     let alpn = transports::alpn(a.transport);
-    let cfg = client_config(a.connect, use_tls, alpn, &a.tls, &a.session, &a.limits)?;
+    let cfg = client_config(
+        a.connect, use_tls, alpn, &a.tls, &a.session, &a.limits, &a.h2,
+    )?;
     let work = Work {
         size: a.size,
         count: a.count,

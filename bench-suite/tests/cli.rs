@@ -214,6 +214,25 @@ async fn bad_input_gets_clear_errors() {
     .await;
     fails_with(&["serve", "-t", "tcp", "--tls"], "no TLS mode").await;
     fails_with(&["serve", "--idle-timeout", "0s"], "positive duration").await;
+    fails_with(
+        &["serve", "-t", "h2", "--h2-max-frame", "1K"],
+        "outside 16384",
+    )
+    .await;
+    fails_with(
+        &[
+            "client",
+            "-t",
+            "h2",
+            "-c",
+            "127.0.0.1:1",
+            "--h2c",
+            "--h2-window",
+            "0",
+        ],
+        "outside 1..",
+    )
+    .await;
     // A port that is already taken.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = l.local_addr().unwrap().to_string();

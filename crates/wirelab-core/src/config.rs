@@ -132,6 +132,34 @@ pub struct H2Settings {
     pub max_header_list_size: u32,
 }
 
+impl H2Settings {
+    /// Checks the values against RFC 9113's ranges (the h2 library asserts on them, so they are
+    /// checked here first and reported as a configuration error).
+    pub fn validate(&self) -> Result<(), String> {
+        const MAX_WINDOW: u32 = (1 << 31) - 1;
+        if !(16_384..=16_777_215).contains(&self.max_frame_size) {
+            return Err(format!(
+                "HTTP/2 max frame size {} is outside 16384..=16777215 (RFC 9113 §6.5.2)",
+                self.max_frame_size
+            ));
+        }
+        for (name, v) in [
+            ("stream window", self.stream_window),
+            ("connection window", self.connection_window),
+        ] {
+            if v > MAX_WINDOW || v == 0 {
+                return Err(format!(
+                    "HTTP/2 {name} {v} is outside 1..=2^31-1 (RFC 9113 §6.9.1)"
+                ));
+            }
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("HTTP/2 max concurrent streams must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for H2Settings {
     fn default() -> Self {
         Self {

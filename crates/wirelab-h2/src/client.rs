@@ -164,6 +164,7 @@ impl Client for H2Client {
     type Channel = H2Channel;
 
     async fn connect(cfg: &ClientConfig) -> Result<Self> {
+        cfg.h2.validate().map_err(Error::Config)?;
         let n_conns = match cfg.sharing {
             Sharing::Shared => 1,
             Sharing::Pool => cfg.streams.max(1) as usize,

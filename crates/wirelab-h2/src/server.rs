@@ -26,6 +26,7 @@ pub struct H2Server {
 
 impl Server for H2Server {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
+        cfg.h2.validate().map_err(Error::Config)?;
         let listener = TcpListener::bind(cfg.listen).await?;
         Ok(Self {
             listener,

@@ -130,6 +130,7 @@ impl Client for H2wsClient {
     type Channel = MuxChannel;
 
     async fn connect(cfg: &ClientConfig) -> Result<Self> {
+        cfg.h2.validate().map_err(Error::Config)?;
         let n_conns = match cfg.sharing {
             Sharing::Shared => 1,
             Sharing::Pool => cfg.streams.max(1) as usize,

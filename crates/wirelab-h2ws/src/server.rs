@@ -29,6 +29,7 @@ pub struct H2wsServer {
 
 impl Server for H2wsServer {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
+        cfg.h2.validate().map_err(Error::Config)?;
         let listener = TcpListener::bind(cfg.listen).await?;
         Ok(Self {
             listener,
