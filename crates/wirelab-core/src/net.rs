@@ -24,33 +24,51 @@ pub async fn connect(cfg: &ClientConfig) -> Result<TcpStream> {
     Ok(sock)
 }
 
-/// Runs the TLS client handshake within the handshake timeout, checking the server's name.
+/// Runs the TLS client handshake within the handshake timeout, checking the server's name and,
+/// when `alpn` is given, that the server chose that protocol.
 pub async fn tls_connect(
     cfg: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     sock: TcpStream,
+    alpn: Option<&[u8]>,
 ) -> Result<client::TlsStream<TcpStream>> {
     let name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
         .map_err(|e| Error::Config(format!("bad server name '{}': {e}", cfg.server_name)))?;
-    tokio::time::timeout(
+    let io = tokio::time::timeout(
         cfg.timeouts.handshake,
         TlsConnector::from(tls.clone()).connect(name, sock),
     )
     .await
     .map_err(|_| Error::Timeout("TLS handshake"))?
-    .map_err(|e| Error::Tls(e.to_string()))
+    .map_err(|e| Error::Tls(e.to_string()))?;
+    check_alpn(io.get_ref().1.alpn_protocol(), alpn, "the server")?;
+    Ok(io)
 }
 
-/// Runs the TLS server handshake within `timeout`.
+fn check_alpn(chosen: Option<&[u8]>, want: Option<&[u8]>, who: &str) -> Result<()> {
+    match want {
+        Some(w) if chosen != Some(w) => Err(Error::Protocol(format!(
+            "{who} did not negotiate ALPN {}",
+            String::from_utf8_lossy(w)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the TLS server handshake within `timeout`; when `alpn` is given, the client must have
+/// chosen that protocol.
 pub async fn tls_accept(
     acceptor: &TlsAcceptor,
     sock: TcpStream,
     timeout: Duration,
+    alpn: Option<&[u8]>,
 ) -> Result<server::TlsStream<TcpStream>> {
-    tokio::time::timeout(timeout, acceptor.accept(sock))
+    let io = tokio::time::timeout(timeout, acceptor.accept(sock))
         .await
         .map_err(|_| Error::Timeout("TLS handshake"))?
-        .map_err(|e| Error::Tls(e.to_string()))
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    check_alpn(io.get_ref().1.alpn_protocol(), alpn, "the client")?;
+    Ok(io)
 }
 
 /// Accepts connections until `shutdown` fires, running `handle` for each in its own task; then

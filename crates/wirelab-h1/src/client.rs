@@ -39,7 +39,7 @@ impl Pool {
                 )
             }
             Some(tls) => {
-                let io = net::tls_connect(&self.cfg, tls, sock).await?;
+                let io = net::tls_connect(&self.cfg, tls, sock, None).await?;
                 let (s, c) = http1::handshake(TokioIo::new(io)).await.map_err(hs)?;
                 (
                     s,

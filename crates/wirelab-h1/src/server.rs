@@ -40,7 +40,7 @@ impl Server for H1Server {
                 match tls {
                     None => connection(sock, cfg, sd).await,
                     Some(acc) => {
-                        let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
+                        let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, None).await?;
                         connection(io, cfg, sd).await
                     }
                 }

@@ -6,8 +6,8 @@ use http::{Method, Request, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Frame;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,13 +58,7 @@ async fn handshake<S>(io: S, cfg: &ClientConfig) -> Result<(Sender, JoinHandle<(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let h2 = cfg.h2;
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(h2.stream_window)
-        .initial_connection_window_size(h2.connection_window)
-        .max_frame_size(h2.max_frame_size)
-        .max_header_list_size(h2.max_header_list_size)
+    let (sender, conn) = wirelab_http::h2::client_builder(&cfg.h2)
         .handshake(TokioIo::new(io))
         .await
         .map_err(proto)?;
@@ -82,12 +76,7 @@ async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
             .await
             .map_err(timeout)?;
     };
-    let io = net::tls_connect(cfg, tls, sock).await?;
-    if io.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err(Error::Protocol(
-            "the server did not negotiate ALPN h2".into(),
-        ));
-    }
+    let io = net::tls_connect(cfg, tls, sock, Some(b"h2")).await?;
     tokio::time::timeout(cfg.timeouts.handshake, handshake(io, cfg))
         .await
         .map_err(timeout)?

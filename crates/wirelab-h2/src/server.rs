@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -48,10 +47,7 @@ impl Server for H2Server {
                 let Some(acc) = tls else {
                     return connection(sock, cfg, sd).await;
                 };
-                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
-                if io.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(Error::Protocol("client did not negotiate ALPN h2".into()));
-                }
+                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, Some(b"h2")).await?;
                 connection(io, cfg, sd).await
             }
         })
@@ -138,25 +134,8 @@ where
             }))
         }
     });
-    let h2 = cfg.h2;
     let t = cfg.timeouts;
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .initial_stream_window_size(h2.stream_window)
-        .initial_connection_window_size(h2.connection_window)
-        .max_frame_size(h2.max_frame_size)
-        .max_header_list_size(h2.max_header_list_size)
-        // Rapid reset (CVE-2023-44487): h2's default, stated so it is visible and tested.
-        .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024);
-    if let Some(ping) = t.ping_interval {
-        // A peer that stops answering PINGs is dead: close it.
-        builder
-            .keep_alive_interval(ping)
-            .keep_alive_timeout(t.idle.min(ping * 2));
-    }
+    let builder = wirelab_http::h2::server_builder(&cfg);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let check_every = (t.idle / 4).max(std::time::Duration::from_millis(10));

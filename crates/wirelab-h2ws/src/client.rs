@@ -3,8 +3,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::Empty;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -37,13 +37,7 @@ async fn handshake<S>(io: S, cfg: &ClientConfig) -> Result<(Sender, JoinHandle<(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let h2 = cfg.h2;
-    let (sender, mut conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(h2.stream_window)
-        .initial_connection_window_size(h2.connection_window)
-        .max_frame_size(h2.max_frame_size)
-        .max_header_list_size(h2.max_header_list_size)
+    let (sender, mut conn) = wirelab_http::h2::client_builder(&cfg.h2)
         .handshake(TokioIo::new(io))
         .await
         .map_err(proto)?;
@@ -78,12 +72,7 @@ async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
     let Some(tls) = &cfg.tls else {
         return handshake(sock, cfg).await;
     };
-    let io = net::tls_connect(cfg, tls, sock).await?;
-    if io.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err(Error::Protocol(
-            "the server did not negotiate ALPN h2".into(),
-        ));
-    }
+    let io = net::tls_connect(cfg, tls, sock, Some(b"h2")).await?;
     handshake(io, cfg).await
 }
 

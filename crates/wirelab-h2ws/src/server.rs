@@ -5,9 +5,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -51,10 +50,7 @@ impl Server for H2wsServer {
                 let Some(acc) = tls else {
                     return connection(sock, cfg, sd).await;
                 };
-                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake).await?;
-                if io.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(Error::Protocol("client did not negotiate ALPN h2".into()));
-                }
+                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, Some(b"h2")).await?;
                 connection(io, cfg, sd).await
             }
         })
@@ -73,18 +69,8 @@ where
         let r = handle(req, svc_cfg.clone(), sd.clone(), &tracker);
         std::future::ready(Ok::<_, std::convert::Infallible>(r))
     });
-    let h2 = cfg.h2;
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .initial_stream_window_size(h2.stream_window)
-        .initial_connection_window_size(h2.connection_window)
-        .max_frame_size(h2.max_frame_size)
-        .max_header_list_size(h2.max_header_list_size)
-        .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024);
+    let mut builder = wirelab_http::h2::server_builder(&cfg);
+    builder.enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

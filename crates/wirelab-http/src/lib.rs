@@ -25,6 +25,48 @@ use wirelab_core::codec::{self, StreamRequest};
 use wirelab_core::service::{self, Action, StreamPlan};
 use wirelab_core::{clock, Error, Received, Result, ServerConfig};
 
+/// HTTP/2 connection builders with the lab's settings, shared by h2 and h2ws.
+pub mod h2 {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use wirelab_core::{H2Settings, ServerConfig};
+
+    /// A server builder: windows, frame and header-list sizes, concurrent streams, the reset
+    /// limits that stop rapid-reset floods, and keepalive PINGs when the config has an interval.
+    pub fn server_builder(
+        cfg: &ServerConfig,
+    ) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+        let (h2, t) = (cfg.h2, cfg.timeouts);
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .initial_stream_window_size(h2.stream_window)
+            .initial_connection_window_size(h2.connection_window)
+            .max_frame_size(h2.max_frame_size)
+            .max_header_list_size(h2.max_header_list_size)
+            // Rapid reset (CVE-2023-44487) and MadeYouReset: h2's defaults, stated so they are
+            // visible and tested.
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024);
+        if let Some(ping) = t.ping_interval {
+            // A peer that stops answering PINGs is dead: close it.
+            b.keep_alive_interval(ping)
+                .keep_alive_timeout(t.idle.min(ping * 2));
+        }
+        b
+    }
+
+    /// A client builder with the same windows and sizes.
+    pub fn client_builder(h2: &H2Settings) -> hyper::client::conn::http2::Builder<TokioExecutor> {
+        let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .initial_stream_window_size(h2.stream_window)
+            .initial_connection_window_size(h2.connection_window)
+            .max_frame_size(h2.max_frame_size)
+            .max_header_list_size(h2.max_header_list_size);
+        b
+    }
+}
+
 /// Request header carrying the logical stream id of a `GET /stream`.
 pub const STREAM_HEADER: &str = "x-wirelab-stream";
 

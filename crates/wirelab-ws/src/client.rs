@@ -13,7 +13,7 @@ async fn open(cfg: &ClientConfig, ids: &[u32]) -> Result<(Mux, Vec<MuxChannel>)>
     match &cfg.tls {
         None => handshake(sock, format!("ws://{authority}{}", crate::PATH), cfg, ids).await,
         Some(tls) => {
-            let io = net::tls_connect(cfg, tls, sock).await?;
+            let io = net::tls_connect(cfg, tls, sock, None).await?;
             handshake(io, format!("wss://{authority}{}", crate::PATH), cfg, ids).await
         }
     }
