@@ -3,16 +3,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 
 /// Connects to the configured server within the connect timeout, with `TCP_NODELAY`.
@@ -112,4 +115,154 @@ pub async fn accept_loop<F, Fut>(
 /// The address a listener is bound to, or `fallback` if the OS will not say.
 pub fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(fallback)
+}
+
+/// A TCP connection, with or without TLS on top: one type for transports that offer both, so
+/// they are written once rather than once per stream type.
+#[derive(Debug)]
+pub enum MaybeTls<T> {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: a TLS stream is far larger than a socket).
+    Tls(Box<T>),
+}
+
+/// A server-side connection.
+pub type ServerIo = MaybeTls<server::TlsStream<TcpStream>>;
+/// A client-side connection.
+pub type ClientIo = MaybeTls<client::TlsStream<TcpStream>>;
+
+impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to the configured server, with TLS when the config has it (then checking `alpn`
+/// when given).
+pub async fn connect_io(cfg: &ClientConfig, alpn: Option<&[u8]>) -> Result<ClientIo> {
+    let sock = connect(cfg).await?;
+    Ok(match &cfg.tls {
+        None => MaybeTls::Plain(sock),
+        Some(tls) => MaybeTls::Tls(Box::new(tls_connect(cfg, tls, sock, alpn).await?)),
+    })
+}
+
+/// A bound listening socket with its server config: the part every TCP server shares.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    cfg: Arc<ServerConfig>,
+}
+
+impl Listener {
+    /// Binds `cfg.listen`.
+    pub async fn bind(cfg: ServerConfig) -> Result<Self> {
+        let tcp = TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            tcp,
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    /// Where it listens (the OS-chosen port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        local_addr(&self.tcp, self.cfg.listen)
+    }
+
+    /// The server config.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.cfg
+    }
+
+    /// The socket, for servers that run their own accept handling.
+    pub fn tcp(&self) -> &TcpListener {
+        &self.tcp
+    }
+
+    /// Accepts until `shutdown` fires. Each connection gets the TLS handshake when the config
+    /// has TLS (bounded by the handshake timeout; the client must choose `alpn` when given), then
+    /// `connection`. Connections still open after twice the shutdown grace (one grace for their
+    /// own close, one for a handshake in progress) are dropped.
+    pub async fn serve<F, Fut>(
+        &self,
+        name: &'static str,
+        alpn: Option<&'static [u8]>,
+        shutdown: &CancellationToken,
+        connection: F,
+    ) where
+        F: Fn(ServerIo, Arc<ServerConfig>, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let acceptor = self.cfg.tls.clone().map(TlsAcceptor::from);
+        let grace = self.cfg.timeouts.shutdown_grace * 2;
+        let connection = Arc::new(connection);
+        accept_loop(name, &self.tcp, shutdown, grace, |sock| {
+            let (cfg, sd, acceptor) = (self.cfg.clone(), shutdown.clone(), acceptor.clone());
+            let connection = connection.clone();
+            async move {
+                let io = match acceptor {
+                    None => MaybeTls::Plain(sock),
+                    Some(acc) => {
+                        let tls = tls_accept(&acc, sock, cfg.timeouts.handshake, alpn).await?;
+                        MaybeTls::Tls(Box::new(tls))
+                    }
+                };
+                connection(io, cfg, sd).await
+            }
+        })
+        .await;
+    }
 }

@@ -26,29 +26,13 @@ struct Pool {
 
 impl Pool {
     async fn connect(&self) -> Result<Sender> {
-        let sock = net::connect(&self.cfg).await?;
-        let hs = |e: hyper::Error| Error::Protocol(e.to_string());
-        let (sender, task) = match &self.cfg.tls {
-            None => {
-                let (s, c) = http1::handshake(TokioIo::new(sock)).await.map_err(hs)?;
-                (
-                    s,
-                    tokio::spawn(async move {
-                        let _ = c.await;
-                    }),
-                )
-            }
-            Some(tls) => {
-                let io = net::tls_connect(&self.cfg, tls, sock, None).await?;
-                let (s, c) = http1::handshake(TokioIo::new(io)).await.map_err(hs)?;
-                (
-                    s,
-                    tokio::spawn(async move {
-                        let _ = c.await;
-                    }),
-                )
-            }
-        };
+        let io = net::connect_io(&self.cfg, None).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
         if let Ok(mut conns) = self.conns.lock() {
             conns.push(task);
         }
@@ -205,13 +189,7 @@ impl Channel for H1Channel {
         self.pool
             .with_connection(http_req, |resp| async move {
                 check_status(&resp)?;
-                let mut out = Vec::with_capacity(req.count as usize);
-                wirelab_http::read_messages(resp.into_body(), max, |r| {
-                    out.push(r);
-                    std::future::ready(true)
-                })
-                .await?;
-                Ok(out)
+                wirelab_http::collect_messages(resp.into_body(), max, req.count).await
             })
             .await
     }

@@ -5,48 +5,24 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use wirelab_core::{net, Error, Result, Server, ServerConfig};
 
 /// The HTTP/1.1 echo/stream server.
 #[derive(Debug)]
-pub struct H1Server {
-    listener: TcpListener,
-    cfg: Arc<ServerConfig>,
-}
+pub struct H1Server(net::Listener);
 
 impl Server for H1Server {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
-        let listener = TcpListener::bind(cfg.listen).await?;
-        Ok(Self {
-            listener,
-            cfg: Arc::new(cfg),
-        })
+        Ok(Self(net::Listener::bind(cfg).await?))
     }
 
     fn local_addr(&self) -> SocketAddr {
-        net::local_addr(&self.listener, self.cfg.listen)
+        self.0.local_addr()
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
-        let grace = cfg.timeouts.shutdown_grace * 2;
-        net::accept_loop("h1", &self.listener, &shutdown, grace, |sock| {
-            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
-            async move {
-                match tls {
-                    None => connection(sock, cfg, sd).await,
-                    Some(acc) => {
-                        let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, None).await?;
-                        connection(io, cfg, sd).await
-                    }
-                }
-            }
-        })
-        .await;
+        self.0.serve("h1", None, &shutdown, connection).await;
         Ok(())
     }
 }

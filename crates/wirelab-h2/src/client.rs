@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use wirelab_core::codec::StreamRequest;
 use wirelab_core::transport::stream_by_messages;
 use wirelab_core::{net, Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
-use wirelab_http::{check_status, read_messages, InOrder, STREAM_HEADER};
+use wirelab_http::{check_status, collect_messages, read_messages, InOrder, STREAM_HEADER};
 
 type ReqBody = BoxBody<Bytes, Infallible>;
 type Sender = SendRequest<ReqBody>;
@@ -69,17 +69,10 @@ where
 }
 
 async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
-    let sock = net::connect(cfg).await?;
-    let timeout = |_| Error::Timeout("HTTP/2 handshake");
-    let Some(tls) = &cfg.tls else {
-        return tokio::time::timeout(cfg.timeouts.handshake, handshake(sock, cfg))
-            .await
-            .map_err(timeout)?;
-    };
-    let io = net::tls_connect(cfg, tls, sock, Some(b"h2")).await?;
+    let io = net::connect_io(cfg, Some(b"h2")).await?;
     tokio::time::timeout(cfg.timeouts.handshake, handshake(io, cfg))
         .await
-        .map_err(timeout)?
+        .map_err(|_| Error::Timeout("HTTP/2 handshake"))?
 }
 
 fn request(method: Method, uri: &str, body: ReqBody) -> Result<Request<ReqBody>> {
@@ -257,12 +250,6 @@ impl Channel for H2Channel {
         self.sender.ready().await.map_err(proto)?;
         let resp = self.sender.send_request(http_req).await.map_err(proto)?;
         check_status(&resp)?;
-        let mut out = Vec::with_capacity(req.count as usize);
-        read_messages(resp.into_body(), self.max, |r| {
-            out.push(r);
-            std::future::ready(true)
-        })
-        .await?;
-        Ok(out)
+        collect_messages(resp.into_body(), self.max, req.count).await
     }
 }

@@ -10,48 +10,26 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use wirelab_core::{net, Error, Result, Server, ServerConfig};
 
 /// The HTTP/2 echo/stream/duplex server: TLS with ALPN `h2`, or h2c prior knowledge without TLS.
 #[derive(Debug)]
-pub struct H2Server {
-    listener: TcpListener,
-    cfg: Arc<ServerConfig>,
-}
+pub struct H2Server(net::Listener);
 
 impl Server for H2Server {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
         cfg.h2.validate().map_err(Error::Config)?;
-        let listener = TcpListener::bind(cfg.listen).await?;
-        Ok(Self {
-            listener,
-            cfg: Arc::new(cfg),
-        })
+        Ok(Self(net::Listener::bind(cfg).await?))
     }
 
     fn local_addr(&self) -> SocketAddr {
-        net::local_addr(&self.listener, self.cfg.listen)
+        self.0.local_addr()
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
-        let grace = cfg.timeouts.shutdown_grace * 2;
-        net::accept_loop("h2", &self.listener, &shutdown, grace, |sock| {
-            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
-            async move {
-                let Some(acc) = tls else {
-                    return connection(sock, cfg, sd).await;
-                };
-                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, Some(b"h2")).await?;
-                connection(io, cfg, sd).await
-            }
-        })
-        .await;
+        self.0.serve("h2", Some(b"h2"), &shutdown, connection).await;
         Ok(())
     }
 }

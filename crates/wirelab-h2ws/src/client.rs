@@ -68,12 +68,7 @@ where
 }
 
 async fn connect_one(cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)> {
-    let sock = net::connect(cfg).await?;
-    let Some(tls) = &cfg.tls else {
-        return handshake(sock, cfg).await;
-    };
-    let io = net::tls_connect(cfg, tls, sock, Some(b"h2")).await?;
-    handshake(io, cfg).await
+    handshake(net::connect_io(cfg, Some(b"h2")).await?, cfg).await
 }
 
 /// Opens one WebSocket (one HTTP/2 stream) carrying logical stream `id`.

@@ -8,8 +8,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -21,40 +19,22 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible
 
 /// The RFC 8441 WebSocket server.
 #[derive(Debug)]
-pub struct H2wsServer {
-    listener: TcpListener,
-    cfg: Arc<ServerConfig>,
-}
+pub struct H2wsServer(net::Listener);
 
 impl Server for H2wsServer {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
         cfg.h2.validate().map_err(Error::Config)?;
-        let listener = TcpListener::bind(cfg.listen).await?;
-        Ok(Self {
-            listener,
-            cfg: Arc::new(cfg),
-        })
+        Ok(Self(net::Listener::bind(cfg).await?))
     }
 
     fn local_addr(&self) -> SocketAddr {
-        net::local_addr(&self.listener, self.cfg.listen)
+        self.0.local_addr()
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
-        let grace = cfg.timeouts.shutdown_grace * 2;
-        net::accept_loop("h2ws", &self.listener, &shutdown, grace, |sock| {
-            let (cfg, sd, tls) = (cfg.clone(), sd.clone(), tls.clone());
-            async move {
-                let Some(acc) = tls else {
-                    return connection(sock, cfg, sd).await;
-                };
-                let io = net::tls_accept(&acc, sock, cfg.timeouts.handshake, Some(b"h2")).await?;
-                connection(io, cfg, sd).await
-            }
-        })
-        .await;
+        self.0
+            .serve("h2ws", Some(b"h2"), &shutdown, connection)
+            .await;
         Ok(())
     }
 }

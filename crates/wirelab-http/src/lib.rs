@@ -244,6 +244,21 @@ where
     }
 }
 
+/// Reads a whole streamed body of service messages (a `GET /stream` answer), with arrival times.
+pub async fn collect_messages<B>(body: B, max: usize, expected: u32) -> Result<Vec<Received>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut out = Vec::with_capacity(expected as usize);
+    read_messages(body, max, |r| {
+        out.push(r);
+        std::future::ready(true)
+    })
+    .await?;
+    Ok(out)
+}
+
 /// Maps a response status to the contract's error.
 pub fn check_status<B>(resp: &Response<B>) -> Result<()> {
     match resp.status() {

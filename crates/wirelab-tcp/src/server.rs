@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -13,30 +13,27 @@ use wirelab_core::{Error, Limits, Result, Server, ServerConfig, Timeouts};
 
 /// The tcp echo/stream server.
 #[derive(Debug)]
-pub struct TcpServer {
-    listener: TcpListener,
-    cfg: ServerConfig,
-}
+pub struct TcpServer(net::Listener);
 
 impl Server for TcpServer {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
         if cfg.tls.is_some() {
             return Err(Error::Config("the tcp floor is cleartext only".into()));
         }
-        let listener = TcpListener::bind(cfg.listen).await?;
-        Ok(Self { listener, cfg })
+        Ok(Self(net::Listener::bind(cfg).await?))
     }
 
     fn local_addr(&self) -> SocketAddr {
-        net::local_addr(&self.listener, self.cfg.listen)
+        self.0.local_addr()
     }
 
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let (limits, timeouts) = (self.cfg.limits, self.cfg.timeouts);
+        let cfg = self.0.config();
+        let (limits, timeouts) = (cfg.limits, cfg.timeouts);
         let sd = shutdown.clone();
         net::accept_loop(
             "tcp",
-            &self.listener,
+            self.0.tcp(),
             &shutdown,
             timeouts.shutdown_grace,
             |sock| connection(sock, limits, timeouts, sd.clone()),

@@ -8,15 +8,14 @@ use wirelab_websocket::client::{map_err, EndAfterClose};
 pub struct WsClient(MuxSession);
 
 async fn open(cfg: &ClientConfig, ids: &[u32]) -> Result<(Mux, Vec<MuxChannel>)> {
-    let sock = net::connect(cfg).await?;
-    let authority = format!("{}:{}", cfg.server_name, cfg.addr.port());
-    match &cfg.tls {
-        None => handshake(sock, format!("ws://{authority}{}", crate::PATH), cfg, ids).await,
-        Some(tls) => {
-            let io = net::tls_connect(cfg, tls, sock, None).await?;
-            handshake(io, format!("wss://{authority}{}", crate::PATH), cfg, ids).await
-        }
-    }
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+    let url = format!(
+        "{scheme}://{}:{}{}",
+        cfg.server_name,
+        cfg.addr.port(),
+        crate::PATH
+    );
+    handshake(net::connect_io(cfg, None).await?, url, cfg, ids).await
 }
 
 async fn handshake<S>(

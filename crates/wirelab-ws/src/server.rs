@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -15,30 +15,26 @@ use crate::handshake::{self, Reject};
 
 /// The WebSocket echo/stream server (`ws://` or, with TLS, `wss://`), endpoint `/ws`.
 #[derive(Debug)]
-pub struct WsServer {
-    listener: TcpListener,
-    cfg: Arc<ServerConfig>,
-}
+pub struct WsServer(net::Listener);
 
 impl Server for WsServer {
     async fn bind(cfg: ServerConfig) -> Result<Self> {
-        let listener = TcpListener::bind(cfg.listen).await?;
-        Ok(Self {
-            listener,
-            cfg: Arc::new(cfg),
-        })
+        Ok(Self(net::Listener::bind(cfg).await?))
     }
 
     fn local_addr(&self) -> SocketAddr {
-        net::local_addr(&self.listener, self.cfg.listen)
+        self.0.local_addr()
     }
 
+    /// Not `Listener::serve`: here one deadline bounds the TLS handshake and the HTTP head
+    /// together, so a slow client cannot spend the handshake timeout twice.
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
-        let tls = self.cfg.tls.clone().map(TlsAcceptor::from);
-        let (cfg, sd) = (self.cfg.clone(), shutdown.clone());
+        let cfg = self.0.config().clone();
+        let tls = cfg.tls.clone().map(TlsAcceptor::from);
+        let sd = shutdown.clone();
         // Connections still in their handshake get their own timeout on top of the grace.
         let grace = cfg.timeouts.shutdown_grace * 2;
-        net::accept_loop("ws", &self.listener, &shutdown, grace, |sock| {
+        net::accept_loop("ws", self.0.tcp(), &shutdown, grace, |sock| {
             accept(sock, tls.clone(), cfg.clone(), sd.clone())
         })
         .await;
