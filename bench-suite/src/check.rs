@@ -36,6 +36,8 @@ pub(crate) struct Outcome {
     pub elapsed: Duration,
     /// Server stream: messages received and one-way delays (ns, same-host clock).
     pub stream: Option<(u64, Histogram<u64>)>,
+    /// Whether the session resumed with 0-RTT early data (see [`Client::early_data`]).
+    pub early_data: Option<bool>,
 }
 
 impl Outcome {
@@ -79,7 +81,25 @@ async fn echo_loop<C: Channel>(
 }
 
 /// Opens a session, runs the echoes on every stream at once, checks a server stream, closes.
+///
+/// With 0-RTT asked for, a priming session (one echo) runs first so the TLS config holds a
+/// session ticket; the measured session then resumes with early data.
 pub(crate) async fn run<C: Client>(cfg: &ClientConfig, work: &Work) -> Result<Outcome> {
+    if cfg.zero_rtt {
+        let mut prime = cfg.clone();
+        prime.streams = 1;
+        prime.zero_rtt = false;
+        let mut c = C::connect(&prime)
+            .await
+            .context("priming session for 0-RTT")?;
+        let mut chans = c.channels();
+        if let Some(ch) = chans.first_mut() {
+            let msg = codec::encode(0, 0, clock::now_ns(), Kind::Echo, codec::HEADER_LEN)?;
+            ch.echo(msg).await.context("priming echo")?;
+        }
+        drop(chans);
+        c.close().await.context("closing the priming session")?;
+    }
     let t0 = Instant::now();
     let mut client = C::connect(cfg).await.context("connecting")?;
     let setup = t0.elapsed();
@@ -106,12 +126,17 @@ pub(crate) async fn run<C: Client>(cfg: &ClientConfig, work: &Work) -> Result<Ou
         _ => None,
     };
     drop(chans);
+    let early_data = client.early_data().await;
+    if cfg.zero_rtt && early_data != Some(true) {
+        bail!("0-RTT was asked for but not used (early data: {early_data:?})");
+    }
     client.close().await.context("closing the session")?;
     Ok(Outcome {
         setup,
         rtt,
         elapsed,
         stream,
+        early_data,
     })
 }
 

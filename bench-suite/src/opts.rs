@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use wirelab_core::{H2Settings, Limits, Mode, Sharing, Timeouts};
+use wirelab_core::{H2Settings, Limits, Mode, QuicSettings, Sharing, Timeouts};
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -125,11 +125,44 @@ impl H2Opts {
     }
 }
 
+/// QUIC settings (quic, h3), on both sides, and qlog.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QuicOpts {
+    /// QUIC bidirectional streams the peer may have open at once.
+    #[arg(long, default_value_t = 100)]
+    pub quic_max_streams: u32,
+    /// QUIC receive window per stream, e.g. 1M.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub quic_window: usize,
+    /// QUIC receive window for the whole connection, e.g. 8M.
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    pub quic_conn_window: usize,
+    /// Write one qlog file per QUIC connection (JSON-SEQ, `.sqlog`) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub qlog_dir: Option<PathBuf>,
+}
+
+impl QuicOpts {
+    /// The settings, checked.
+    pub(crate) fn settings(&self) -> Result<QuicSettings, String> {
+        let u =
+            |v: usize, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} is too large"));
+        let s = QuicSettings {
+            max_concurrent_streams: self.quic_max_streams,
+            stream_window: u(self.quic_window, "--quic-window")?,
+            connection_window: u(self.quic_conn_window, "--quic-conn-window")?,
+            ..QuicSettings::default()
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
 /// TLS options of the server.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ServerTlsOpts {
-    /// Serve ws and h1 over TLS too (wss://, https://); h2 always uses TLS unless --h2c; tcp
-    /// stays cleartext.
+    /// Serve ws and h1 over TLS too (wss://, https://); h2 and h2ws use TLS unless --h2c;
+    /// quic and h3 always use TLS 1.3; tcp stays cleartext.
     #[arg(long)]
     pub tls: bool,
     /// Certificate chain (PEM). Without it a self-signed certificate is made at start-up.
@@ -172,10 +205,14 @@ pub(crate) struct SessionOpts {
     /// h1 only: connections in the keep-alive pool with --sharing pool.
     #[arg(long, default_value_t = 6)]
     pub pool_size: usize,
-    /// h2: duplex (one long-lived request per stream, bodies streaming both ways) or rr (one
-    /// `POST /echo` per message).
+    /// h2 and h3: duplex (one long-lived request per stream, bodies streaming both ways) or rr
+    /// (one `POST /echo` per message).
     #[arg(long, default_value = "duplex", value_parser = parse_mode)]
     pub mode: Mode,
+    /// quic and h3: resume with 0-RTT. The client first opens (and closes) a priming session to
+    /// get a session ticket, then sends the measured session's first requests as early data.
+    #[arg(long = "0rtt")]
+    pub zero_rtt: bool,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

@@ -57,7 +57,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<()> {
     for &id in &ids {
         let default_tls = transports::tls_by_default(id);
         let mut secs = vec![default_tls];
-        if a.tls && transports::supports_tls(id) {
+        if a.tls && transports::supports_tls(id) && !transports::tls_always(id) {
             secs.push(!default_tls);
         }
         for use_tls in secs {
@@ -89,7 +89,8 @@ pub(crate) async fn run(a: RunArgs) -> Result<()> {
             (TransportId::H2, true) => "h2".to_string(),
             (TransportId::H2ws, false) => "h2ws (h2c)".to_string(),
             (TransportId::H2ws, true) => "h2ws".to_string(),
-            (_, true) => format!("{id}+tls"),
+            (_, true) if !transports::tls_always(id) => format!("{id}+tls"),
+            (_, true) => id.to_string(),
             (_, false) => id.to_string(),
         };
         if transports::has_modes(id) {

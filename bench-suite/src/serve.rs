@@ -10,13 +10,13 @@ use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::{CancellationToken, ClientConfig, ServerConfig, TransportId};
 
 use crate::check::Work;
-use crate::opts::{self, ClientTlsOpts, H2Opts, LimitOpts, ServerTlsOpts, SessionOpts};
+use crate::opts::{self, ClientTlsOpts, H2Opts, LimitOpts, QuicOpts, ServerTlsOpts, SessionOpts};
 use crate::{stats, transports};
 
 /// Options of `wirelab serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// One transport (tcp ws h1). Without it every available transport is served, on
+    /// One transport (tcp ws h1 h2 h2ws quic h3). Without it every available transport is served, on
     /// consecutive ports from --listen's.
     #[arg(long, short)]
     transport: Option<TransportId>,
@@ -29,6 +29,8 @@ pub(crate) struct ServeArgs {
     limits: LimitOpts,
     #[command(flatten)]
     h2: H2Opts,
+    #[command(flatten)]
+    quic: QuicOpts,
     /// h2 and h2ws without TLS: cleartext HTTP/2 with prior knowledge (h2c). They use TLS by
     /// default.
     #[arg(long)]
@@ -42,7 +44,7 @@ pub(crate) struct ServeArgs {
 /// Options of `wirelab client`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// Transport of the server (tcp ws h1).
+    /// Transport of the server (tcp ws h1 h2 h2ws quic h3).
     #[arg(long, short)]
     transport: TransportId,
     /// Server address, e.g. 127.0.0.1:7701.
@@ -72,6 +74,8 @@ pub(crate) struct ClientArgs {
     limits: LimitOpts,
     #[command(flatten)]
     h2: H2Opts,
+    #[command(flatten)]
+    quic: QuicOpts,
 }
 
 pub(crate) fn identity(tls: &ServerTlsOpts, listen: SocketAddr) -> Result<Identity> {
@@ -100,6 +104,8 @@ fn scheme(id: TransportId, tls: bool) -> &'static str {
         (TransportId::H1 | TransportId::H2, true) => "https://",
         (TransportId::H2 | TransportId::H2ws, false) => "http://",
         (TransportId::H2ws, true) => "https://",
+        (TransportId::H3, _) => "https://",
+        (TransportId::Quic, _) => "quic://",
         _ => "tcp://",
     }
 }
@@ -116,7 +122,9 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         bail!("--tls: {} has no TLS mode", ids[0]);
     }
     let uses_tls = |id: TransportId| {
-        transports::supports_tls(id) && (a.tls.tls || (transports::tls_by_default(id) && !a.h2c))
+        transports::tls_always(id)
+            || (transports::supports_tls(id)
+                && (a.tls.tls || (transports::tls_by_default(id) && !a.h2c)))
     };
     let identity = if ids.iter().any(|&id| uses_tls(id)) {
         Some(identity(&a.tls, a.listen)?)
@@ -143,6 +151,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             timeouts: a.limits.timeouts(),
             raw_echo: a.raw_echo,
             h2: a.h2.settings().map_err(anyhow::Error::msg)?,
+            quic: a.quic.settings().map_err(anyhow::Error::msg)?,
+            qlog_dir: a.quic.qlog_dir.clone(),
         };
         let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
         let path = if matches!(id, TransportId::Ws | TransportId::H2ws) {
@@ -198,21 +208,15 @@ impl Signals {
     }
 }
 
-pub(crate) fn client_config(
-    addr: SocketAddr,
-    use_tls: bool,
-    alpn: &[u8],
-    tls: &ClientTlsOpts,
-    session: &SessionOpts,
-    limits: &LimitOpts,
-    h2: &H2Opts,
-) -> Result<ClientConfig> {
+fn client_config(a: &ClientArgs, use_tls: bool) -> Result<ClientConfig> {
+    let (tls, session, limits, h2, quic) = (&a.tls, &a.session, &a.limits, &a.h2, &a.quic);
+    let (addr, alpn) = (a.connect, transports::alpn(a.transport));
     let tls_cfg = if use_tls {
         let trust = match (&tls.ca, tls.insecure) {
             (Some(p), _) => Trust::PemFile(PathBuf::from(p)),
             (None, true) => Trust::InsecureAnyCertificate,
             (None, false) => {
-                bail!("--tls needs --ca FILE (the server's certificate) or --insecure")
+                bail!("TLS needs --ca FILE (the server's certificate, e.g. the one `wirelab serve` wrote) or --insecure")
             }
         };
         Some(tls::client_config(&trust, &[alpn])?)
@@ -228,6 +232,9 @@ pub(crate) fn client_config(
         pool_size: session.pool_size,
         mode: session.mode,
         h2: h2.settings().map_err(anyhow::Error::msg)?,
+        quic: quic.settings().map_err(anyhow::Error::msg)?,
+        zero_rtt: session.zero_rtt,
+        qlog_dir: quic.qlog_dir.clone(),
         limits: limits.limits(),
         timeouts: limits.timeouts(),
     })
@@ -240,11 +247,13 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     if a.tls.tls && !transports::supports_tls(a.transport) {
         bail!("--tls: {} has no TLS mode", a.transport);
     }
-    let use_tls = a.tls.tls || (transports::tls_by_default(a.transport) && !a.h2c);
-    let alpn = transports::alpn(a.transport);
-    let cfg = client_config(
-        a.connect, use_tls, alpn, &a.tls, &a.session, &a.limits, &a.h2,
-    )?;
+    let use_tls = transports::tls_always(a.transport)
+        || a.tls.tls
+        || (transports::tls_by_default(a.transport) && !a.h2c);
+    let cfg = client_config(&a, use_tls)?;
+    if cfg.zero_rtt && !transports::has_zero_rtt(a.transport) {
+        bail!("--0rtt: {} has no 0-RTT (only quic and h3)", a.transport);
+    }
     let work = Work {
         size: a.size,
         count: a.count,
@@ -258,7 +267,7 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     let o = transports::run_client(a.transport, &cfg, &work).await?;
     let s = stats::summarize(&o.rtt);
     println!(
-        "{} {} K={} {:?}{}: setup {:.2} ms",
+        "{} {} K={} {:?}{}: setup {:.2} ms{}",
         a.transport,
         a.connect,
         a.session.streams,
@@ -268,7 +277,12 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
         } else {
             String::new()
         },
-        o.setup.as_secs_f64() * 1e3
+        o.setup.as_secs_f64() * 1e3,
+        match o.early_data {
+            Some(true) => " (0-RTT: resumed, early data accepted)",
+            Some(false) => " (0-RTT: early data rejected)",
+            None => "",
+        }
     );
     println!(
         "echo {} x {} B: RTT p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({:.0} msg/s)",

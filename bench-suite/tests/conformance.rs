@@ -433,3 +433,43 @@ conformance!(
     H2C_DUPLEX,
     shutdown_code = Some(1001)
 );
+
+const QUIC: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_WIRELAB_QUIC,
+    mode: Mode::Duplex,
+};
+
+conformance!(
+    quic,
+    wirelab_quic::QuicServer,
+    wirelab_quic::QuicClient,
+    QUIC,
+    shutdown_code = None
+);
+
+const H3_RR: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_H3,
+    mode: Mode::Rr,
+};
+const H3_DUPLEX: Variant = Variant {
+    tls: true,
+    alpn: tls::ALPN_H3,
+    mode: Mode::Duplex,
+};
+
+conformance!(
+    h3_rr,
+    wirelab_h3::H3Server,
+    wirelab_h3::H3Client,
+    H3_RR,
+    shutdown_code = None
+);
+conformance!(
+    h3_duplex,
+    wirelab_h3::H3Server,
+    wirelab_h3::H3Client,
+    H3_DUPLEX,
+    shutdown_code = None
+);

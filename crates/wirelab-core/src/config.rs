@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,13 @@ pub enum TransportId {
     Ws,
     /// HTTP/1.1 keep-alive, one request per message.
     H1,
-    /// HTTP/2 (not built yet).
+    /// HTTP/2, one request per message (`rr`) or full-duplex bodies (`duplex`).
     H2,
-    /// WebSocket over HTTP/2 extended CONNECT, RFC 8441 (not built yet).
+    /// WebSocket over HTTP/2 extended CONNECT, RFC 8441.
     H2ws,
-    /// Raw QUIC streams (not built yet).
+    /// Raw QUIC streams, length-prefixed messages (the QUIC floor).
     Quic,
-    /// HTTP/3 (not built yet).
+    /// HTTP/3 over QUIC, one request per message (`rr`) or full-duplex bodies (`duplex`).
     H3,
 }
 
@@ -172,6 +173,54 @@ impl Default for H2Settings {
     }
 }
 
+/// QUIC transport settings (quic, h3), the same on both sides unless a test says otherwise.
+///
+/// quinn's own defaults leave the connection-wide receive window unlimited; here every window is
+/// finite, so a peer can make us buffer at most `connection_window` bytes per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicSettings {
+    /// Bidirectional streams the peer may have open at once (initial_max_streams_bidi). Default
+    /// 100, as for HTTP/2. A client that wants more waits for the server to grant them.
+    pub max_concurrent_streams: u32,
+    /// Receive window per stream, in bytes. Default 1 MiB (as for HTTP/2, and for the same
+    /// reason).
+    pub stream_window: u32,
+    /// Receive window for the whole connection, in bytes. Default 8 MiB.
+    pub connection_window: u32,
+    /// Bytes the sender keeps in flight and buffered per connection. Default 8 MiB.
+    pub send_window: u32,
+}
+
+impl QuicSettings {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_streams == 0 {
+            return Err("QUIC max concurrent streams must be at least 1".into());
+        }
+        if self.stream_window == 0 || self.connection_window == 0 || self.send_window == 0 {
+            return Err("QUIC windows must be at least 1 byte".into());
+        }
+        if self.connection_window < self.stream_window {
+            return Err(format!(
+                "QUIC connection window {} is smaller than the stream window {}",
+                self.connection_window, self.stream_window
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            stream_window: 1 << 20,
+            connection_window: 8 << 20,
+            send_window: 8 << 20,
+        }
+    }
+}
+
 /// Finite limits, enforced by servers and clients alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -244,6 +293,10 @@ pub struct ServerConfig {
     pub raw_echo: bool,
     /// HTTP/2 settings (h2, h2ws).
     pub h2: H2Settings,
+    /// QUIC settings (quic, h3).
+    pub quic: QuicSettings,
+    /// quic and h3: write one qlog file per connection into this directory.
+    pub qlog_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -256,6 +309,8 @@ impl ServerConfig {
             timeouts: Timeouts::default(),
             raw_echo: false,
             h2: H2Settings::default(),
+            quic: QuicSettings::default(),
+            qlog_dir: None,
         }
     }
 }
@@ -280,6 +335,14 @@ pub struct ClientConfig {
     pub mode: Mode,
     /// HTTP/2 settings (h2, h2ws).
     pub h2: H2Settings,
+    /// QUIC settings (quic, h3).
+    pub quic: QuicSettings,
+    /// quic and h3: send the first requests as 0-RTT early data when the TLS config holds a
+    /// session ticket from an earlier connection to this server (it must be the same
+    /// `Arc<rustls::ClientConfig>`); otherwise, and by default, a full 1-RTT handshake.
+    pub zero_rtt: bool,
+    /// quic and h3: write one qlog file per connection into this directory.
+    pub qlog_dir: Option<PathBuf>,
     /// Finite limits.
     pub limits: Limits,
     /// Timeouts.
@@ -298,6 +361,9 @@ impl ClientConfig {
             pool_size: 6,
             mode: Mode::Duplex,
             h2: H2Settings::default(),
+            quic: QuicSettings::default(),
+            zero_rtt: false,
+            qlog_dir: None,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
         }

@@ -20,7 +20,8 @@ pub mod tls;
 pub mod transport;
 
 pub use config::{
-    ClientConfig, H2Settings, Limits, Mode, ServerConfig, Sharing, Timeouts, TransportId,
+    ClientConfig, H2Settings, Limits, Mode, QuicSettings, ServerConfig, Sharing, Timeouts,
+    TransportId,
 };
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;

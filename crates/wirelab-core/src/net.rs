@@ -18,6 +18,15 @@ use tracing::{debug, warn};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 
+/// The framing of the floors (tcp, quic): a 4-byte big-endian length, then that many bytes.
+/// A length over `max_message` is an error that ends the connection (or QUIC stream).
+pub fn length_prefixed(max_message: usize) -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(max_message)
+        .new_codec()
+}
+
 /// Connects to the configured server within the connect timeout, with `TCP_NODELAY`.
 pub async fn connect(cfg: &ClientConfig) -> Result<TcpStream> {
     let sock = tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(cfg.addr))

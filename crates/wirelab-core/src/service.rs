@@ -6,11 +6,16 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock;
 use crate::codec::{self, CodecError, Kind, StreamRequest};
 use crate::config::Limits;
+use crate::error::Error;
 
 /// What the server must do with one received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +104,101 @@ where
         sink(plan.end(clock::now_ns())).await?;
     }
     Ok(())
+}
+
+/// Serves one ordered message connection whose framing the caller has already set up: a tcp
+/// connection, or one QUIC stream. Echoes are written back in order, server streams are
+/// interleaved with them as they are paced.
+///
+/// - `idle`: how long a read may wait; `None` leaves idleness to the transport (QUIC's idle
+///   timeout).
+/// - `before_stream` runs before each server stream starts (QUIC uses it to hold streams back
+///   until the handshake is confirmed: a replayed 0-RTT request must not make the server send).
+/// - On `shutdown` it stops reading, writes every answer already due, ends in-flight server
+///   streams and closes the writer (FIN).
+///
+/// Returns the closed writer, so a caller can wait for the peer's acknowledgement, and the
+/// first error: the read side's, else the write side's.
+pub async fn serve_messages<R, W, G, GF>(
+    mut reader: R,
+    mut writer: W,
+    limits: Limits,
+    idle: Option<Duration>,
+    shutdown: CancellationToken,
+    mut before_stream: G,
+) -> (Option<W>, Result<(), Error>)
+where
+    R: Stream<Item = std::io::Result<BytesMut>> + Unpin,
+    W: Sink<Bytes, Error = std::io::Error> + Unpin + Send + 'static,
+    G: FnMut() -> GF,
+    GF: Future<Output = Result<(), Error>>,
+{
+    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    let write_task = tokio::spawn(async move {
+        let r = async {
+            while let Some(m) = rx.recv().await {
+                writer.feed(m).await?;
+                while let Ok(m) = rx.try_recv() {
+                    writer.feed(m).await?;
+                }
+                writer.flush().await?;
+            }
+            writer.close().await
+        }
+        .await;
+        (writer, r)
+    });
+    let streams = TaskTracker::new();
+    let result = loop {
+        let next = async {
+            match idle {
+                Some(idle) => tokio::time::timeout(idle, reader.next()).await,
+                None => Ok(reader.next().await),
+            }
+        };
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            f = next => f,
+        };
+        let msg = match frame {
+            Err(_) => break Err(Error::Timeout("idle connection")),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(Error::Io(e)),
+            Ok(Some(Ok(m))) => m.freeze(),
+        };
+        match classify(&msg, &limits) {
+            Ok(Action::Echo) => {
+                if tx.send(msg).await.is_err() {
+                    break Err(Error::ConnectionClosed);
+                }
+            }
+            Ok(Action::Stream(plan)) => {
+                if let Err(e) = before_stream().await {
+                    break Err(e);
+                }
+                let (tx, sd) = (tx.clone(), shutdown.clone());
+                streams.spawn(async move {
+                    let send = |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(m).await.map_err(|_| ()) }
+                    };
+                    tokio::select! {
+                        _ = sd.cancelled() => {}
+                        _ = drive_stream(plan, true, send) => {}
+                    }
+                });
+            }
+            Err(e) => break Err(Error::Codec(e)),
+        }
+    };
+    streams.close();
+    streams.wait().await;
+    drop(tx);
+    // Every answer already queued is written before FIN.
+    match write_task.await {
+        Ok((w, written)) => (Some(w), result.and(written.map_err(Error::Io))),
+        Err(e) => (None, Err(Error::Protocol(format!("writer task: {e}")))),
+    }
 }
 
 #[cfg(test)]

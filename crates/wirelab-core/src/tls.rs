@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// ALPN id of HTTP/2 over TLS, used by `h2` and `h2ws`.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN id of HTTP/3, used by `h3`.
+pub const ALPN_H3: &[u8] = b"h3";
+/// ALPN id of the raw QUIC floor, `quic`: wirelab's own protocol, not a registered one.
+pub const ALPN_WIRELAB_QUIC: &[u8] = b"wirelab-quic/1";
 
 /// The crypto provider every config uses.
 pub fn provider() -> Arc<CryptoProvider> {

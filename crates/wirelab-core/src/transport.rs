@@ -91,6 +91,13 @@ pub trait Client: Sized + Send + 'static {
 
     /// Closes the session gracefully (close handshakes where the protocol has them).
     fn close(self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the session's first requests travelled as 0-RTT early data: `Some(true)` if the
+    /// server accepted them, `Some(false)` if it rejected them, `None` if none were sent (a full
+    /// handshake, or a transport without 0-RTT). May wait for the handshake to finish.
+    fn early_data(&mut self) -> impl Future<Output = Option<bool>> + Send {
+        std::future::ready(None)
+    }
 }
 
 /// A listening server.

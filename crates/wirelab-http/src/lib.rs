@@ -1,5 +1,5 @@
 //! The wirelab service over HTTP request and response bodies, shared by the HTTP transports
-//! (h1, h2). Not a transport: transport crates use it, never each other.
+//! (h1, h2, h3). Not a transport: transport crates use it, never each other.
 //!
 //! Routes:
 //! - `POST /echo`: the response body is the request body (any bytes; `413` over the limit);
@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Body as _, Frame, Incoming};
+use hyper::body::Frame;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -84,11 +84,18 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
 }
 
 /// Serves one request. `stop` ends server streams early (shutdown).
-pub async fn handle(
-    req: Request<Incoming>,
+///
+/// Generic over the request body so that HTTP/3, whose streams are not hyper bodies, uses the
+/// same routes through an adapter.
+pub async fn handle<B>(
+    req: Request<B>,
     cfg: Arc<ServerConfig>,
     stop: CancellationToken,
-) -> std::result::Result<Response<Body>, Infallible> {
+) -> std::result::Result<Response<Body>, Infallible>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let max = cfg.limits.max_message;
     Ok(match (req.method(), req.uri().path()) {
         (&Method::POST, "/echo") => {
@@ -169,7 +176,10 @@ async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: Cancellation
 
 /// Answers the messages of a streaming request body in the response body. The response ends
 /// once the request body has ended and every server stream it asked for is done.
-async fn duplex(mut body: Incoming, cfg: Arc<ServerConfig>, tx: FrameTx, stop: CancellationToken) {
+async fn duplex<B>(mut body: B, cfg: Arc<ServerConfig>, tx: FrameTx, stop: CancellationToken)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let streams = tokio_util::task::TaskTracker::new();
     let mut buf = BytesMut::new();
     'read: while let Some(frame) = tokio::select! {

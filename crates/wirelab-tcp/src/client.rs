@@ -26,9 +26,9 @@ impl MuxWriter for Writer {
 async fn open(cfg: &ClientConfig, ids: &[u32]) -> Result<(mux::Mux, Vec<MuxChannel>)> {
     let max = cfg.limits.max_message;
     let (rd, wr) = net::connect(cfg).await?.into_split();
-    let reader = FramedRead::new(rd, crate::framing(max))
+    let reader = FramedRead::new(rd, net::length_prefixed(max))
         .map(|r| r.map(|b| b.freeze()).map_err(Error::from));
-    let writer = Writer(FramedWrite::new(wr, crate::framing(max)));
+    let writer = Writer(FramedWrite::new(wr, net::length_prefixed(max)));
     Ok(mux::spawn(writer, reader, ids))
 }
 

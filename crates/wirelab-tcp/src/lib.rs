@@ -23,13 +23,3 @@ mod server;
 
 pub use client::TcpClient;
 pub use server::TcpServer;
-
-use tokio_util::codec::LengthDelimitedCodec;
-
-/// The framing: a 4-byte big-endian length, then that many bytes.
-pub(crate) fn framing(max_message: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .max_frame_length(max_message)
-        .new_codec()
-}

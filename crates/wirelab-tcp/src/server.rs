@@ -1,14 +1,10 @@
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use wirelab_core::net;
-use wirelab_core::service::{self, Action};
+use wirelab_core::service;
 use wirelab_core::{Error, Limits, Result, Server, ServerConfig, Timeouts};
 
 /// The tcp echo/stream server.
@@ -50,59 +46,17 @@ async fn connection(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (rd, wr) = sock.into_split();
-    let mut reader = FramedRead::new(rd, crate::framing(limits.max_message));
-    let mut writer = FramedWrite::new(wr, crate::framing(limits.max_message));
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    let write_task = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            writer.feed(m).await?;
-            while let Ok(m) = rx.try_recv() {
-                writer.feed(m).await?;
-            }
-            SinkExt::<Bytes>::flush(&mut writer).await?;
-        }
-        SinkExt::<Bytes>::close(&mut writer).await
-    });
-    let streams = TaskTracker::new();
-    let result = loop {
-        let frame = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            f = tokio::time::timeout(timeouts.idle, reader.next()) => f,
-        };
-        let msg = match frame {
-            Err(_) => break Err(Error::Timeout("idle connection")),
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(Error::Io(e)),
-            Ok(Some(Ok(m))) => m.freeze(),
-        };
-        match service::classify(&msg, &limits) {
-            Ok(Action::Echo) => {
-                if tx.send(msg).await.is_err() {
-                    break Err(Error::ConnectionClosed);
-                }
-            }
-            Ok(Action::Stream(plan)) => {
-                let (tx, sd) = (tx.clone(), shutdown.clone());
-                streams.spawn(async move {
-                    let send = |m| {
-                        let tx = tx.clone();
-                        async move { tx.send(m).await.map_err(|_| ()) }
-                    };
-                    tokio::select! {
-                        _ = sd.cancelled() => {}
-                        _ = service::drive_stream(plan, true, send) => {}
-                    }
-                });
-            }
-            Err(e) => break Err(Error::Codec(e)),
-        }
-    };
-    streams.close();
-    streams.wait().await;
-    drop(tx);
-    // Every answer already queued is written before FIN.
-    let written = write_task
-        .await
-        .map_err(|e| Error::Protocol(format!("writer task: {e}")))?;
-    result.and(written.map_err(Error::Io))
+    let reader = FramedRead::new(rd, net::length_prefixed(limits.max_message));
+    let writer = FramedWrite::new(wr, net::length_prefixed(limits.max_message));
+    let no_gate = || std::future::ready(Ok(()));
+    let (_, result) = service::serve_messages(
+        reader,
+        writer,
+        limits,
+        Some(timeouts.idle),
+        shutdown,
+        no_gate,
+    )
+    .await;
+    result
 }

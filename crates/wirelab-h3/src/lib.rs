@@ -1,0 +1,34 @@
+//! `h3`: the service over HTTP/3 (quinn + h3 + h3-quinn), TLS 1.3 with ALPN `h3`.
+//!
+//! The routes are those of every HTTP transport (`wirelab-http`): `POST /echo`,
+//! `GET /stream?count=&size=&interval_ms=`, `POST /duplex`. The client has the modes of h2:
+//! `rr` (one `POST /echo` request stream per message, K in flight on one connection) and
+//! `duplex` (one long-lived `POST /duplex` per logical stream, request and response bodies
+//! streaming at once).
+//!
+//! Limits set on purpose: the field section (header) size is capped at
+//! [`wirelab_core::Limits::max_header_bytes`] (16 KiB; h3's default is unlimited) and a request
+//! over it is answered `431`; the number of concurrent request streams, the windows and the
+//! idle timeout come from [`wirelab_core::QuicSettings`] and [`wirelab_core::Timeouts`].
+//!
+//! 0-RTT replay policy: a request that arrives before the handshake is confirmed (possibly
+//! replayed early data) is served at once only if it is `POST /echo`, which changes nothing on
+//! the server and answers with no more bytes than it received. `GET /stream` (a small request
+//! that makes the server send `count × size` bytes), `POST /duplex` and anything else wait until
+//! the handshake is confirmed (RFC 8470 §3 allows delaying instead of answering `425`).
+//!
+//! On shutdown the server sends GOAWAY, lets requests in flight finish (server streams in
+//! progress end early), then closes the connection with `H3_NO_ERROR`.
+//!
+//! RFC 9220 (WebSocket over HTTP/3) needs `:protocol websocket`, which h3 0.0.8 cannot express;
+//! see the HTTP/3 chapter of the docs.
+
+mod body;
+mod client;
+mod server;
+
+pub use client::{H3Channel, H3Client};
+pub use server::H3Server;
+
+/// HTTP/3's "no error" application code (RFC 9114 §8.1), used for clean closes.
+pub const H3_NO_ERROR: u32 = 0x100;

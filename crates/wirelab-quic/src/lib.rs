@@ -1,0 +1,38 @@
+//! `quic`: the QUIC floor. Service messages on raw QUIC streams (quinn), each preceded by a
+//! 4-byte big-endian length, exactly as on the tcp floor.
+//!
+//! - One bidirectional QUIC stream per logical stream; in `shared` mode all K streams on ONE
+//!   connection (a lost packet delays only the streams whose data it carried), in `pool` mode
+//!   one connection each.
+//! - ALPN `wirelab-quic/1`, TLS 1.3 (QUIC has no cleartext mode).
+//! - 0-RTT: with [`ClientConfig::zero_rtt`] and a ticket from an earlier session, the first
+//!   messages travel as early data. The server answers an echo at once (replaying it changes
+//!   nothing and sends back no more than it received) but holds a server-stream request until
+//!   the handshake is confirmed (a replayed one would make it send up to
+//!   `count × size` bytes).
+//! - On shutdown the server stops reading, writes every answer already due, ends each stream
+//!   with FIN, waits (bounded) for the client to acknowledge them, then closes the connection
+//!   with application code 0.
+//!
+//! ```no_run
+//! # async fn demo() -> wirelab_core::Result<()> {
+//! use wirelab_core::tls::{client_config, Identity, Trust, ALPN_WIRELAB_QUIC};
+//! use wirelab_core::{codec, Channel, Client, ClientConfig, Server, ServerConfig};
+//! let id = Identity::self_signed(&["localhost"])?;
+//! let mut scfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+//! scfg.tls = Some(id.server_config(&[ALPN_WIRELAB_QUIC])?);
+//! let server = wirelab_quic::QuicServer::bind(scfg).await?;
+//! let mut ccfg = ClientConfig::new(server.local_addr());
+//! ccfg.tls = Some(client_config(&Trust::Certificates(vec![id.certificate()]), &[ALPN_WIRELAB_QUIC])?);
+//! let mut client = wirelab_quic::QuicClient::connect(&ccfg).await?;
+//! let mut ch = client.channels().remove(0);
+//! let echo = ch.echo(codec::encode(0, 0, 0, codec::Kind::Echo, 64)?).await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod server;
+
+pub use client::{QuicChannel, QuicClient};
+pub use server::QuicServer;
+pub use wirelab_quinn::EarlyData;

@@ -1,0 +1,440 @@
+//! QUIC endpoints for the QUIC transports (quic, h3), on quinn. Not a transport: `wirelab-quic`
+//! and `wirelab-h3` use it, never each other.
+//!
+//! What is set here on purpose, for both transports:
+//! - TLS 1.3 only (QUIC has no other), with the `ring` provider and the transport's ALPN;
+//! - finite windows and stream limits from [`QuicSettings`] (quinn leaves the connection-wide
+//!   receive window unlimited by default);
+//! - the idle timeout from [`Timeouts::idle`]; the client sends keep-alive PINGs at
+//!   [`Timeouts::ping_interval`], the server never does, so a silent client is closed by the
+//!   server's idle timer;
+//! - UDP GSO/GRO left on (quinn's default);
+//! - 0-RTT: servers always accept early data; clients send it when asked
+//!   ([`ClientConfig::zero_rtt`]) and holding a ticket. What a server does with a request that
+//!   arrives before the handshake is confirmed is the transport's replay policy, helped by
+//!   [`Confirmed`];
+//! - one qlog file per connection when a directory is configured; `SSLKEYLOGFILE` through the
+//!   rustls configs of `wirelab_core::tls`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, ConnectionError, Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use wirelab_core::{ClientConfig, Error, QuicSettings, Result, ServerConfig, Timeouts};
+
+pub use quinn;
+
+/// Application error code for a clean close (no error).
+pub const CLOSE_OK: u32 = 0;
+
+/// Which end of a connection a config is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// The transport parameters of one connection.
+///
+/// `uni_streams` is how many unidirectional streams the peer may open (h3 needs its control and
+/// QPACK streams; the quic floor needs none).
+fn transport_config(
+    s: &QuicSettings,
+    t: &Timeouts,
+    uni_streams: u32,
+    side: Side,
+    qlog: Option<&Path>,
+) -> Result<TransportConfig> {
+    s.validate().map_err(Error::Config)?;
+    let idle = IdleTimeout::try_from(t.idle)
+        .map_err(|_| Error::Config(format!("idle timeout {:?} is too long for QUIC", t.idle)))?;
+    let mut tc = TransportConfig::default();
+    tc.max_concurrent_bidi_streams(VarInt::from_u32(s.max_concurrent_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(uni_streams))
+        .stream_receive_window(VarInt::from_u32(s.stream_window))
+        .receive_window(VarInt::from_u32(s.connection_window))
+        .send_window(u64::from(s.send_window))
+        .max_idle_timeout(Some(idle))
+        // No QUIC DATAGRAM frames in the service.
+        .datagram_receive_buffer_size(None)
+        .enable_segmentation_offload(true);
+    if side == Side::Client {
+        tc.keep_alive_interval(t.ping_interval);
+    }
+    if let Some(dir) = qlog {
+        tc.qlog_stream(qlog_stream(dir, side)?);
+    }
+    Ok(tc)
+}
+
+/// A new qlog file in `dir` for one connection.
+fn qlog_stream(dir: &Path, side: Side) -> Result<Option<quinn::QlogStream>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("qlog directory {}: {e}", dir.display())))?;
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let side = match side {
+        Side::Client => "client",
+        Side::Server => "server",
+    };
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{side}-{ms}-{}-{n}.sqlog", std::process::id()));
+    let file = std::fs::File::create(&path)
+        .map_err(|e| Error::Config(format!("qlog file {}: {e}", path.display())))?;
+    let mut q = quinn::QlogConfig::default();
+    q.writer(Box::new(std::io::BufWriter::new(file)))
+        .title(Some(format!("wirelab {side}")));
+    debug!("qlog: {}", path.display());
+    Ok(q.into_stream())
+}
+
+fn server_crypto(cfg: &ServerConfig, alpn: &[u8]) -> Result<Arc<QuicServerConfig>> {
+    let tls = cfg.tls.as_ref().ok_or_else(|| {
+        Error::Config("QUIC always runs TLS 1.3: the server needs a certificate".into())
+    })?;
+    let mut tls = (**tls).clone();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    // quinn accepts 0 (no early data) or u32::MAX (early data allowed, limited by the
+    // transport's flow control).
+    tls.max_early_data_size = u32::MAX;
+    let q = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(Arc::new(q))
+}
+
+fn quinn_server_config(
+    crypto: &Arc<QuicServerConfig>,
+    cfg: &ServerConfig,
+    uni_streams: u32,
+    qlog: Option<&Path>,
+) -> Result<quinn::ServerConfig> {
+    let mut sc = quinn::ServerConfig::with_crypto(crypto.clone());
+    sc.transport_config(Arc::new(transport_config(
+        &cfg.quic,
+        &cfg.timeouts,
+        uni_streams,
+        Side::Server,
+        qlog,
+    )?));
+    Ok(sc)
+}
+
+/// Becomes ready once a server-side connection's handshake is confirmed (the client's Finished
+/// arrived), i.e. once nothing more can arrive as replayable 0-RTT data.
+#[derive(Debug, Clone)]
+pub struct Confirmed(watch::Receiver<bool>);
+
+impl Confirmed {
+    /// Whether the handshake is confirmed now.
+    pub fn is_confirmed(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the handshake is confirmed. Returns an error if the connection died first.
+    pub async fn wait(&mut self) -> Result<()> {
+        self.0
+            .wait_for(|c| *c)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::ConnectionClosed)
+    }
+}
+
+/// A bound QUIC server endpoint.
+pub struct QuicListener {
+    endpoint: Endpoint,
+    crypto: Arc<QuicServerConfig>,
+    cfg: Arc<ServerConfig>,
+    uni_streams: u32,
+}
+
+impl QuicListener {
+    /// Binds a UDP socket on `cfg.listen` for a server offering `alpn`.
+    pub fn bind(cfg: ServerConfig, alpn: &[u8], uni_streams: u32) -> Result<Self> {
+        let crypto = server_crypto(&cfg, alpn)?;
+        let sc = quinn_server_config(&crypto, &cfg, uni_streams, None)?;
+        let endpoint = Endpoint::server(sc, cfg.listen).map_err(Error::Io)?;
+        Ok(Self {
+            endpoint,
+            crypto,
+            cfg: Arc::new(cfg),
+            uni_streams,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| self.cfg.listen)
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.cfg.clone()
+    }
+
+    /// Accepts connections until `shutdown` fires, running `connection` for each one (with the
+    /// connection possibly still in its handshake: requests may be 0-RTT data). Then stops
+    /// accepting, waits up to the shutdown grace for the connection tasks (which must end on
+    /// `shutdown` themselves), and closes the endpoint.
+    pub async fn serve<F, Fut>(
+        self,
+        name: &'static str,
+        shutdown: &CancellationToken,
+        connection: F,
+    ) where
+        F: Fn(Connection, Confirmed) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let tasks = TaskTracker::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                i = self.endpoint.accept() => match i {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let remote = incoming.remote_address();
+            let connecting = match self.cfg.qlog_dir.as_deref() {
+                None => incoming.accept(),
+                Some(dir) => {
+                    match quinn_server_config(&self.crypto, &self.cfg, self.uni_streams, Some(dir))
+                    {
+                        Ok(sc) => incoming.accept_with(Arc::new(sc)),
+                        Err(e) => {
+                            warn!("{name}: {e}; accepting {remote} without qlog");
+                            incoming.accept()
+                        }
+                    }
+                }
+            };
+            let connecting = match connecting {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("{name}: refused {remote}: {e}");
+                    continue;
+                }
+            };
+            let (conn, confirmed) = match connecting.into_0rtt() {
+                Ok((conn, accepted)) => {
+                    // On a server `into_0rtt` always succeeds, and `accepted` resolves when the
+                    // handshake completes (to whether 0-RTT was used) or fails (to false): the
+                    // connection's state tells which.
+                    let (tx, rx) = watch::channel(false);
+                    let c = conn.clone();
+                    tokio::spawn(async move {
+                        let _ = accepted.await;
+                        if c.close_reason().is_none() {
+                            let _ = tx.send(true);
+                        }
+                    });
+                    (conn, Confirmed(rx))
+                }
+                Err(connecting) => {
+                    let handshake = self.cfg.timeouts.handshake;
+                    match tokio::time::timeout(handshake, connecting).await {
+                        Ok(Ok(conn)) => (conn, Confirmed(watch::channel(true).1)),
+                        Ok(Err(e)) => {
+                            debug!("{name}: handshake with {remote} failed: {e}");
+                            continue;
+                        }
+                        Err(_) => {
+                            debug!("{name}: handshake with {remote} timed out");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let fut = connection(conn, confirmed);
+            tasks.spawn(async move {
+                if let Err(e) = fut.await {
+                    debug!("{name}: connection from {remote}: {e}");
+                }
+            });
+        }
+        tasks.close();
+        let grace = self.cfg.timeouts.shutdown_grace;
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            warn!("{name}: connections still open after the {grace:?} shutdown grace; closing");
+        }
+        self.endpoint
+            .close(VarInt::from_u32(CLOSE_OK), b"server shutdown");
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+impl std::fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicListener")
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for QuicConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicConnector")
+            .field("server", &self.cfg.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of 0-RTT on a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyData {
+    /// Not tried: not asked for, or no session ticket for this server yet (a full 1-RTT
+    /// handshake).
+    NotOffered,
+    /// Sent, and the server accepted it.
+    Accepted,
+    /// Sent, and the server rejected it.
+    Rejected,
+}
+
+/// Whether a client connection sent 0-RTT data, and the server's answer when known.
+pub struct ZeroRtt(Option<quinn::ZeroRttAccepted>, Option<EarlyData>);
+
+impl std::fmt::Debug for ZeroRtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ZeroRtt")
+            .field(&self.0.is_some())
+            .field(&self.1)
+            .finish()
+    }
+}
+
+impl ZeroRtt {
+    /// Waits for the handshake (if 0-RTT was offered) and says what became of the early data.
+    pub async fn outcome(&mut self) -> EarlyData {
+        if let Some(done) = self.1 {
+            return done;
+        }
+        let r = match self.0.take() {
+            None => EarlyData::NotOffered,
+            Some(acc) => {
+                if acc.await {
+                    EarlyData::Accepted
+                } else {
+                    EarlyData::Rejected
+                }
+            }
+        };
+        self.1 = Some(r);
+        r
+    }
+}
+
+/// A client endpoint with one QUIC config, for any number of connections to one server.
+pub struct QuicConnector {
+    endpoint: Endpoint,
+    cfg: ClientConfig,
+    crypto: Arc<QuicClientConfig>,
+    uni_streams: u32,
+}
+
+impl QuicConnector {
+    /// A client endpoint on an OS-chosen port, offering `alpn`.
+    pub fn new(cfg: &ClientConfig, alpn: &[u8], uni_streams: u32) -> Result<Self> {
+        let tls = cfg.tls.as_ref().ok_or_else(|| {
+            Error::Config("QUIC always runs TLS 1.3: the client needs a TLS config".into())
+        })?;
+        // The clone shares the original's session store, so tickets from earlier sessions with
+        // the same `Arc<rustls::ClientConfig>` are found here.
+        let mut tls = (**tls).clone();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        tls.enable_early_data = cfg.zero_rtt;
+        let crypto =
+            Arc::new(QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?);
+        let bind: SocketAddr = if cfg.addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = Endpoint::client(bind).map_err(Error::Io)?;
+        Ok(Self {
+            endpoint,
+            cfg: cfg.clone(),
+            crypto,
+            uni_streams,
+        })
+    }
+
+    /// Opens one connection. With 0-RTT asked for and a ticket held, returns at once with a
+    /// connection whose first streams travel as early data; otherwise after the handshake,
+    /// bounded by the handshake timeout.
+    pub async fn connect(&self) -> Result<(Connection, ZeroRtt)> {
+        let c = &self.cfg;
+        let mut qc = quinn::ClientConfig::new(self.crypto.clone());
+        qc.transport_config(Arc::new(transport_config(
+            &c.quic,
+            &c.timeouts,
+            self.uni_streams,
+            Side::Client,
+            c.qlog_dir.as_deref(),
+        )?));
+        let connecting = self
+            .endpoint
+            .connect_with(qc, c.addr, &c.server_name)
+            .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", c.addr)))?;
+        let connecting = if c.zero_rtt {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => return Ok((conn, ZeroRtt(Some(accepted), None))),
+                Err(connecting) => connecting,
+            }
+        } else {
+            connecting
+        };
+        let limit = c.timeouts.connect + c.timeouts.handshake;
+        let conn = tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| Error::Timeout("QUIC handshake"))?
+            .map_err(|e| handshake_error(e, c.addr))?;
+        Ok((conn, ZeroRtt(None, Some(EarlyData::NotOffered))))
+    }
+
+    /// Closes every connection of this endpoint cleanly and waits (bounded by `grace`) until
+    /// the peer has been told.
+    pub async fn close(&self, grace: Duration) {
+        self.endpoint.close(VarInt::from_u32(CLOSE_OK), b"done");
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+fn handshake_error(e: ConnectionError, addr: SocketAddr) -> Error {
+    match e {
+        ConnectionError::TimedOut => Error::Timeout("QUIC handshake (no answer from the server)"),
+        ConnectionError::TransportError(t) => {
+            Error::Tls(format!("QUIC handshake with {addr} failed: {t}"))
+        }
+        ConnectionError::ConnectionClosed(c) => {
+            Error::Tls(format!("QUIC handshake with {addr} failed: {c}"))
+        }
+        other => Error::Protocol(format!("QUIC handshake with {addr} failed: {other}")),
+    }
+}
+
+/// Maps a QUIC connection error to the contract's error: a clean application close is
+/// [`Error::ConnectionClosed`], an idle timeout [`Error::Timeout`].
+pub fn connection_error(e: ConnectionError) -> Error {
+    match e {
+        ConnectionError::ApplicationClosed(ref c) if c.error_code == VarInt::from_u32(CLOSE_OK) => {
+            Error::ConnectionClosed
+        }
+        ConnectionError::LocallyClosed => Error::ConnectionClosed,
+        ConnectionError::TimedOut => Error::Timeout("idle QUIC connection"),
+        other => Error::Protocol(other.to_string()),
+    }
+}
