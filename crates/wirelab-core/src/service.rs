@@ -242,6 +242,61 @@ mod tests {
         assert!(classify(&r.encode(0, 0, 0), &limits).is_err());
     }
 
+    /// The 0-RTT replay gate: an echo is answered while the gate is shut, a server stream
+    /// starts only once it opens.
+    #[tokio::test]
+    async fn serve_messages_holds_server_streams_at_the_gate() {
+        use tokio_util::codec::{FramedRead, FramedWrite};
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (srd, swr) = tokio::io::split(server);
+        let (crd, cwr) = tokio::io::split(client);
+        let mut to_server = FramedWrite::new(cwr, crate::net::length_prefixed(1 << 20));
+        let mut from_server = FramedRead::new(crd, crate::net::length_prefixed(1 << 20));
+        let (asked_tx, mut asked_rx) = mpsc::channel::<()>(1);
+        let (open_tx, open_rx) = tokio::sync::watch::channel(false);
+        let gate = move || {
+            let (asked, mut open) = (asked_tx.clone(), open_rx.clone());
+            async move {
+                let _ = asked.send(()).await;
+                open.wait_for(|o| *o)
+                    .await
+                    .map_err(|_| Error::ConnectionClosed)?;
+                Ok(())
+            }
+        };
+        let serve = tokio::spawn(serve_messages(
+            FramedRead::new(srd, crate::net::length_prefixed(1 << 20)),
+            FramedWrite::new(swr, crate::net::length_prefixed(1 << 20)),
+            Limits::default(),
+            None,
+            CancellationToken::new(),
+            gate,
+        ));
+        let echo = codec::encode(0, 1, 1, Kind::Echo, 64).unwrap();
+        to_server.send(echo.clone()).await.unwrap();
+        assert_eq!(from_server.next().await.unwrap().unwrap(), echo);
+        let req = StreamRequest {
+            count: 3,
+            size: 40,
+            interval_ms: 0,
+        };
+        to_server.send(req.encode(0, 2, 2)).await.unwrap();
+        asked_rx.recv().await.unwrap();
+        // The server is waiting at the gate: nothing of the stream can have been sent.
+        assert!(futures_util::FutureExt::now_or_never(from_server.next()).is_none());
+        open_tx.send(true).unwrap();
+        for seq in 0..3 {
+            let m = from_server.next().await.unwrap().unwrap();
+            let h = codec::decode(&m, 1 << 20).unwrap();
+            assert_eq!((h.kind, h.seq), (Kind::StreamData, seq));
+        }
+        let end = from_server.next().await.unwrap().unwrap();
+        assert_eq!(codec::decode(&end, 1 << 20).unwrap().kind, Kind::StreamEnd);
+        SinkExt::<Bytes>::close(&mut to_server).await.unwrap();
+        let (_, r) = serve.await.unwrap();
+        r.unwrap();
+    }
+
     #[tokio::test]
     async fn drive_stream_sends_count_then_end() {
         let plan = StreamPlan {

@@ -145,3 +145,17 @@ async fn request(
         debug!("h3: response: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_echo_is_served_before_the_handshake_is_confirmed() {
+        assert!(replay_safe(&Method::POST, "/echo"));
+        assert!(!replay_safe(&Method::GET, "/stream"));
+        assert!(!replay_safe(&Method::POST, "/duplex"));
+        assert!(!replay_safe(&Method::GET, "/echo"));
+        assert!(!replay_safe(&Method::POST, "/other"));
+    }
+}

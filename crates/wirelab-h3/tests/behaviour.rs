@@ -1,0 +1,211 @@
+//! HTTP/3 behaviour beyond the conformance module: the header-size limit, GOAWAY on shutdown
+//! with in-flight requests finishing, 0-RTT. Every wait is bounded; ports come from the OS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Method, Request, StatusCode};
+use tokio::task::JoinHandle;
+use wirelab_core::codec::{self, Kind};
+use wirelab_core::tls::{client_config, Identity, Trust, ALPN_H3};
+use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Mode, Server, ServerConfig};
+use wirelab_h3::{H3Client, H3Server};
+use wirelab_quinn::QuicConnector;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+}
+
+struct Lab {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<wirelab_core::Result<()>>,
+    client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Lab {
+    async fn start() -> Self {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        cfg.tls = Some(id.server_config(&[ALPN_H3]).unwrap());
+        let server = H3Server::bind(cfg).await.unwrap();
+        let addr = server.local_addr();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.serve(stop.clone()));
+        let client_tls =
+            client_config(&Trust::Certificates(vec![id.certificate()]), &[ALPN_H3]).unwrap();
+        Self {
+            addr,
+            stop,
+            task,
+            client_tls,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.addr);
+        c.tls = Some(self.client_tls.clone());
+        c
+    }
+
+    /// A raw h3 connection whose driver the caller polls (or not).
+    async fn raw(
+        &self,
+    ) -> (
+        QuicConnector,
+        h3::client::Connection<h3_quinn::Connection, Bytes>,
+        h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    ) {
+        let connector = QuicConnector::new(&self.client(), ALPN_H3, 8).unwrap();
+        let (conn, _) = within("connect", connector.connect()).await.unwrap();
+        let (driver, sender) = within(
+            "h3 set-up",
+            h3::client::builder().build::<_, _, Bytes>(h3_quinn::Connection::new(conn)),
+        )
+        .await
+        .unwrap();
+        (connector, driver, sender)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+}
+
+fn drive(mut driver: h3::client::Connection<h3_quinn::Connection, Bytes>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    })
+}
+
+async fn read_body<S: h3::quic::RecvStream>(
+    s: &mut h3::client::RequestStream<S, Bytes>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(mut b) = within("body", s.recv_data()).await.unwrap() {
+        while b.has_remaining() {
+            let c = b.chunk();
+            out.extend_from_slice(c);
+            let n = c.len();
+            b.advance(n);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_header_section_over_16k_is_answered_431() {
+    let lab = Lab::start().await;
+    let (connector, driver, mut sender) = lab.raw().await;
+    // The driver is not polled yet, so the client has not read the server's SETTINGS and does
+    // not hold itself to the server's limit: the oversized request goes out.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(lab.url("/echo"))
+        .header("x-big", "a".repeat(20 << 10))
+        .body(())
+        .unwrap();
+    let mut s = within("send", sender.send_request(req)).await.unwrap();
+    let _driver = drive(driver);
+    let _ = s.finish().await;
+    let resp = within("response", s.recv_response()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // The connection still serves a normal request.
+    let mut s = sender
+        .send_request(Request::post(lab.url("/echo")).body(()).unwrap())
+        .await
+        .unwrap();
+    s.send_data(Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    s.finish().await.unwrap();
+    assert_eq!(
+        within("response", s.recv_response())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(read_body(&mut s).await, b"still here");
+    drop(sender);
+    connector.close(BOUND).await;
+    lab.stop.cancel();
+    within("server shutdown", lab.task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_accepted_requests_finish() {
+    let lab = Lab::start().await;
+    let (connector, driver, mut sender) = lab.raw().await;
+    let _driver = drive(driver);
+    // Request A: headers and half of the body.
+    let mut a = sender
+        .send_request(Request::post(lab.url("/echo")).body(()).unwrap())
+        .await
+        .unwrap();
+    a.send_data(Bytes::from_static(b"first half, "))
+        .await
+        .unwrap();
+    // Request B, complete. The server accepts request streams in order, so once B is answered,
+    // A (the lower stream id) has been accepted too.
+    let mut b = sender
+        .send_request(Request::post(lab.url("/echo")).body(()).unwrap())
+        .await
+        .unwrap();
+    b.send_data(Bytes::from_static(b"b")).await.unwrap();
+    b.finish().await.unwrap();
+    assert_eq!(within("B", b.recv_response()).await.unwrap().status(), 200);
+    assert_eq!(read_body(&mut b).await, b"b");
+    lab.stop.cancel();
+    // A finishes after the shutdown began and is answered in full.
+    a.send_data(Bytes::from_static(b"second half"))
+        .await
+        .unwrap();
+    a.finish().await.unwrap();
+    assert_eq!(within("A", a.recv_response()).await.unwrap().status(), 200);
+    assert_eq!(read_body(&mut a).await, b"first half, second half");
+    // After the GOAWAY no new request is served.
+    let late = async {
+        let mut c = sender
+            .send_request(Request::post(lab.url("/echo")).body(()).unwrap())
+            .await?;
+        c.finish().await?;
+        c.recv_response().await
+    };
+    assert!(
+        within("late request", late).await.is_err(),
+        "a request after GOAWAY was served"
+    );
+    within("server shutdown", lab.task).await.unwrap().unwrap();
+    drop(sender);
+    connector.close(BOUND).await;
+}
+
+#[tokio::test]
+async fn zero_rtt_resumes_in_both_modes() {
+    let lab = Lab::start().await;
+    for mode in [Mode::Rr, Mode::Duplex] {
+        let mut cfg = lab.client();
+        cfg.mode = mode;
+        for zero_rtt in [false, true] {
+            cfg.zero_rtt = zero_rtt;
+            let mut c = within("connect", H3Client::connect(&cfg)).await.unwrap();
+            let mut ch = c.channels().remove(0);
+            let m = codec::encode(0, 1, 1, Kind::Echo, 100).unwrap();
+            assert!(within("echo", ch.echo(m.clone())).await.unwrap() == m);
+            let early = within("early data", c.early_data()).await;
+            // The first session of all leaves a ticket; every later one resumes.
+            assert_eq!(early, zero_rtt.then_some(true), "{mode:?} 0-RTT {zero_rtt}");
+            drop(ch);
+            within("close", c.close()).await.unwrap();
+        }
+    }
+    lab.stop.cancel();
+    within("server shutdown", lab.task).await.unwrap().unwrap();
+}

@@ -1,0 +1,264 @@
+//! The quic floor's behaviour beyond the conformance module: 0-RTT resumption, the stream
+//! limit, the idle timeout, junk datagrams, qlog files. Every wait is bounded by an event or
+//! `BOUND`; ports come from the OS.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::task::JoinHandle;
+use wirelab_core::codec::{self, Kind, StreamRequest};
+use wirelab_core::tls::{client_config, Identity, Trust, ALPN_WIRELAB_QUIC};
+use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Error, Server, ServerConfig};
+use wirelab_quic::{QuicClient, QuicServer};
+use wirelab_quinn::QuicConnector;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+}
+
+struct Lab {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<wirelab_core::Result<()>>,
+    client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Lab {
+    async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        cfg.tls = Some(id.server_config(&[ALPN_WIRELAB_QUIC]).unwrap());
+        tune(&mut cfg);
+        let server = QuicServer::bind(cfg).await.unwrap();
+        let addr = server.local_addr();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.serve(stop.clone()));
+        let client_tls = client_config(
+            &Trust::Certificates(vec![id.certificate()]),
+            &[ALPN_WIRELAB_QUIC],
+        )
+        .unwrap();
+        Self {
+            addr,
+            stop,
+            task,
+            client_tls,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.addr);
+        c.tls = Some(self.client_tls.clone());
+        c
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        within("server shutdown", self.task).await.unwrap().unwrap();
+    }
+}
+
+fn msg(seq: u64) -> Bytes {
+    codec::encode(0, seq, seq, Kind::Echo, 64).unwrap()
+}
+
+async fn one_echo(cfg: &ClientConfig) -> Option<bool> {
+    let mut c = within("connect", QuicClient::connect(cfg)).await.unwrap();
+    let mut ch = c.channels().remove(0);
+    let m = msg(1);
+    assert!(within("echo", ch.echo(m.clone())).await.unwrap() == m);
+    let early = within("early data", c.early_data()).await;
+    drop(ch);
+    within("close", c.close()).await.unwrap();
+    early
+}
+
+#[tokio::test]
+async fn zero_rtt_resumes_with_a_ticket_and_not_without() {
+    let lab = Lab::start(|_| {}).await;
+    let mut cfg = lab.client();
+    // First contact: a full handshake, which leaves a ticket in the shared TLS config.
+    assert_eq!(one_echo(&cfg).await, None);
+    cfg.zero_rtt = true;
+    assert_eq!(one_echo(&cfg).await, Some(true), "0-RTT was not used");
+    // A fresh TLS config holds no ticket: 0-RTT is asked for but cannot be offered.
+    let mut fresh = lab.client();
+    fresh.tls = Some(client_config(&Trust::InsecureAnyCertificate, &[ALPN_WIRELAB_QUIC]).unwrap());
+    fresh.zero_rtt = true;
+    assert_eq!(one_echo(&fresh).await, None);
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_stream_asked_for_in_0rtt_is_still_served_completely() {
+    let lab = Lab::start(|_| {}).await;
+    let mut cfg = lab.client();
+    one_echo(&cfg).await;
+    cfg.zero_rtt = true;
+    let mut c = within("connect", QuicClient::connect(&cfg)).await.unwrap();
+    let mut ch = c.channels().remove(0);
+    let req = StreamRequest {
+        count: 50,
+        size: 64,
+        interval_ms: 0,
+    };
+    let got = within("stream", ch.server_stream(req)).await.unwrap();
+    assert_eq!(got.len(), 50);
+    assert_eq!(within("early data", c.early_data()).await, Some(true));
+    drop(ch);
+    within("close", c.close()).await.unwrap();
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_is_held_to_the_stream_limit() {
+    let lab = Lab::start(|c| c.quic.max_concurrent_streams = 4).await;
+    let cfg = lab.client();
+    let connector = QuicConnector::new(&cfg, ALPN_WIRELAB_QUIC, 0).unwrap();
+    let (conn, _) = within("connect", connector.connect()).await.unwrap();
+    let mut streams = Vec::new();
+    for seq in 0..4u64 {
+        let (mut send, mut recv) = within("open", conn.open_bi()).await.unwrap();
+        let m = msg(seq);
+        send.write_all(&(m.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        send.write_all(&m).await.unwrap();
+        let mut back = vec![0u8; 4 + m.len()];
+        within("echo", recv.read_exact(&mut back)).await.unwrap();
+        streams.push((send, recv));
+    }
+    // The server granted 4 streams: a fifth cannot even be opened (no frame is sent for it).
+    assert!(
+        conn.open_bi().now_or_never().is_none(),
+        "a fifth stream opened over the limit of 4"
+    );
+    // Ending one stream (both directions) frees one: the server grants a new stream.
+    let (mut send, mut recv) = streams.remove(0);
+    send.finish().unwrap();
+    within("server's FIN", recv.read_to_end(1 << 20))
+        .await
+        .unwrap();
+    let (mut send, mut recv) = within("open after MAX_STREAMS", conn.open_bi())
+        .await
+        .unwrap();
+    let m = msg(9);
+    send.write_all(&(m.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    send.write_all(&m).await.unwrap();
+    let mut back = vec![0u8; 4 + m.len()];
+    within("echo on the new stream", recv.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back[4..], &m[..]);
+    drop(streams);
+    drop(conn);
+    connector.close(BOUND).await;
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_by_the_idle_timeout() {
+    let lab = Lab::start(|c| c.timeouts.idle = Duration::from_millis(300)).await;
+    let mut cfg = lab.client();
+    // No keep-alive PINGs: the client stays silent after connecting.
+    cfg.timeouts.ping_interval = None;
+    let connector = QuicConnector::new(&cfg, ALPN_WIRELAB_QUIC, 0).unwrap();
+    let (conn, _) = within("connect", connector.connect()).await.unwrap();
+    // QUIC uses the smaller of the two idle timeouts (RFC 9000 §10.1): the server's 300 ms.
+    let reason = within("idle close", conn.closed()).await;
+    assert_eq!(reason, quinn::ConnectionError::TimedOut);
+    // The server keeps serving.
+    one_echo(&lab.client()).await;
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn junk_datagrams_are_ignored_and_the_server_keeps_serving() {
+    let lab = Lab::start(|_| {}).await;
+    let mut c = within("connect", QuicClient::connect(&lab.client()))
+        .await
+        .unwrap();
+    let mut ch = c.channels().remove(0);
+    within("echo", ch.echo(msg(0))).await.unwrap();
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..3000usize {
+        // xorshift: reproducible junk of every length, some dressed as QUIC long and short
+        // headers (with versions the server does not speak, or unknown connection ids).
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x as usize % 1400);
+        let mut d: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
+        match i % 3 {
+            0 => d[0] = 0xc0 | (d[0] & 0x0f),
+            1 => d[0] = 0x40 | (d[0] & 0x3f),
+            _ => {}
+        }
+        junk.send_to(&d, lab.addr).unwrap();
+    }
+    // The established connection and a new one both still work.
+    for seq in 1..100 {
+        let m = msg(seq);
+        assert!(within("echo after junk", ch.echo(m.clone())).await.unwrap() == m);
+    }
+    one_echo(&lab.client()).await;
+    assert!(!lab.task.is_finished(), "the server stopped");
+    drop(ch);
+    within("close", c.close()).await.unwrap();
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn qlog_files_are_written_per_connection() {
+    let dir = std::env::temp_dir().join(format!("wirelab-qlog-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server_dir = dir.join("server");
+    let client_dir = dir.join("client");
+    let lab = Lab::start(|c| c.qlog_dir = Some(server_dir.clone())).await;
+    let mut cfg = lab.client();
+    cfg.qlog_dir = Some(client_dir.clone());
+    one_echo(&cfg).await;
+    lab.stop().await;
+    for d in [&server_dir, &client_dir] {
+        let files: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{}: {files:?}", d.display());
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(
+            text.contains("qlog_version"),
+            "no qlog header in {}",
+            files[0].display()
+        );
+        assert!(
+            text.contains("packet_sent"),
+            "no packet events in {}",
+            files[0].display()
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn cleartext_is_refused_with_a_clear_error() {
+    let e = QuicServer::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e}");
+    assert!(e.to_string().contains("TLS 1.3"), "{e}");
+    let e = QuicClient::connect(&ClientConfig::new("127.0.0.1:9".parse().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("TLS 1.3"), "{e}");
+}
