@@ -1,5 +1,6 @@
-//! Independent peers against our servers: the Autobahn|Testsuite cases (via `kosoku`), Python
-//! `websockets`, and `curl`.
+//! Independent peers against our servers and clients: the Autobahn|Testsuite cases (via
+//! `kosoku`), Python `websockets`, `curl`, `h2load`, Python `h2` + `wsproto` (RFC 8441),
+//! `hypercorn`, and aioquic's HTTP/3 example client and server.
 //!
 //! Python peers come from a virtualenv: `$WIRELAB_VENV`, else `.venv` at the repository root
 //! (`scripts/test.sh` makes it). When a peer is missing the test says so on the terminal and
@@ -437,4 +438,171 @@ async fn h2ws_client_against_hypercorn() {
     closed.unwrap();
     // hypercorn says which HTTP version carried each WebSocket: RFC 8441 means HTTP/2.
     assert_eq!(err.matches("websocket over HTTP/2").count(), 3, "{err}");
+}
+
+/// aioquic's examples directory (from its sdist; `scripts/test.sh` unpacks it into the venv).
+fn aioquic_examples(what: &str) -> Option<(PathBuf, PathBuf)> {
+    let py = peer(venv().join("bin/python"), what)?;
+    let ex = venv().join("aioquic-examples");
+    peer(ex.join("http3_client.py"), what)?;
+    Some((py, ex))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_http3_client_against_h3() {
+    let Some((py, ex)) = aioquic_examples("aioquic HTTP/3 client") else {
+        return;
+    };
+    let dir = scratch("aioquic-client");
+    let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, id.certificate_pem()).unwrap();
+    let mut cfg = local();
+    cfg.tls = Some(id.server_config(&[tls::ALPN_H3]).unwrap());
+    let (addr, stop) = start::<wirelab_h3::H3Server>(cfg).await;
+    let base = format!("https://localhost:{}", addr.port());
+    let ticket = dir.join("ticket");
+    let client = |out: &str, extra: &[&str], urls: &[String]| {
+        let mut c = tokio::process::Command::new(&py);
+        c.current_dir(&ex)
+            .arg("http3_client.py")
+            .arg("--ca-certs")
+            .arg(&ca)
+            .arg("--session-ticket")
+            .arg(&ticket)
+            .arg("--output-dir")
+            .arg(dir.join(out))
+            .args(extra)
+            .args(urls);
+        std::fs::create_dir_all(dir.join(out)).unwrap();
+        c
+    };
+    // Two POST /echo on one connection (1-RTT; the session ticket is saved).
+    let echo = format!("{base}/echo");
+    let out = run(&mut client(
+        "echo",
+        &["--data", "hello over h3"],
+        &[echo.clone(), echo],
+    ))
+    .await;
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("Response received for POST /echo").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("echo/echo")).unwrap(),
+        b"hello over h3"
+    );
+    // A server stream, resumed with 0-RTT from the saved ticket.
+    let url = format!("{base}/stream?count=10&size=64&interval_ms=0");
+    let out = run(&mut client("stream", &["--zero-rtt"], &[url])).await;
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let body = std::fs::read(dir.join("stream/stream")).unwrap();
+    assert_eq!(body.len(), 640, "{log}");
+    for (i, m) in body.chunks(64).enumerate() {
+        let h = wirelab_core::codec::decode(m, 1 << 20).unwrap();
+        assert_eq!((h.seq, h.len), (i as u64, 64));
+    }
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = writeln!(
+        std::io::stderr(),
+        "aioquic http3_client.py: 2 POST /echo on one connection, GET /stream (10 messages) with --zero-rtt: OK"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_client_against_aioquic_http3_server() {
+    use tokio::io::AsyncBufReadExt;
+    use wirelab_core::{Channel, Client};
+    let Some((py, ex)) = aioquic_examples("aioquic HTTP/3 server") else {
+        return;
+    };
+    let dir = scratch("aioquic-server");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut child = tokio::process::Command::new(py)
+        .arg(peer_script("aioquic_server.py"))
+        .arg(&ex)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(PEER_BOUND, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the aioquic server printed no port")
+        .parse()
+        .unwrap();
+    let mut cfg = wirelab_core::ClientConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    cfg.tls =
+        Some(tls::client_config(&tls::Trust::PemFile(cert.clone()), &[tls::ALPN_H3]).unwrap());
+    cfg.mode = wirelab_core::Mode::Rr;
+    let mut failures = Vec::new();
+    for (streams, zero_rtt) in [(4, false), (1, true)] {
+        cfg.streams = streams;
+        cfg.zero_rtt = zero_rtt;
+        let mut client = tokio::time::timeout(PEER_BOUND, wirelab_h3::H3Client::connect(&cfg))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for mut ch in client.channels() {
+            tasks.push(tokio::spawn(async move {
+                for seq in 0..50u64 {
+                    let m = wirelab_core::codec::encode(
+                        ch.id(),
+                        seq,
+                        0,
+                        wirelab_core::codec::Kind::Echo,
+                        200,
+                    )
+                    .unwrap();
+                    match ch.echo(m.clone()).await {
+                        Ok(back) if back == m => {}
+                        Ok(_) => return Err(format!("stream {}: echo {seq} differs", ch.id())),
+                        Err(e) => return Err(format!("stream {}: echo {seq}: {e}", ch.id())),
+                    }
+                }
+                Ok(())
+            }));
+        }
+        for t in tasks {
+            if let Err(e) = tokio::time::timeout(PEER_BOUND, t).await.unwrap().unwrap() {
+                failures.push(e);
+            }
+        }
+        let early = client.early_data().await;
+        if zero_rtt && early != Some(true) {
+            failures.push(format!("0-RTT not accepted: {early:?}"));
+        }
+        tokio::time::timeout(PEER_BOUND, client.close())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    child.kill().await.unwrap();
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{failures:?}\naioquic said:\n{err}");
+    assert_eq!(err.matches("HTTP request POST /echo").count(), 250, "{err}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "our h3 client against aioquic http3_server.py: 200 echoes on 4 streams, 50 more resumed with 0-RTT: OK"
+    );
 }
