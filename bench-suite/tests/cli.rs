@@ -62,9 +62,9 @@ fn sigterm(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_all_then_sigterm_exits_cleanly() {
-    let (mut child, mut out, addrs) = serve(&[], 5).await;
+    let (mut child, mut out, addrs) = serve(&[], 7).await;
     let ids: Vec<_> = addrs.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["tcp", "ws", "h1", "h2", "h2ws"]);
+    assert_eq!(ids, ["tcp", "ws", "h1", "h2", "h2ws", "quic", "h3"]);
     sigterm(&child);
     let status = tokio::time::timeout(BOUND, child.wait())
         .await
@@ -103,14 +103,18 @@ async fn sigterm_closes_websockets_with_1001_after_answering() {
 async fn client_subcommand_checks_each_transport() {
     let cert = std::env::temp_dir().join(format!("wirelab-cli-all-{}.pem", std::process::id()));
     let cert_s = cert.display().to_string();
-    let (mut child, _out, addrs) = serve(&["--cert-out", &cert_s], 5).await;
+    let (mut child, _out, addrs) = serve(&["--cert-out", &cert_s], 7).await;
     for (id, addr) in &addrs {
         let addr_s = addr.to_string();
         let mut args = vec![
             "client", "-t", id, "-c", &addr_s, "-k", "4", "--count", "200",
         ];
-        if id == "h2" || id == "h2ws" {
+        if ["h2", "h2ws", "quic", "h3"].contains(&id.as_str()) {
             args.extend(["--ca", cert_s.as_str()]);
+        }
+        if ["quic", "h3"].contains(&id.as_str()) {
+            // Resumption: a priming session, then the measured one in 0-RTT.
+            args.push("--0rtt");
         }
         let out = tokio::time::timeout(BOUND, wirelab().args(&args).output())
             .await
@@ -127,6 +131,9 @@ async fn client_subcommand_checks_each_transport() {
             text.contains("100 messages complete and in order"),
             "{text}"
         );
+        if ["quic", "h3"].contains(&id.as_str()) {
+            assert!(text.contains("early data accepted"), "{text}");
+        }
     }
     sigterm(&child);
     tokio::time::timeout(BOUND, child.wait())
@@ -193,8 +200,8 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
     fails_with(
-        &["client", "-t", "h3", "-c", "127.0.0.1:1"],
-        "not built yet",
+        &["client", "-t", "tcp", "-c", "127.0.0.1:1", "--0rtt"],
+        "has no 0-RTT",
     )
     .await;
     fails_with(
