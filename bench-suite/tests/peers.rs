@@ -341,6 +341,20 @@ async fn h2load_against_h2_tls_and_h2c() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `n` echoes of `size` bytes on one channel, each checked; the first failure as text.
+async fn echoes<C: wirelab_core::Channel>(ch: &mut C, n: u64, size: usize) -> Result<(), String> {
+    for seq in 0..n {
+        let m = wirelab_core::codec::encode(ch.id(), seq, 0, wirelab_core::codec::Kind::Echo, size)
+            .unwrap();
+        match ch.echo(m.clone()).await {
+            Ok(back) if back == m => {}
+            Ok(_) => return Err(format!("stream {}: echo {seq} differs", ch.id())),
+            Err(e) => return Err(format!("stream {}: echo {seq}: {e}", ch.id())),
+        }
+    }
+    Ok(())
+}
+
 fn peer_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
@@ -372,7 +386,7 @@ async fn python_h2_wsproto_rfc8441_client_against_h2ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2ws_client_against_hypercorn() {
     use tokio::io::AsyncBufReadExt;
-    use wirelab_core::{Channel, Client};
+    use wirelab_core::Client;
     let Some(py) = peer(venv().join("bin/python"), "hypercorn") else {
         return;
     };
@@ -397,28 +411,14 @@ async fn h2ws_client_against_hypercorn() {
     let mut tasks = Vec::new();
     for mut ch in client.channels() {
         tasks.push(tokio::spawn(async move {
-            for seq in 0..100u64 {
-                let m = wirelab_core::codec::encode(
-                    ch.id(),
-                    seq,
-                    0,
-                    wirelab_core::codec::Kind::Echo,
-                    100,
-                )
-                .unwrap();
-                match ch.echo(m.clone()).await {
-                    Ok(back) if back == m => {}
-                    Ok(_) => return Err(format!("stream {}: echo {seq} differs", ch.id())),
-                    Err(e) => return Err(format!("stream {}: echo {seq}: {e}", ch.id())),
-                }
-            }
+            echoes(&mut ch, 100, 100).await?;
             // Kept open until every stream is done: hypercorn 0.18.0 drops the whole connection
             // when one WebSocket stream ends while others are open (its own error, reproduced
             // with the independent Python h2 + wsproto client; see docs/src/rfc8441.md).
             Ok(ch)
         }));
     }
-    let (mut failures, mut open) = (Vec::new(), Vec::new());
+    let (mut failures, mut open) = (Vec::<String>::new(), Vec::new());
     for t in tasks {
         match tokio::time::timeout(PEER_BOUND, t).await.unwrap().unwrap() {
             Ok(ch) => open.push(ch),
@@ -518,7 +518,7 @@ async fn aioquic_http3_client_against_h3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h3_client_against_aioquic_http3_server() {
     use tokio::io::AsyncBufReadExt;
-    use wirelab_core::{Channel, Client};
+    use wirelab_core::Client;
     let Some((py, ex)) = aioquic_examples("aioquic HTTP/3 server") else {
         return;
     };
@@ -560,24 +560,7 @@ async fn h3_client_against_aioquic_http3_server() {
             .unwrap();
         let mut tasks = Vec::new();
         for mut ch in client.channels() {
-            tasks.push(tokio::spawn(async move {
-                for seq in 0..50u64 {
-                    let m = wirelab_core::codec::encode(
-                        ch.id(),
-                        seq,
-                        0,
-                        wirelab_core::codec::Kind::Echo,
-                        200,
-                    )
-                    .unwrap();
-                    match ch.echo(m.clone()).await {
-                        Ok(back) if back == m => {}
-                        Ok(_) => return Err(format!("stream {}: echo {seq} differs", ch.id())),
-                        Err(e) => return Err(format!("stream {}: echo {seq}: {e}", ch.id())),
-                    }
-                }
-                Ok(())
-            }));
+            tasks.push(tokio::spawn(async move { echoes(&mut ch, 50, 200).await }));
         }
         for t in tasks {
             if let Err(e) = tokio::time::timeout(PEER_BOUND, t).await.unwrap().unwrap() {

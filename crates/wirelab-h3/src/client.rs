@@ -9,8 +9,8 @@ use wirelab_core::codec::StreamRequest;
 use wirelab_core::tls::ALPN_H3;
 use wirelab_core::transport::stream_by_messages;
 use wirelab_core::{Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
-use wirelab_http::{collect_messages, read_messages, InOrder, STREAM_HEADER};
-use wirelab_quinn::{EarlyData, QuicConnector, ZeroRtt};
+use wirelab_http::{check_status, collect_messages, read_messages, InOrder, STREAM_HEADER};
+use wirelab_quinn::{QuicConnector, ZeroRtt};
 
 use crate::body::{to_bytes, RecvBody};
 use crate::server::UNI_STREAMS;
@@ -89,10 +89,7 @@ fn recv_body(s: RecvHalf) -> RecvBody<RecvHalf> {
 /// Opens a request stream, waits for a `200`, and returns the two halves.
 async fn open_request(sender: &mut Sender, req: Request<()>) -> Result<(SendHalf, RecvHalf)> {
     let mut s = sender.send_request(req).await.map_err(stream_err)?;
-    let resp = s.recv_response().await.map_err(stream_err)?;
-    if resp.status() != http::StatusCode::OK {
-        return Err(Error::Status(resp.status().as_u16()));
-    }
+    check_status(&s.recv_response().await.map_err(stream_err)?)?;
     Ok(s.split())
 }
 
@@ -103,10 +100,7 @@ async fn echo_request(mut sender: Sender, uri: String, msg: Bytes, max: usize) -
         .map_err(stream_err)?;
     s.send_data(msg).await.map_err(stream_err)?;
     s.finish().await.map_err(stream_err)?;
-    let resp = s.recv_response().await.map_err(stream_err)?;
-    if resp.status() != http::StatusCode::OK {
-        return Err(Error::Status(resp.status().as_u16()));
-    }
+    check_status(&s.recv_response().await.map_err(stream_err)?)?;
     let mut out = BytesMut::new();
     while let Some(chunk) = s.recv_data().await.map_err(stream_err)? {
         if out.len() + chunk.remaining() > max {
@@ -207,11 +201,7 @@ impl Client for H3Client {
     }
 
     async fn early_data(&mut self) -> Option<bool> {
-        match self.zero_rtt.as_mut()?.outcome().await {
-            EarlyData::NotOffered => None,
-            EarlyData::Accepted => Some(true),
-            EarlyData::Rejected => Some(false),
-        }
+        self.zero_rtt.as_mut()?.outcome().await
     }
 
     async fn close(self) -> Result<()> {

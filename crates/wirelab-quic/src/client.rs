@@ -6,7 +6,7 @@ use wirelab_core::codec::StreamRequest;
 use wirelab_core::tls::ALPN_WIRELAB_QUIC;
 use wirelab_core::transport::stream_by_messages;
 use wirelab_core::{net, Channel, Client, ClientConfig, Error, Received, Result, Sharing};
-use wirelab_quinn::{EarlyData, QuicConnector, ZeroRtt};
+use wirelab_quinn::{QuicConnector, ZeroRtt};
 
 /// A quic client session: K bidirectional streams on one connection (`shared`) or one
 /// connection each (`pool`).
@@ -70,11 +70,7 @@ impl Client for QuicClient {
 
     async fn early_data(&mut self) -> Option<bool> {
         match self.conns.first_mut() {
-            Some((_, z)) => match z.outcome().await {
-                EarlyData::NotOffered => None,
-                EarlyData::Accepted => Some(true),
-                EarlyData::Rejected => Some(false),
-            },
+            Some((_, z)) => z.outcome().await,
             None => None,
         }
     }

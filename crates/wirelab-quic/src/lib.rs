@@ -35,4 +35,3 @@ mod server;
 
 pub use client::{QuicChannel, QuicClient};
 pub use server::QuicServer;
-pub use wirelab_quinn::EarlyData;

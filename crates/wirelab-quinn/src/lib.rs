@@ -323,48 +323,30 @@ impl std::fmt::Debug for QuicConnector {
     }
 }
 
-/// What became of 0-RTT on a client connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EarlyData {
-    /// Not tried: not asked for, or no session ticket for this server yet (a full 1-RTT
-    /// handshake).
-    NotOffered,
-    /// Sent, and the server accepted it.
-    Accepted,
-    /// Sent, and the server rejected it.
-    Rejected,
+/// Whether a client connection sent 0-RTT data, and the server's answer once known.
+pub struct ZeroRtt {
+    pending: Option<quinn::ZeroRttAccepted>,
+    outcome: Option<bool>,
 }
-
-/// Whether a client connection sent 0-RTT data, and the server's answer when known.
-pub struct ZeroRtt(Option<quinn::ZeroRttAccepted>, Option<EarlyData>);
 
 impl std::fmt::Debug for ZeroRtt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ZeroRtt")
-            .field(&self.0.is_some())
-            .field(&self.1)
+        f.debug_struct("ZeroRtt")
+            .field("pending", &self.pending.is_some())
+            .field("outcome", &self.outcome)
             .finish()
     }
 }
 
 impl ZeroRtt {
-    /// Waits for the handshake (if 0-RTT was offered) and says what became of the early data.
-    pub async fn outcome(&mut self) -> EarlyData {
-        if let Some(done) = self.1 {
-            return done;
+    /// Waits for the handshake if early data was sent, then says what became of it, in the
+    /// shape of `Client::early_data`: `Some(true)` accepted, `Some(false)` rejected, `None` not
+    /// sent (not asked for, or no session ticket for this server yet).
+    pub async fn outcome(&mut self) -> Option<bool> {
+        if let Some(acc) = self.pending.take() {
+            self.outcome = Some(acc.await);
         }
-        let r = match self.0.take() {
-            None => EarlyData::NotOffered,
-            Some(acc) => {
-                if acc.await {
-                    EarlyData::Accepted
-                } else {
-                    EarlyData::Rejected
-                }
-            }
-        };
-        self.1 = Some(r);
-        r
+        self.outcome
     }
 }
 
@@ -422,7 +404,13 @@ impl QuicConnector {
             .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", c.addr)))?;
         let connecting = if c.zero_rtt {
             match connecting.into_0rtt() {
-                Ok((conn, accepted)) => return Ok((conn, ZeroRtt(Some(accepted), None))),
+                Ok((conn, accepted)) => {
+                    let z = ZeroRtt {
+                        pending: Some(accepted),
+                        outcome: None,
+                    };
+                    return Ok((conn, z));
+                }
                 Err(connecting) => connecting,
             }
         } else {
@@ -433,7 +421,11 @@ impl QuicConnector {
             .await
             .map_err(|_| Error::Timeout("QUIC handshake"))?
             .map_err(|e| handshake_error(e, c.addr))?;
-        Ok((conn, ZeroRtt(None, Some(EarlyData::NotOffered))))
+        let z = ZeroRtt {
+            pending: None,
+            outcome: None,
+        };
+        Ok((conn, z))
     }
 
     /// Closes every connection of this endpoint cleanly and waits (bounded by `grace`) until
