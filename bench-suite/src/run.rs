@@ -1,156 +1,176 @@
-//! `wirelab run`: every available transport on loopback, one comparison table.
-//!
-//! Servers run in this process on OS-chosen loopback ports; each transport meets the same
-//! workload in turn (never two at once). This is the first cut of the harness; the scenario
-//! matrix, repetitions, confidence intervals and reports come with the harness issue.
+//! `wirelab run`, `wirelab report` and `wirelab compare`.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use wirelab_core::tls::{self, Identity, Trust};
-use wirelab_core::{CancellationToken, ClientConfig, Mode, ServerConfig, Sharing, TransportId};
-
-use crate::check::Work;
-use crate::{opts, stats, transports};
+use indicatif::{ProgressBar, ProgressStyle};
+use wirelab::runner::{self, Plan, Servers};
+use wirelab::{compare, env, report, results, scenario, transports};
+use wirelab_core::TransportId;
 
 /// Options of `wirelab run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Transports to compare (comma-separated); default: every available one.
+    /// The small set (about a minute on 2 cores; CI runs it).
+    #[arg(long, conflicts_with_all = ["full", "scenario"])]
+    quick: bool,
+    /// Every scenario.
+    #[arg(long, conflicts_with = "scenario")]
+    full: bool,
+    /// Scenarios by name (see --list) or as paths to .toml files, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Transports to compare (comma-separated: tcp ws h1 h2 h2ws quic h3); default: all.
     #[arg(long, value_delimiter = ',')]
     transports: Vec<TransportId>,
-    /// Message size, e.g. 64, 1K.
-    #[arg(long, default_value = "64", value_parser = opts::parse_size)]
-    size: usize,
-    /// Measured echoes per logical stream.
-    #[arg(long, default_value_t = 5000)]
-    count: u64,
-    /// Logical streams in the concurrent rows.
-    #[arg(long, short = 'k', default_value_t = 8)]
-    streams: u32,
-    /// Also run the TLS variants of ws and h1 (wss, https) and the cleartext one of h2 (h2c).
+    /// Directory for the results; default `results/run-<UTC date>-<time>`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Measured repetitions of each scenario per transport. 6 or more give a 95% interval
+    /// for the median; fewer give min–max with a lower, stated coverage.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reps: u32,
+    /// Unmeasured repetitions first.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Also run the other security of each transport: ws and h1 over TLS, h2 and h2ws cleartext.
     #[arg(long)]
     tls: bool,
+    /// List the scenarios and their sets, then exit.
+    #[arg(long)]
+    list: bool,
 }
 
-struct Row {
-    label: String,
-    k: u32,
-    sharing: &'static str,
-    setup_ms: f64,
-    summary: stats::Summary,
-    rate: f64,
+fn default_out() -> PathBuf {
+    let t = env::rfc3339(env::unix_now());
+    let stamp: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+    PathBuf::from("results").join(format!("run-{}-{}", &stamp[..8], &stamp[8..]))
 }
 
-pub(crate) async fn run(a: RunArgs) -> Result<()> {
+pub(crate) async fn run(a: RunArgs, servers: Servers) -> Result<()> {
+    let all = scenario::embedded().map_err(anyhow::Error::msg)?;
+    if a.list {
+        println!("| scenario | sets | what it shows |\n|---|---|---|");
+        for s in &all {
+            let mut sets = s.sets.clone();
+            sets.push("full".into());
+            println!("| {} | {} | {} |", s.name, sets.join(", "), s.about);
+        }
+        return Ok(());
+    }
+    let scenarios = if !a.scenario.is_empty() {
+        scenario::resolve(&a.scenario).map_err(anyhow::Error::msg)?
+    } else {
+        let set = if a.quick {
+            "quick"
+        } else if a.full {
+            "full"
+        } else {
+            "default"
+        };
+        all.into_iter().filter(|s| s.in_set(set)).collect()
+    };
     let ids = if a.transports.is_empty() {
         transports::AVAILABLE.to_vec()
     } else {
         a.transports.clone()
     };
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ident = Identity::self_signed(&["localhost", "127.0.0.1"])?;
-    let trust = Trust::Certificates(vec![ident.certificate()]);
-    // (transport, TLS?, mode): each transport's default security first, the other with --tls.
-    let mut variants = Vec::new();
-    for &id in &ids {
-        let default_tls = transports::tls_by_default(id);
-        let mut secs = vec![default_tls];
-        if a.tls && transports::supports_tls(id) && !transports::tls_always(id) {
-            secs.push(!default_tls);
-        }
-        for use_tls in secs {
-            if transports::has_modes(id) {
-                variants.push((id, use_tls, Mode::Rr));
-                variants.push((id, use_tls, Mode::Duplex));
-            } else {
-                variants.push((id, use_tls, Mode::Duplex));
-            }
-        }
-    }
-    let shapes = [
-        (1, Sharing::Shared),
-        (a.streams, Sharing::Shared),
-        (a.streams, Sharing::Pool),
-    ];
-    let total = variants.len() * shapes.len();
-    let mut rows = Vec::new();
-    let shutdown = CancellationToken::new();
-    let mut done = 0;
-    for (id, use_tls, mode) in variants {
-        let mut scfg = ServerConfig::new(listen);
-        if use_tls {
-            scfg.tls = Some(ident.server_config(&[transports::alpn(id)])?);
-        }
-        let (addr, _task) = transports::start_server(id, scfg, shutdown.child_token()).await?;
-        let mut label = match (id, use_tls) {
-            (TransportId::H2, false) => "h2c".to_string(),
-            (TransportId::H2, true) => "h2".to_string(),
-            (TransportId::H2ws, false) => "h2ws (h2c)".to_string(),
-            (TransportId::H2ws, true) => "h2ws".to_string(),
-            (_, true) if !transports::tls_always(id) => format!("{id}+tls"),
-            (_, true) => id.to_string(),
-            (_, false) => id.to_string(),
-        };
-        if transports::has_modes(id) {
-            label = format!("{label} {}", if mode == Mode::Rr { "rr" } else { "duplex" });
-        }
-        let client_tls = if use_tls {
-            Some(tls::client_config(&trust, &[transports::alpn(id)])?)
-        } else {
-            None
-        };
-        for (k, sharing) in shapes {
-            done += 1;
-            eprintln!("[{done}/{total}] {label} K={k} {sharing:?} ...");
-            let mut cfg = ClientConfig::new(addr);
-            cfg.tls = client_tls.clone();
-            cfg.streams = k;
-            cfg.sharing = sharing;
-            cfg.mode = mode;
-            let work = Work {
-                size: a.size,
-                count: (a.count / u64::from(k)).max(100),
-                warmup: 200,
-                stream: Some(wirelab_core::codec::StreamRequest {
-                    count: 100,
-                    size: a.size as u32,
-                    interval_ms: 0,
-                }),
-            };
-            let o = transports::run_client(id, &cfg, &work)
-                .await
-                .with_context(|| format!("{label} K={k} {sharing:?}"))?;
-            rows.push(Row {
-                label: label.clone(),
-                k,
-                sharing: match (id, sharing) {
-                    (TransportId::H1, Sharing::Pool) => "pool(6)",
-                    (_, Sharing::Pool) => "pool",
-                    _ => "shared",
-                },
-                setup_ms: o.setup.as_secs_f64() * 1e3,
-                summary: stats::summarize(&o.rtt),
-                rate: o.messages_per_sec(),
-            });
-        }
-    }
-    shutdown.cancel();
-    println!();
-    println!(
-        "loopback echo, {} B messages, closed loop (each stream waits for its echo); client and servers share this host",
-        a.size
-    );
-    println!();
-    println!("| transport | K | sharing | setup ms | p50 us | p90 us | p99 us | max us | msg/s |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let s = r.summary;
-        println!(
-            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
-            r.label, r.k, r.sharing, r.setup_ms, s.p50_us, s.p90_us, s.p99_us, s.max_us, r.rate
+    if a.reps < 6 {
+        eprintln!(
+            "note: with {} repetitions the interval for the median covers less than 95% (6 reach it)",
+            a.reps
         );
     }
+    let plan = Plan {
+        scenarios,
+        variants: transports::variants(&ids, a.tls),
+        reps: a.reps,
+        warmup_reps: a.warmup,
+        out: a.out.clone().unwrap_or_else(default_out),
+    };
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this is a debug build; for figures use `cargo run --release -p wirelab -- run`"
+        );
+    }
+    let total = runner::total_reps(&plan);
+    eprintln!(
+        "wirelab run: {} scenarios × {} transport variants, {} repetitions each (+{} warm-up) -> {}",
+        plan.scenarios.len(),
+        plan.variants.len(),
+        plan.reps,
+        plan.warmup_reps,
+        plan.out.display()
+    );
+    let pb = if std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} repetitions, eta {eta}  {msg}",
+            )
+            .context("progress template")?
+            .progress_chars("=> "),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let t0 = Instant::now();
+    let (results, failures) = runner::execute(&plan, &servers, &pb).await?;
+    pb.finish_and_clear();
+    if results.is_empty() {
+        bail!("no measurement succeeded ({} failed)", failures.len());
+    }
+    let path = report::write(&plan.out, &results)?;
+    println!("{}", report::terminal(&results));
+    println!(
+        "\n{} results in {:.0} s. Report: {}",
+        results.len(),
+        t0.elapsed().as_secs_f64(),
+        path.display()
+    );
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED {} · {}: {}", f.scenario, f.variant, f.error);
+        }
+        bail!(
+            "{} measurements failed (the others are in the report)",
+            failures.len()
+        );
+    }
+    Ok(())
+}
+
+/// Options of `wirelab report`.
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// A run directory (what `wirelab run --out` wrote).
+    dir: PathBuf,
+}
+
+pub(crate) fn report_cmd(a: ReportArgs) -> Result<()> {
+    let results = results::load_dir(&a.dir)?;
+    let path = report::write(&a.dir, &results)?;
+    println!("{}", report::terminal(&results));
+    println!("\nReport: {}", path.display());
+    Ok(())
+}
+
+/// Options of `wirelab compare`.
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// The baseline run directory.
+    a: PathBuf,
+    /// The run directory compared with it.
+    b: PathBuf,
+}
+
+pub(crate) fn compare_cmd(a: CompareArgs) -> Result<()> {
+    let ra = results::load_dir(&a.a)?;
+    let rb = results::load_dir(&a.b)?;
+    print!("{}", compare::compare(&ra, &rb));
     Ok(())
 }

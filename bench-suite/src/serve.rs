@@ -9,9 +9,9 @@ use wirelab_core::codec::{StreamRequest, HEADER_LEN};
 use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::{CancellationToken, ClientConfig, ServerConfig, TransportId};
 
-use crate::check::Work;
 use crate::opts::{self, ClientTlsOpts, H2Opts, LimitOpts, QuicOpts, ServerTlsOpts, SessionOpts};
-use crate::{stats, transports};
+use wirelab::workload::Work;
+use wirelab::{stats, transports};
 
 /// Options of `wirelab serve`.
 #[derive(Debug, Args)]
@@ -154,7 +154,13 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             quic: a.quic.settings().map_err(anyhow::Error::msg)?,
             qlog_dir: a.quic.qlog_dir.clone(),
         };
-        let (addr, task) = transports::start_server(id, cfg, shutdown.clone()).await?;
+        let (addr, task) = transports::start_server(
+            id,
+            cfg,
+            shutdown.clone(),
+            &tokio::runtime::Handle::current(),
+        )
+        .await?;
         let path = if matches!(id, TransportId::Ws | TransportId::H2ws) {
             "/ws"
         } else {
@@ -237,6 +243,7 @@ fn client_config(a: &ClientArgs, use_tls: bool) -> Result<ClientConfig> {
         qlog_dir: quic.qlog_dir.clone(),
         limits: limits.limits(),
         timeouts: limits.timeouts(),
+        wire: None,
     })
 }
 

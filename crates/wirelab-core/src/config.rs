@@ -347,6 +347,8 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Count the session's socket traffic here (see [`crate::wire`]); `None` counts nothing.
+    pub wire: Option<Arc<crate::wire::WireCounters>>,
 }
 
 impl ClientConfig {
@@ -366,6 +368,7 @@ impl ClientConfig {
             qlog_dir: None,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            wire: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod net;
 pub mod service;
 pub mod tls;
 pub mod transport;
+pub mod wire;
 
 pub use config::{
     ClientConfig, H2Settings, Limits, Mode, QuicSettings, ServerConfig, Sharing, Timeouts,

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
+use crate::wire::Counted;
 
 /// The framing of the floors (tcp, quic): a 4-byte big-endian length, then that many bytes.
 /// A length over `max_message` is an error that ends the connection (or QUIC stream).
@@ -27,13 +28,14 @@ pub fn length_prefixed(max_message: usize) -> tokio_util::codec::LengthDelimited
         .new_codec()
 }
 
-/// Connects to the configured server within the connect timeout, with `TCP_NODELAY`.
-pub async fn connect(cfg: &ClientConfig) -> Result<TcpStream> {
+/// Connects to the configured server within the connect timeout, with `TCP_NODELAY`; the
+/// socket counts its traffic into [`ClientConfig::wire`] when that is set.
+pub async fn connect(cfg: &ClientConfig) -> Result<ClientSocket> {
     let sock = tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(cfg.addr))
         .await
         .map_err(|_| Error::Timeout("TCP connect"))??;
     sock.set_nodelay(true)?;
-    Ok(sock)
+    Ok(Counted::new(sock, cfg.wire.clone()))
 }
 
 /// Runs the TLS client handshake within the handshake timeout, checking the server's name and,
@@ -41,9 +43,9 @@ pub async fn connect(cfg: &ClientConfig) -> Result<TcpStream> {
 pub async fn tls_connect(
     cfg: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
-    sock: TcpStream,
+    sock: ClientSocket,
     alpn: Option<&[u8]>,
-) -> Result<client::TlsStream<TcpStream>> {
+) -> Result<client::TlsStream<ClientSocket>> {
     let name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
         .map_err(|e| Error::Config(format!("bad server name '{}': {e}", cfg.server_name)))?;
     let io = tokio::time::timeout(
@@ -129,9 +131,9 @@ pub fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 /// A TCP connection, with or without TLS on top: one type for transports that offer both, so
 /// they are written once rather than once per stream type.
 #[derive(Debug)]
-pub enum MaybeTls<T> {
+pub enum MaybeTls<T, P = TcpStream> {
     /// Cleartext.
-    Plain(TcpStream),
+    Plain(P),
     /// TLS over TCP (boxed: a TLS stream is far larger than a socket).
     Tls(Box<T>),
 }
@@ -139,9 +141,11 @@ pub enum MaybeTls<T> {
 /// A server-side connection.
 pub type ServerIo = MaybeTls<server::TlsStream<TcpStream>>;
 /// A client-side connection.
-pub type ClientIo = MaybeTls<client::TlsStream<TcpStream>>;
+pub type ClientIo = MaybeTls<client::TlsStream<ClientSocket>, ClientSocket>;
+/// A client's TCP socket, counting its traffic when [`ClientConfig::wire`] asks for it.
+pub type ClientSocket = Counted<TcpStream>;
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+impl<T: AsyncRead + Unpin, P: AsyncRead + Unpin> AsyncRead for MaybeTls<T, P> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -154,7 +158,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+impl<T: AsyncWrite + Unpin, P: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T, P> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

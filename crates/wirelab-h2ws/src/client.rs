@@ -1,3 +1,6 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,23 +45,28 @@ where
         .await
         .map_err(proto)?;
     // hyper exposes the setting only as a flag that flips once the connection task has read the
-    // server's SETTINGS, so drive the connection and look after each step (bounded).
+    // server's SETTINGS, so drive the connection and look at the flag after each poll: it is
+    // seen as soon as the frame is processed (bounded by the wait).
     let wait = cfg.timeouts.handshake.min(SETTING_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    while !conn.is_extended_connect_protocol_enabled() {
-        tokio::select! {
-            r = &mut conn => {
-                return Err(match r {
-                    Ok(()) => Error::ConnectionClosed,
-                    Err(e) => proto(e),
-                });
-            }
-            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+    let ready = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
+            return Poll::Ready(Err(match r {
+                Ok(()) => Error::ConnectionClosed,
+                Err(e) => proto(e),
+            }));
         }
-        if tokio::time::Instant::now() >= deadline {
+        if conn.is_extended_connect_protocol_enabled() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    });
+    match tokio::time::timeout(wait, ready).await {
+        Ok(r) => r?,
+        Err(_) => {
             return Err(Error::Protocol(format!(
                 "the server did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL) within {wait:?}: it does not offer WebSocket over HTTP/2 (RFC 8441)"
-            )));
+            )))
         }
     }
     let task = tokio::spawn(async move {

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
+use wirelab_core::wire::WireCounters;
 use wirelab_core::{ClientConfig, Error, QuicSettings, Result, ServerConfig, Timeouts};
 
 pub use quinn;
@@ -62,16 +63,77 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<Endpoint> {
+fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    wire: Option<Arc<WireCounters>>,
+) -> Result<Endpoint> {
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Config("QUIC needs a tokio runtime".into()))?;
-    Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        udp_socket(addr)?,
-        runtime,
-    )
-    .map_err(Error::Io)
+    let mut socket = runtime.wrap_udp_socket(udp_socket(addr)?)?;
+    if let Some(counters) = wire {
+        socket = Arc::new(CountingSocket {
+            inner: socket,
+            counters,
+        });
+    }
+    Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), server, socket, runtime)
+        .map_err(Error::Io)
+}
+
+/// A UDP socket that counts the datagrams and bytes quinn sends and receives through it (see
+/// `wirelab_core::wire`): the QUIC packets, headers included, without UDP and IP headers.
+#[derive(Debug)]
+struct CountingSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    counters: Arc<WireCounters>,
+}
+
+impl quinn::AsyncUdpSocket for CountingSocket {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        self.inner.try_send(transmit)?;
+        let len = transmit.contents.len();
+        // With segmentation offload one transmit carries several datagrams.
+        let seg = transmit.segment_size.unwrap_or(len).max(1);
+        self.counters.sent(len, len.div_ceil(seg));
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = self.inner.poll_recv(cx, bufs, meta);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            for m in &meta[..*n] {
+                self.counters
+                    .received(m.len, m.len.div_ceil(m.stride.max(1)));
+            }
+        }
+        r
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
 }
 
 /// The transport parameters of one connection.
@@ -195,7 +257,7 @@ impl QuicListener {
     pub fn bind(cfg: ServerConfig, alpn: &[u8], uni_streams: u32) -> Result<Self> {
         let crypto = server_crypto(&cfg, alpn)?;
         let sc = quinn_server_config(&crypto, &cfg, uni_streams, None)?;
-        let endpoint = endpoint(cfg.listen, Some(sc))?;
+        let endpoint = endpoint(cfg.listen, Some(sc), None)?;
         Ok(Self {
             endpoint,
             crypto,
@@ -376,7 +438,7 @@ impl QuicConnector {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = endpoint(bind, None)?;
+        let endpoint = endpoint(bind, None, cfg.wire.clone())?;
         Ok(Self {
             endpoint,
             cfg: cfg.clone(),

@@ -3,13 +3,14 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use wirelab_core::mux::{self, MuxChannel, MuxSession, MuxWriter};
+use wirelab_core::wire::Counted;
 use wirelab_core::{net, Client, ClientConfig, Error, Result};
 
 /// A tcp client session: one connection (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
 pub struct TcpClient(MuxSession);
 
-struct Writer(FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>);
+struct Writer(FramedWrite<Counted<OwnedWriteHalf>, LengthDelimitedCodec>);
 
 impl MuxWriter for Writer {
     async fn feed(&mut self, msg: Bytes) -> Result<()> {

@@ -1,0 +1,15 @@
+//! The wirelab harness as a library: transports by id, client workloads (closed loop, open
+//! loop, setup, server-stream goodput), scenarios as data, statistics, results, reports and
+//! charts. The `wirelab` binary and the criterion benches are thin layers over it.
+
+pub mod chart;
+pub mod compare;
+pub mod env;
+pub mod probe;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod scenario;
+pub mod stats;
+pub mod transports;
+pub mod workload;

@@ -1,0 +1,319 @@
+//! `report.md` and the charts, rebuilt from the JSON results alone (`wirelab report DIR`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::chart;
+use crate::results::{ResultFile, CONFIDENCE};
+use crate::scenario::Kind;
+use crate::stats::Estimate;
+
+/// A table column: header, metric name, scale factor, decimals.
+struct Col(&'static str, &'static str, f64, usize);
+
+fn columns(kind: Kind) -> Vec<Col> {
+    match kind {
+        Kind::Echo => vec![
+            Col("p50 µs", "p50_us", 1.0, 1),
+            Col("p99 µs", "p99_us", 1.0, 1),
+            Col("p99.9 µs", "p999_us", 1.0, 0),
+            Col("max µs", "max_us", 1.0, 0),
+            Col("msg/s", "msg_per_s", 1.0, 0),
+            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
+            Col("client CPU µs/msg", "client_cpu_us_per_msg", 1.0, 1),
+            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 1),
+        ],
+        Kind::Open => vec![
+            Col("p50 µs (from intended)", "p50_us", 1.0, 1),
+            Col("p99 µs (from intended)", "p99_us", 1.0, 1),
+            Col("max µs", "max_us", 1.0, 0),
+            Col("p99 µs (from actual send)", "service_p99_us", 1.0, 1),
+            Col("send lateness p99 µs", "lateness_p99_us", 1.0, 1),
+            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
+        ],
+        Kind::Saturate => vec![Col("sustained msg/s", "sustained_per_s", 1.0, 0)],
+        Kind::Stream => vec![
+            Col("goodput MiB/s", "goodput_mib_s", 1.0, 1),
+            Col("msg/s", "msg_per_s", 1.0, 0),
+            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
+            Col("client CPU µs/msg", "client_cpu_us_per_msg", 1.0, 2),
+            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 2),
+        ],
+        Kind::Setup => vec![
+            Col("p50 ms", "p50_us", 1e-3, 2),
+            Col("p90 ms", "p90_us", 1e-3, 2),
+            Col("max ms", "max_us", 1e-3, 2),
+        ],
+    }
+}
+
+/// `median [lo–hi]`, scaled.
+pub fn fmt_estimate(e: &Estimate, scale: f64, decimals: usize) -> String {
+    if e.n > 1 {
+        format!(
+            "{:.d$} [{:.d$}–{:.d$}]",
+            e.median * scale,
+            e.lo * scale,
+            e.hi * scale,
+            d = decimals
+        )
+    } else {
+        format!("{:.d$}", e.median * scale, d = decimals)
+    }
+}
+
+/// The metric whose ratio to the floor is shown, per kind.
+fn headline(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Echo | Kind::Open => Some("p50_us"),
+        Kind::Setup => Some("p50_us"),
+        _ => None,
+    }
+}
+
+/// Groups results by scenario, keeping their order.
+fn by_scenario(results: &[ResultFile]) -> Vec<(String, Vec<&ResultFile>)> {
+    let mut out: Vec<(String, Vec<&ResultFile>)> = Vec::new();
+    for r in results {
+        match out.iter_mut().find(|(n, _)| *n == r.scenario.name) {
+            Some((_, v)) => v.push(r),
+            None => out.push((r.scenario.name.clone(), vec![r])),
+        }
+    }
+    out
+}
+
+/// The Markdown table of one scenario.
+pub fn table(rs: &[&ResultFile]) -> String {
+    let Some(first) = rs.first() else {
+        return String::new();
+    };
+    let kind = first.scenario.kind;
+    let cols = columns(kind);
+    let mut s = String::from("| transport |");
+    for c in &cols {
+        let _ = write!(s, " {} |", c.0);
+    }
+    let head = headline(kind);
+    if head.is_some() {
+        s.push_str(" p50 ÷ floor |");
+    }
+    s.push_str("\n|---|");
+    for _ in &cols {
+        s.push_str("---:|");
+    }
+    if head.is_some() {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    let floors: BTreeMap<&str, f64> = rs
+        .iter()
+        .filter(|r| r.variant.floor.is_none())
+        .filter_map(|r| Some((r.variant.transport.as_str(), r.summary.get(head?)?.median)))
+        .collect();
+    for r in rs {
+        let _ = write!(s, "| {} |", r.variant.label);
+        for c in &cols {
+            match r.summary.get(c.1) {
+                Some(e) => {
+                    let _ = write!(s, " {} |", fmt_estimate(e, c.2, c.3));
+                }
+                None => s.push_str(" – |"),
+            }
+        }
+        if let Some(h) = head {
+            let ratio = r
+                .variant
+                .floor
+                .as_deref()
+                .and_then(|f| Some(r.summary.get(h)?.median / floors.get(f)?));
+            match ratio {
+                Some(x) => {
+                    let _ = write!(s, " {x:.2}× {} |", r.variant.floor.as_deref().unwrap_or(""));
+                }
+                None if r.variant.floor.is_none() => s.push_str(" floor |"),
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn est(r: &ResultFile, m: &str) -> Option<(String, Estimate)> {
+    r.summary.get(m).map(|e| (r.variant.label.clone(), *e))
+}
+
+/// Draws a scenario's charts into `dir/<scenario>/`; returns their file names.
+fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, String)>> {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub)?;
+    let kind = rs[0].scenario.kind;
+    let mut made = Vec::new();
+    let mut bar = |file: &str, title: String, unit: &str, metric: &str, scale: f64| -> Result<()> {
+        let rows: Vec<_> = rs
+            .iter()
+            .filter_map(|r| est(r, metric))
+            .map(|(l, e)| {
+                (
+                    l,
+                    Estimate {
+                        median: e.median * scale,
+                        lo: e.lo * scale,
+                        hi: e.hi * scale,
+                        ..e
+                    },
+                )
+            })
+            .collect();
+        if !rows.is_empty() {
+            chart::bars(&sub.join(file), &title, unit, &rows)?;
+            made.push((title, format!("{name}/{file}")));
+        }
+        Ok(())
+    };
+    match kind {
+        Kind::Echo | Kind::Open => {
+            bar(
+                "throughput.svg",
+                format!("{name}: messages/s (median, 95% CI)"),
+                "messages/s",
+                "msg_per_s",
+                1.0,
+            )?;
+            bar(
+                "overhead.svg",
+                format!("{name}: socket bytes per message, both ways"),
+                "bytes/message",
+                "wire_bytes_per_msg",
+                1.0,
+            )?;
+            bar(
+                "cpu.svg",
+                format!("{name}: server CPU µs per message"),
+                "µs/message",
+                "server_cpu_us_per_msg",
+                1.0,
+            )?;
+        }
+        Kind::Saturate => bar(
+            "throughput.svg",
+            format!("{name}: highest sustained rate"),
+            "messages/s",
+            "sustained_per_s",
+            1.0,
+        )?,
+        Kind::Stream => bar(
+            "throughput.svg",
+            format!("{name}: goodput"),
+            "MiB/s",
+            "goodput_mib_s",
+            1.0,
+        )?,
+        Kind::Setup => bar(
+            "setup.svg",
+            format!("{name}: time to first echo, p50"),
+            "ms",
+            "p50_us",
+            1e-3,
+        )?,
+    }
+    if matches!(kind, Kind::Echo | Kind::Open) {
+        let series: Vec<_> = rs
+            .iter()
+            .filter_map(|r| Some((r.variant.label.clone(), r.merged_latency()?)))
+            .collect();
+        if !series.is_empty() {
+            let title = format!("{name}: latency CDF, all repetitions merged");
+            chart::latency_cdf(&sub.join("latency_cdf.svg"), &title, &series)?;
+            made.insert(0, (title, format!("{name}/latency_cdf.svg")));
+        }
+    }
+    Ok(made)
+}
+
+/// Writes `dir/report.md` and every chart from `results`; returns the report's path.
+pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
+    let mut md = String::new();
+    let _ = writeln!(md, "# wirelab run\n");
+    if let Some(e) = results.first().map(|r| &r.env) {
+        let _ = writeln!(md, "| | |\n|---|---|");
+        let crates: Vec<_> = e.crates.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        for (k, v) in [
+            ("started", e.started.clone()),
+            ("command", format!("`{}`", e.command)),
+            (
+                "wirelab",
+                format!(
+                    "{} ({} {}, {} build)",
+                    e.wirelab, e.git_rev, e.git_state, e.profile
+                ),
+            ),
+            ("compiler", e.rustc.clone()),
+            (
+                "CPU",
+                format!(
+                    "{} — {} usable, allowed CPUs {}",
+                    e.cpu_model, e.cores, e.cpus_allowed
+                ),
+            ),
+            (
+                "kernel",
+                format!(
+                    "{} (TCP congestion control {})",
+                    e.kernel, e.tcp_congestion_control
+                ),
+            ),
+            ("crates", crates.join(", ")),
+        ] {
+            let _ = writeln!(md, "| {k} | {v} |");
+        }
+        if e.profile != "release" {
+            md.push_str("\n**This is a debug build: its figures are not comparable. Use `cargo run --release`.**\n");
+        }
+    }
+    let reps = results.first().map_or(0, |r| r.reps.len());
+    let level = results
+        .iter()
+        .flat_map(|r| r.summary.values())
+        .map(|e| e.level)
+        .fold(f64::INFINITY, f64::min);
+    let _ = writeln!(
+        md,
+        "\nLoopback, client and servers in one process on separate runtimes. Each cell is the median over {reps} \
+         repetitions (after {} warm-up) with a distribution-free confidence interval in brackets \
+         (asked: {:.0}%, reached: {:.1}%). Definitions: the methodology chapter (docs/src/methodology.md).\n",
+        results.first().map_or(0, |r| r.warmup_reps),
+        CONFIDENCE * 100.0,
+        if level.is_finite() { level * 100.0 } else { 0.0 },
+    );
+    for (name, rs) in by_scenario(results) {
+        let _ = writeln!(md, "## {name}\n\n{}\n", rs[0].scenario.about);
+        md.push_str(&table(&rs));
+        for r in &rs {
+            for n in &r.notes {
+                let _ = writeln!(md, "\n- **{}**: {n}", r.variant.label);
+            }
+        }
+        md.push('\n');
+        for (title, file) in charts(dir, &name, &rs)? {
+            let _ = writeln!(md, "![{title}]({file})\n");
+        }
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md)?;
+    Ok(path)
+}
+
+/// The comparison tables for the terminal: one per scenario.
+pub fn terminal(results: &[ResultFile]) -> String {
+    let mut out = String::new();
+    for (name, rs) in by_scenario(results) {
+        let _ = writeln!(out, "\n{name} — {}\n", rs[0].scenario.about);
+        out.push_str(&table(&rs));
+    }
+    out
+}

@@ -1,0 +1,315 @@
+//! The results of a run: one JSON file per scenario and transport variant, with a versioned
+//! schema, the environment, every repetition (raw histograms included) and the medians with
+//! their confidence intervals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::env::Env;
+use crate::probe::Cost;
+use crate::scenario::{Kind, Scenario};
+use crate::stats::{self, Estimate, HistData};
+
+/// The schema id every result file carries. Bump the number on any incompatible change.
+pub const SCHEMA: &str = "wirelab.result/1";
+
+/// The confidence level asked of every interval.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// Which transport variant a result is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantInfo {
+    /// Label in tables, e.g. `h2 rr`.
+    pub label: String,
+    /// File name stem, e.g. `h2-rr`.
+    pub slug: String,
+    /// Transport id.
+    pub transport: String,
+    /// Over TLS.
+    pub tls: bool,
+    /// `rr` or `duplex`.
+    pub mode: String,
+    /// The floor it is compared with (`tcp`, `quic`), if any.
+    pub floor: Option<String>,
+}
+
+/// One saturation step: an open-loop run at one rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Offered messages per second.
+    pub rate: f64,
+    /// 99th percentile latency from the intended send time, µs.
+    pub p99_us: f64,
+    /// Whether the rate was sustained (generator kept up, p99 within the objective).
+    pub sustained: bool,
+    /// Why not, when it was not.
+    pub why: Option<String>,
+}
+
+/// One repetition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rep {
+    /// Messages measured (echoes, stream messages, or sessions for setup).
+    pub messages: u64,
+    /// Wall time of the measured phase, s.
+    pub elapsed_s: f64,
+    /// Payload bytes moved one way (for goodput).
+    pub payload_bytes: u64,
+    /// Latency, ns: closed-loop RTT; open loop: from the intended send; setup: to first echo.
+    pub latency: Option<HistData>,
+    /// Open loop: latency from the actual send, ns.
+    pub service: Option<HistData>,
+    /// Open loop: actual minus intended send time, ns.
+    pub lateness: Option<HistData>,
+    /// Open loop: offered rate, messages/s.
+    pub offered_per_s: Option<f64>,
+    /// Open loop: `None` when the generator kept its schedule, otherwise why not.
+    pub behind: Option<String>,
+    /// CPU and socket bytes of the measured phase.
+    pub cost: Option<Cost>,
+    /// Saturation: the steps tried and the highest sustained rate.
+    pub steps: Vec<Step>,
+    /// Saturation: highest sustained rate, messages/s.
+    pub sustained_per_s: Option<f64>,
+}
+
+/// One result file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultFile {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The scenario as run.
+    pub scenario: Scenario,
+    /// The transport variant.
+    pub variant: VariantInfo,
+    /// Where and with what.
+    pub env: Env,
+    /// Unmeasured repetitions run first.
+    pub warmup_reps: u32,
+    /// The measured repetitions.
+    pub reps: Vec<Rep>,
+    /// Median and confidence interval over the repetitions, per metric (see [`metrics`]).
+    pub summary: BTreeMap<String, Estimate>,
+    /// Anything a reader must know (e.g. the generator fell behind).
+    pub notes: Vec<String>,
+}
+
+/// The metrics of one repetition, by name:
+/// `p50_us p90_us p99_us p999_us max_us` (of `latency`), `msg_per_s`, `goodput_mib_s`,
+/// `wire_bytes_per_msg`, `datagrams_per_msg`, `client_cpu_us_per_msg`, `server_cpu_us_per_msg`,
+/// `service_p99_us`, `lateness_p99_us`, `sustained_per_s`.
+pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: f64| {
+        if v.is_finite() {
+            m.insert(k.to_string(), v);
+        }
+    };
+    if let Some(h) = rep.latency.as_ref().and_then(|h| h.to_histogram().ok()) {
+        if !h.is_empty() {
+            let s = stats::summarize(&h);
+            put("p50_us", s.p50_us);
+            put("p90_us", s.p90_us);
+            put("p99_us", s.p99_us);
+            put("p999_us", s.p999_us);
+            put("max_us", s.max_us);
+        }
+    }
+    for (name, h) in [
+        ("service_p99_us", &rep.service),
+        ("lateness_p99_us", &rep.lateness),
+    ] {
+        if let Some(h) = h.as_ref().and_then(|h| h.to_histogram().ok()) {
+            if !h.is_empty() {
+                put(name, stats::summarize(&h).p99_us);
+            }
+        }
+    }
+    if rep.messages > 0 && rep.elapsed_s > 0.0 {
+        put("msg_per_s", rep.messages as f64 / rep.elapsed_s);
+        if rep.payload_bytes > 0 {
+            put(
+                "goodput_mib_s",
+                rep.payload_bytes as f64 / rep.elapsed_s / (1 << 20) as f64,
+            );
+        }
+    }
+    if let (Some(c), true) = (&rep.cost, rep.messages > 0) {
+        let per = |v: u64| v as f64 / rep.messages as f64;
+        if let (Some(tx), Some(rx)) = (c.tx_bytes, c.rx_bytes) {
+            put("wire_bytes_per_msg", per(tx + rx));
+        }
+        if let Some(d) = c.datagrams.filter(|d| *d > 0) {
+            put("datagrams_per_msg", per(d));
+        }
+        if let Some(ns) = c.client_cpu_ns {
+            put("client_cpu_us_per_msg", per(ns) / 1000.0);
+        }
+        if let Some(ns) = c.server_cpu_ns {
+            put("server_cpu_us_per_msg", per(ns) / 1000.0);
+        }
+    }
+    if let Some(r) = rep.sustained_per_s {
+        put("sustained_per_s", r);
+    }
+    m
+}
+
+/// Median and confidence interval of every metric over `reps`.
+pub fn summarize(reps: &[Rep]) -> BTreeMap<String, Estimate> {
+    let per: Vec<_> = reps.iter().map(metrics).collect();
+    let mut names: Vec<&String> = per.iter().flat_map(|m| m.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let xs: Vec<f64> = per.iter().filter_map(|m| m.get(n).copied()).collect();
+            stats::median_ci(&xs, CONFIDENCE).map(|e| (n.clone(), e))
+        })
+        .collect()
+}
+
+impl ResultFile {
+    /// Where it lives under a run directory: `DIR/<scenario>/<variant>.json`.
+    pub fn path_in(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.scenario.name)
+            .join(format!("{}.json", self.variant.slug))
+    }
+
+    /// The merged latency histogram of all repetitions.
+    pub fn merged_latency(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        let hs: Vec<_> = self
+            .reps
+            .iter()
+            .filter_map(|r| r.latency.as_ref()?.to_histogram().ok())
+            .collect();
+        (!hs.is_empty()).then(|| stats::merge(&hs))
+    }
+
+    /// Writes it (pretty JSON) under `dir`.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        let path = self.path_in(dir);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Reads and checks one file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        match v.get("schema").and_then(|s| s.as_str()) {
+            Some(SCHEMA) => {}
+            Some(other) => bail!(
+                "{}: schema {other}, this wirelab reads {SCHEMA}",
+                path.display()
+            ),
+            None => bail!("{}: not a wirelab result (no schema)", path.display()),
+        }
+        serde_json::from_value(v).with_context(|| format!("{}: bad result file", path.display()))
+    }
+}
+
+/// Every result file under a run directory, in scenario then variant order of the run.
+pub fn load_dir(dir: &Path) -> Result<Vec<ResultFile>> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory of results", dir.display());
+    }
+    let mut out = Vec::new();
+    let mut subdirs: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    for sub in subdirs {
+        let mut files: Vec<_> = std::fs::read_dir(&sub)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for f in files {
+            out.push(ResultFile::load(&f)?);
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no result files (DIR/<scenario>/<transport>.json) in {}",
+            dir.display()
+        );
+    }
+    out.sort_by_key(|r| {
+        (
+            kind_order(r.scenario.kind),
+            r.scenario.name.clone(),
+            order_of(&r.variant),
+        )
+    });
+    Ok(out)
+}
+
+fn kind_order(k: Kind) -> u8 {
+    match k {
+        Kind::Echo => 0,
+        Kind::Open => 1,
+        Kind::Saturate => 2,
+        Kind::Stream => 3,
+        Kind::Setup => 4,
+    }
+}
+
+fn order_of(v: &VariantInfo) -> (usize, String) {
+    let pos = crate::transports::AVAILABLE
+        .iter()
+        .position(|t| t.as_str() == v.transport)
+        .unwrap_or(usize::MAX);
+    (pos, v.label.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_a_known_repetition() {
+        let mut h = stats::histogram();
+        for us in 1..=100u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let rep = Rep {
+            messages: 100,
+            elapsed_s: 0.5,
+            payload_bytes: 100 * 1024,
+            latency: Some(HistData::from_histogram(&h)),
+            cost: Some(Cost {
+                tx_bytes: Some(6400),
+                rx_bytes: Some(6400),
+                datagrams: Some(0),
+                server_cpu_ns: Some(1_000_000),
+                client_cpu_ns: Some(2_000_000),
+            }),
+            ..Rep::default()
+        };
+        let m = metrics(&rep);
+        assert!((m["p50_us"] - 50.0).abs() < 0.1);
+        assert_eq!(m["msg_per_s"], 200.0);
+        assert_eq!(m["wire_bytes_per_msg"], 128.0);
+        assert_eq!(m["server_cpu_us_per_msg"], 10.0);
+        assert_eq!(m["client_cpu_us_per_msg"], 20.0);
+        assert!(!m.contains_key("datagrams_per_msg"));
+        assert!((m["goodput_mib_s"] - 200.0 * 1024.0 / 1048576.0).abs() < 1e-9);
+        let s = summarize(&vec![rep; 6]);
+        assert_eq!(s["msg_per_s"].median, 200.0);
+        assert_eq!(s["msg_per_s"].n, 6);
+    }
+}

@@ -1,0 +1,336 @@
+//! Runs scenarios against transport variants on loopback and writes the results.
+//!
+//! For each variant one server runs on the server runtime (its own threads, so CPU time can
+//! be split); for each scenario the client first runs unmeasured warm-up repetitions, then the
+//! measured ones, each on a fresh session. Transports run one at a time, never two at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use tokio::runtime::Handle;
+use wirelab_core::tls::{self, Identity, Trust};
+use wirelab_core::wire::WireCounters;
+use wirelab_core::{CancellationToken, ClientConfig, ServerConfig};
+
+use crate::env::Env;
+use crate::probe::Probe;
+use crate::results::{self, Rep, ResultFile, Step, VariantInfo};
+use crate::scenario::{Kind, Scenario};
+use crate::stats::HistData;
+use crate::transports::{self, Variant};
+use crate::with_client;
+use crate::workload::{self, Schedule};
+
+/// Send lateness above which the open-loop generator says it could not keep its rate.
+pub const LATENESS_BUDGET: Duration = Duration::from_millis(1);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Transport variants, in order.
+    pub variants: Vec<Variant>,
+    /// Measured repetitions per scenario and variant.
+    pub reps: u32,
+    /// Unmeasured repetitions first.
+    pub warmup_reps: u32,
+    /// Where the results go.
+    pub out: PathBuf,
+}
+
+/// Where servers run.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// The runtime servers are spawned on.
+    pub handle: Handle,
+    /// Whether that runtime's threads are named [`crate::probe::SERVER_THREAD`] and serve
+    /// nothing else, so CPU time can be split between server and client.
+    pub separate: bool,
+}
+
+/// Whether a scenario applies to a variant (0-RTT needs QUIC).
+pub fn applies(s: &Scenario, v: &Variant) -> bool {
+    !(s.kind == Kind::Setup && s.zero_rtt && !transports::has_zero_rtt(v.id))
+}
+
+/// How many repetitions a plan runs in all (for progress bars).
+pub fn total_reps(plan: &Plan) -> u64 {
+    let pairs = plan
+        .variants
+        .iter()
+        .flat_map(|v| plan.scenarios.iter().filter(move |s| applies(s, v)))
+        .count() as u64;
+    pairs * u64::from(plan.reps + plan.warmup_reps)
+}
+
+/// A measurement that failed, and why.
+#[derive(Debug)]
+pub struct Failure {
+    /// Scenario name.
+    pub scenario: String,
+    /// Variant label.
+    pub variant: String,
+    /// The error chain.
+    pub error: String,
+}
+
+/// Runs the plan; writes `out/<scenario>/<variant>.json` as each finishes. A failed
+/// measurement does not stop the others: it is returned with the results.
+pub async fn execute(
+    plan: &Plan,
+    servers: &Servers,
+    pb: &ProgressBar,
+) -> Result<(Vec<ResultFile>, Vec<Failure>)> {
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("cannot create {}", plan.out.display()))?;
+    let env = Env::capture();
+    let ident = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+    let trust = Trust::Certificates(vec![ident.certificate()]);
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for v in &plan.variants {
+        let scenarios: Vec<_> = plan.scenarios.iter().filter(|s| applies(s, v)).collect();
+        if scenarios.is_empty() {
+            continue;
+        }
+        let mut scfg = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        if v.tls {
+            scfg.tls = Some(ident.server_config(&[transports::alpn(v.id)])?);
+        }
+        let shutdown = CancellationToken::new();
+        let (addr, task) =
+            transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
+        let client_tls = if v.tls {
+            Some(tls::client_config(&trust, &[transports::alpn(v.id)])?)
+        } else {
+            None
+        };
+        for s in scenarios {
+            pb.set_message(format!("{} · {}", s.name, v.label()));
+            let mut reps = Vec::new();
+            let mut notes = Vec::new();
+            let mut error = None;
+            for r in 0..plan.warmup_reps + plan.reps {
+                let mut cfg = ClientConfig::new(addr);
+                cfg.tls = client_tls.clone();
+                cfg.mode = v.mode;
+                match one_rep(s, v, cfg, servers.separate).await {
+                    Ok(rep) => {
+                        if let Some(why) = &rep.behind {
+                            notes.push(format!("repetition {r}: the generator {why}"));
+                        }
+                        if r >= plan.warmup_reps {
+                            reps.push(rep);
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(format!("{e:#}"));
+                        pb.inc(u64::from(plan.warmup_reps + plan.reps - r));
+                        break;
+                    }
+                }
+                pb.inc(1);
+            }
+            if let Some(error) = error {
+                pb.println(format!("FAILED {} · {}: {error}", s.name, v.label()));
+                failures.push(Failure {
+                    scenario: s.name.clone(),
+                    variant: v.label(),
+                    error,
+                });
+                continue;
+            }
+            let rf = ResultFile {
+                schema: results::SCHEMA.into(),
+                scenario: s.clone(),
+                variant: VariantInfo {
+                    label: v.label(),
+                    slug: v.slug(),
+                    transport: v.id.to_string(),
+                    tls: v.tls,
+                    mode: transports::mode_name(v.mode).into(),
+                    floor: v.floor().map(|f| f.to_string()),
+                },
+                env: env.clone(),
+                warmup_reps: plan.warmup_reps,
+                summary: results::summarize(&reps),
+                reps,
+                notes,
+            };
+            rf.save(&plan.out)?;
+            if pb.is_hidden() {
+                eprintln!("done {} · {}", s.name, v.label());
+            }
+            results.push(rf);
+        }
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    Ok((results, failures))
+}
+
+/// One repetition of `s` on a fresh session.
+async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, cpu: bool) -> Result<Rep> {
+    let wire = WireCounters::new();
+    let probe = Probe {
+        wire: Some(wire.clone()),
+        cpu,
+    };
+    cfg.wire = Some(wire);
+    cfg.streams = s.streams;
+    cfg.sharing = s.sharing.into();
+    let size = s.size_bytes();
+    let id = v.id;
+    match s.kind {
+        Kind::Echo => {
+            let per_stream = (s.messages / u64::from(s.streams)).max(1);
+            let warmup = (per_stream / 10).max(10);
+            let r = with_client!(id, C => workload::closed_loop::<C>(&cfg, size, warmup, per_stream, Some(&probe)).await)?;
+            Ok(Rep {
+                messages: r.rtt.len(),
+                elapsed_s: r.elapsed.as_secs_f64(),
+                payload_bytes: r.rtt.len() * size as u64,
+                latency: Some(HistData::from_histogram(&r.rtt)),
+                cost: r.cost,
+                ..Rep::default()
+            })
+        }
+        Kind::Open => {
+            let sched = Schedule {
+                rate: s.rate,
+                duration: Duration::from_millis(s.duration_ms),
+                size,
+                lateness_budget: LATENESS_BUDGET,
+            };
+            let r =
+                with_client!(id, C => workload::open_loop::<C>(&cfg, sched, Some(&probe)).await)?;
+            Ok(Rep {
+                messages: r.messages,
+                elapsed_s: r.elapsed.as_secs_f64(),
+                payload_bytes: r.messages * size as u64,
+                latency: Some(HistData::from_histogram(&r.corrected)),
+                service: Some(HistData::from_histogram(&r.service)),
+                lateness: Some(HistData::from_histogram(&r.lateness)),
+                offered_per_s: Some(s.rate),
+                behind: r.behind,
+                cost: r.cost,
+                ..Rep::default()
+            })
+        }
+        Kind::Saturate => saturate(s, id, &cfg).await,
+        Kind::Setup => {
+            cfg.streams = 1;
+            cfg.zero_rtt = s.zero_rtt;
+            // Setup opens sessions back to back: a fresh ticket store per repetition, so
+            // every repetition primes and resumes the same way.
+            if s.zero_rtt {
+                if let Some(t) = &cfg.tls {
+                    let mut fresh = (**t).clone();
+                    fresh.resumption = rustls_resumption();
+                    cfg.tls = Some(Arc::new(fresh));
+                }
+            }
+            cfg.wire = None;
+            let n = u32::try_from(s.messages).context("setup count")?;
+            let h = with_client!(id, C => workload::setup_many::<C>(&cfg, size, n).await)?;
+            Ok(Rep {
+                messages: h.len(),
+                latency: Some(HistData::from_histogram(&h)),
+                ..Rep::default()
+            })
+        }
+        Kind::Stream => {
+            cfg.streams = 1;
+            let n = u32::try_from(s.messages).context("stream message count")?;
+            let r = with_client!(id, C => workload::stream_goodput::<C>(&cfg, size, n, Some(&probe)).await)?;
+            Ok(Rep {
+                messages: r.messages,
+                elapsed_s: r.elapsed.as_secs_f64(),
+                payload_bytes: r.bytes,
+                cost: r.cost,
+                ..Rep::default()
+            })
+        }
+    }
+}
+
+fn rustls_resumption() -> rustls::client::Resumption {
+    rustls::client::Resumption::in_memory_sessions(256)
+}
+
+/// Saturation search: open-loop steps at doubling rates from the scenario's rate until one is
+/// not sustained, then three bisection steps between the last sustained and the first failed
+/// rate. A step is sustained when the generator kept its schedule and the 99th percentile
+/// latency from the intended send time stayed within the objective.
+async fn saturate(s: &Scenario, id: wirelab_core::TransportId, cfg: &ClientConfig) -> Result<Rep> {
+    const MAX_RATE: f64 = 2_000_000.0;
+    let size = s.size_bytes();
+    let slo_us = s.slo_ms * 1000.0;
+    let mut steps: Vec<Step> = Vec::new();
+    let step = |rate: f64| {
+        let cfg = cfg.clone();
+        async move {
+            let sched = Schedule {
+                rate,
+                duration: Duration::from_millis(s.duration_ms),
+                size,
+                lateness_budget: LATENESS_BUDGET,
+            };
+            let r = with_client!(id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
+            let p99_us = crate::stats::summarize(&r.corrected).p99_us;
+            let why = r.behind.or_else(|| {
+                (p99_us > slo_us)
+                    .then(|| format!("p99 {p99_us:.0} us over the {slo_us:.0} us objective"))
+            });
+            anyhow::Ok(Step {
+                rate,
+                p99_us,
+                sustained: why.is_none(),
+                why,
+            })
+        }
+    };
+    let mut good: Option<f64> = None;
+    let mut bad: Option<f64> = None;
+    let mut rate = s.rate;
+    while rate <= MAX_RATE {
+        let st = step(rate).await?;
+        let ok = st.sustained;
+        steps.push(st);
+        if ok {
+            good = Some(rate);
+            rate *= 2.0;
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    if let Some(b) = bad {
+        let mut lo = good.unwrap_or(0.0);
+        let mut hi = b;
+        for _ in 0..3 {
+            let mid = ((lo + hi) / 2.0).round();
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            let st = step(mid).await?;
+            if st.sustained {
+                lo = mid;
+                good = Some(mid);
+            } else {
+                hi = mid;
+            }
+            steps.push(st);
+        }
+    }
+    Ok(Rep {
+        sustained_per_s: Some(good.unwrap_or(0.0)),
+        steps,
+        ..Rep::default()
+    })
+}

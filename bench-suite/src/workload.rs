@@ -1,0 +1,586 @@
+//! Client workloads, generic over the transport: closed-loop echo, open-loop echo at a fixed
+//! rate, setup to the first echo, and server-stream goodput. `wirelab client` uses [`run`];
+//! the harness uses the others.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, Barrier};
+use wirelab_core::codec::{self, Kind, StreamRequest};
+use wirelab_core::{clock, Channel, Client, ClientConfig};
+
+use crate::probe::{Cost, Probe};
+use crate::stats;
+
+/// What `wirelab client` does.
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// Message size in bytes.
+    pub size: usize,
+    /// Measured echoes per logical stream.
+    pub count: u64,
+    /// Unmeasured echoes per logical stream before measuring.
+    pub warmup: u64,
+    /// A server stream to request on stream 0 after the echoes, and check.
+    pub stream: Option<StreamRequest>,
+}
+
+/// What `wirelab client` saw.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Time to open the session (connections and handshakes).
+    pub setup: Duration,
+    /// Echo round-trip times, ns.
+    pub rtt: Histogram<u64>,
+    /// Wall time of the measured echo phase.
+    pub elapsed: Duration,
+    /// Server stream: messages received and one-way delays (ns, same-host clock).
+    pub stream: Option<(u64, Histogram<u64>)>,
+    /// Whether the session resumed with 0-RTT early data (see [`Client::early_data`]).
+    pub early_data: Option<bool>,
+}
+
+impl Outcome {
+    /// Measured echoes per second.
+    pub fn messages_per_sec(&self) -> f64 {
+        self.rtt.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+async fn echo_loop<C: Channel>(
+    mut ch: C,
+    size: usize,
+    warmup: u64,
+    count: u64,
+    barrier: Arc<Barrier>,
+) -> Result<(C, Histogram<u64>)> {
+    let id = ch.id();
+    let mut hist = stats::histogram();
+    for seq in 0..warmup + count {
+        if seq == warmup {
+            barrier.wait().await;
+        }
+        let t0 = clock::now_ns();
+        let msg = codec::encode(id, seq, t0, Kind::Echo, size)?;
+        let back = ch
+            .echo(msg.clone())
+            .await
+            .with_context(|| format!("echo {seq} on stream {id}"))?;
+        let rtt = clock::now_ns().saturating_sub(t0);
+        if back != msg {
+            bail!(
+                "stream {id}: echo {seq} came back different ({} bytes)",
+                back.len()
+            );
+        }
+        if seq >= warmup {
+            hist.record(rtt.max(1))?;
+        }
+    }
+    if count == 0 {
+        barrier.wait().await;
+    }
+    Ok((ch, hist))
+}
+
+/// Runs a priming session (one echo) so the TLS config holds a session ticket for 0-RTT.
+pub async fn prime<C: Client>(cfg: &ClientConfig) -> Result<()> {
+    let mut prime = cfg.clone();
+    prime.streams = 1;
+    prime.zero_rtt = false;
+    prime.wire = None;
+    let mut c = C::connect(&prime)
+        .await
+        .context("priming session for 0-RTT")?;
+    let mut chans = c.channels();
+    if let Some(ch) = chans.first_mut() {
+        let msg = codec::encode(0, 0, clock::now_ns(), Kind::Echo, codec::HEADER_LEN)?;
+        ch.echo(msg).await.context("priming echo")?;
+    }
+    drop(chans);
+    c.close().await.context("closing the priming session")?;
+    Ok(())
+}
+
+async fn check_zero_rtt<C: Client>(cfg: &ClientConfig, client: &mut C) -> Result<Option<bool>> {
+    let early_data = client.early_data().await;
+    if cfg.zero_rtt && early_data != Some(true) {
+        bail!("0-RTT was asked for but not used (early data: {early_data:?})");
+    }
+    Ok(early_data)
+}
+
+/// Opens a session, runs closed-loop echoes on every stream at once, checks a server stream,
+/// closes.
+///
+/// With 0-RTT asked for, a priming session (one echo) runs first so the TLS config holds a
+/// session ticket; the measured session then resumes with early data.
+pub async fn run<C: Client>(cfg: &ClientConfig, work: &Work) -> Result<Outcome> {
+    if cfg.zero_rtt {
+        prime::<C>(cfg).await?;
+    }
+    let t0 = Instant::now();
+    let mut client = C::connect(cfg).await.context("connecting")?;
+    let setup = t0.elapsed();
+    let (rtt, elapsed, mut chans) =
+        echo_phase(client.channels(), work.size, work.warmup, work.count).await?;
+    let stream = match (work.stream, chans.first_mut()) {
+        (Some(req), Some(ch)) => Some(check_stream(ch, req).await?),
+        _ => None,
+    };
+    drop(chans);
+    let early_data = check_zero_rtt(cfg, &mut client).await?;
+    client.close().await.context("closing the session")?;
+    Ok(Outcome {
+        setup,
+        rtt,
+        elapsed,
+        stream,
+        early_data,
+    })
+}
+
+/// Runs the echo loops on every channel; returns the merged RTTs and the wall time of the
+/// measured part (all streams meet at a barrier after their warm-up).
+async fn echo_phase<Ch: Channel>(
+    channels: Vec<Ch>,
+    size: usize,
+    warmup: u64,
+    count: u64,
+) -> Result<(Histogram<u64>, Duration, Vec<Ch>)> {
+    let (h, d, chans, _) = echo_phase_probed(channels, size, warmup, count, None).await?;
+    Ok((h, d, chans))
+}
+
+async fn echo_phase_probed<Ch: Channel>(
+    channels: Vec<Ch>,
+    size: usize,
+    warmup: u64,
+    count: u64,
+    probe: Option<&Probe>,
+) -> Result<(Histogram<u64>, Duration, Vec<Ch>, Option<Cost>)> {
+    let barrier = Arc::new(Barrier::new(channels.len() + 1));
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .map(|ch| tokio::spawn(echo_loop(ch, size, warmup, count, barrier.clone())))
+        .collect();
+    barrier.wait().await;
+    let before = probe.map(Probe::snapshot);
+    let start = Instant::now();
+    let mut rtt = stats::histogram();
+    let mut chans = Vec::new();
+    let mut first_err = None;
+    for t in tasks {
+        match t.await.map_err(|e| anyhow!("echo task failed: {e}")) {
+            Ok(Ok((ch, h))) => {
+                rtt.add(&h)?;
+                chans.push(ch);
+            }
+            Ok(Err(e)) | Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let elapsed = start.elapsed();
+    let cost = match (probe, before) {
+        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
+        _ => None,
+    };
+    Ok((rtt, elapsed, chans, cost))
+}
+
+async fn check_stream<C: Channel>(ch: &mut C, req: StreamRequest) -> Result<(u64, Histogram<u64>)> {
+    let got = ch.server_stream(req).await.context("server stream")?;
+    if got.len() != req.count as usize {
+        bail!(
+            "server stream: {} of {} messages arrived",
+            got.len(),
+            req.count
+        );
+    }
+    let mut owd = stats::histogram();
+    for (i, r) in got.iter().enumerate() {
+        let h = codec::decode(&r.msg, usize::MAX)?;
+        if h.seq != i as u64 || h.kind != Kind::StreamData || h.len != req.size {
+            bail!("server stream: message {i} is out of order or malformed: {h:?}");
+        }
+        if h.stream != ch.id() {
+            bail!(
+                "server stream: message {i} is stamped for stream {}",
+                h.stream
+            );
+        }
+        owd.record(r.at_ns.saturating_sub(h.sent_ns).max(1))?;
+    }
+    Ok((got.len() as u64, owd))
+}
+
+/// One closed-loop measurement: each stream sends, waits for its echo, sends the next.
+#[derive(Debug)]
+pub struct ClosedLoop {
+    /// Round-trip times of the measured echoes, ns.
+    pub rtt: Histogram<u64>,
+    /// Wall time of the measured phase.
+    pub elapsed: Duration,
+    /// CPU and socket bytes during the measured phase.
+    pub cost: Option<Cost>,
+}
+
+/// Closed-loop echo: `warmup` then `count` echoes per stream on a fresh session.
+pub async fn closed_loop<C: Client>(
+    cfg: &ClientConfig,
+    size: usize,
+    warmup: u64,
+    count: u64,
+    probe: Option<&Probe>,
+) -> Result<ClosedLoop> {
+    let mut client = C::connect(cfg).await.context("connecting")?;
+    let (rtt, elapsed, chans, cost) =
+        echo_phase_probed(client.channels(), size, warmup, count, probe).await?;
+    drop(chans);
+    client.close().await.context("closing the session")?;
+    Ok(ClosedLoop { rtt, elapsed, cost })
+}
+
+/// The schedule of an open-loop run.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Messages per second over all streams.
+    pub rate: f64,
+    /// How long messages are sent for.
+    pub duration: Duration,
+    /// Message size.
+    pub size: usize,
+    /// Send lateness (actual minus intended send time) at the 99th percentile above which the
+    /// generator reports that it could not keep the rate.
+    pub lateness_budget: Duration,
+}
+
+impl Schedule {
+    /// Messages in the schedule.
+    pub fn messages(&self) -> u64 {
+        (self.rate * self.duration.as_secs_f64()).round() as u64
+    }
+}
+
+/// One open-loop measurement.
+#[derive(Debug)]
+pub struct OpenLoop {
+    /// Latency from the *intended* send time to the echo: no coordinated omission.
+    pub corrected: Histogram<u64>,
+    /// Latency from the actual send to the echo (what a closed-loop client would see).
+    pub service: Histogram<u64>,
+    /// Actual minus intended send time.
+    pub lateness: Histogram<u64>,
+    /// Messages sent and answered.
+    pub messages: u64,
+    /// From the first intended send to the last echo.
+    pub elapsed: Duration,
+    /// `None` when the generator kept its schedule; otherwise why it did not.
+    pub behind: Option<String>,
+    /// CPU and socket bytes during the run.
+    pub cost: Option<Cost>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    seq: u64,
+    intended_ns: u64,
+}
+
+struct OpenHists {
+    corrected: Histogram<u64>,
+    service: Histogram<u64>,
+    lateness: Histogram<u64>,
+    sent: u64,
+}
+
+/// One stream of an open-loop run: sends on every tick, without waiting for earlier echoes,
+/// and matches echoes (answered in order) to their intended and actual send times.
+async fn open_stream<C: Channel>(
+    mut ch: C,
+    mut ticks: mpsc::UnboundedReceiver<Tick>,
+    size: usize,
+) -> Result<(C, OpenHists)> {
+    let id = ch.id();
+    let mut h = OpenHists {
+        corrected: stats::histogram(),
+        service: stats::histogram(),
+        lateness: stats::histogram(),
+        sent: 0,
+    };
+    let mut pending: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    let mut ticking = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = ch.recv(), if !pending.is_empty() => {
+                let msg = r.with_context(|| format!("open-loop echo on stream {id}"))?;
+                let at = clock::now_ns();
+                let (seq, intended, sent) = pending.pop_front().expect("checked non-empty");
+                let hd = codec::decode(&msg, usize::MAX)?;
+                if hd.seq != seq || hd.stream != id || msg.len() != size {
+                    bail!("stream {id}: expected echo {seq}, got {hd:?}");
+                }
+                h.corrected.record(at.saturating_sub(intended).max(1))?;
+                h.service.record(at.saturating_sub(sent).max(1))?;
+            }
+            t = ticks.recv(), if ticking => match t {
+                Some(t) => {
+                    let now = clock::now_ns();
+                    h.lateness.record(now.saturating_sub(t.intended_ns).max(1))?;
+                    let msg = codec::encode(id, t.seq, now, Kind::Echo, size)?;
+                    ch.send(msg).await.with_context(|| format!("open-loop send on stream {id}"))?;
+                    pending.push_back((t.seq, t.intended_ns, now));
+                    h.sent += 1;
+                }
+                None => ticking = false,
+            },
+            else => break,
+        }
+    }
+    Ok((ch, h))
+}
+
+/// Open-loop echo at a fixed rate on a fresh session.
+///
+/// A dedicated thread (`wl-ticker`, high-resolution sleeps, not the runtime's 1 ms timer)
+/// releases message `n` at `start + n / rate` to stream `n mod K`; the stream sends it at once,
+/// however many echoes are outstanding. Latency is measured from the intended send time, so a
+/// stall shows in every message scheduled during it (no coordinated omission). The generator
+/// says it fell behind when its 99th-percentile send lateness exceeds the budget.
+pub async fn open_loop<C: Client>(
+    cfg: &ClientConfig,
+    sched: Schedule,
+    probe: Option<&Probe>,
+) -> Result<OpenLoop> {
+    if !(sched.rate.is_finite() && sched.rate > 0.0) {
+        bail!("open-loop rate must be positive, not {}", sched.rate);
+    }
+    let mut client = C::connect(cfg).await.context("connecting")?;
+    let channels = client.channels();
+    let k = channels.len() as u64;
+    let total = sched.messages();
+    let mut txs = Vec::new();
+    let mut tasks = Vec::new();
+    for ch in channels {
+        let (tx, rx) = mpsc::unbounded_channel();
+        txs.push(tx);
+        tasks.push(tokio::spawn(open_stream(ch, rx, sched.size)));
+    }
+    let interval_ns = 1e9 / sched.rate;
+    let before = probe.map(Probe::snapshot);
+    let start = Instant::now();
+    let start_ns = clock::now_ns();
+    let ticker = std::thread::Builder::new()
+        .name("wl-ticker".into())
+        .spawn(move || {
+            for n in 0..total {
+                let offset = (n as f64 * interval_ns) as u64;
+                let due = start + Duration::from_nanos(offset);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let tick = Tick {
+                    seq: n / k,
+                    intended_ns: start_ns + offset,
+                };
+                if txs[(n % k) as usize].send(tick).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the ticker thread")?;
+    let drain = sched.duration + Duration::from_secs(10) + cfg.timeouts.handshake;
+    let mut hists = Vec::new();
+    let mut first_err = None;
+    for t in tasks {
+        match tokio::time::timeout(drain, t).await {
+            Ok(Ok(Ok((ch, h)))) => {
+                drop(ch);
+                hists.push(h);
+            }
+            Ok(Ok(Err(e))) => {
+                first_err.get_or_insert(e);
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(anyhow!("open-loop stream task failed: {e}"));
+            }
+            Err(_) => {
+                first_err.get_or_insert(anyhow!(
+                    "open-loop echoes still missing {} s after the schedule ended",
+                    drain.as_secs()
+                ));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = tokio::task::spawn_blocking(move || ticker.join()).await;
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let cost = match (probe, before) {
+        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
+        _ => None,
+    };
+    client.close().await.context("closing the session")?;
+    let mut out = OpenLoop {
+        corrected: stats::histogram(),
+        service: stats::histogram(),
+        lateness: stats::histogram(),
+        messages: 0,
+        elapsed,
+        behind: None,
+        cost,
+    };
+    for h in &hists {
+        out.corrected.add(&h.corrected)?;
+        out.service.add(&h.service)?;
+        out.lateness.add(&h.lateness)?;
+        out.messages += h.sent;
+    }
+    out.behind = generator_verdict(&out.lateness, out.messages, total, sched.lateness_budget);
+    Ok(out)
+}
+
+/// Whether the generator kept its schedule: every scheduled message sent, and the 99th
+/// percentile of send lateness within `budget`.
+pub fn generator_verdict(
+    lateness: &Histogram<u64>,
+    sent: u64,
+    scheduled: u64,
+    budget: Duration,
+) -> Option<String> {
+    let p99 = Duration::from_nanos(lateness.value_at_quantile(0.99));
+    if sent < scheduled {
+        Some(format!("sent {sent} of {scheduled} scheduled messages"))
+    } else if p99 > budget {
+        Some(format!(
+            "could not keep the rate: p99 send lateness {:.2} ms over the {:.2} ms budget",
+            p99.as_secs_f64() * 1e3,
+            budget.as_secs_f64() * 1e3
+        ))
+    } else {
+        None
+    }
+}
+
+/// Setup: from nothing to the first echo on a fresh session (connect, TLS, protocol handshakes
+/// or upgrade, one echo), then a graceful close that is not timed.
+pub async fn setup_once<C: Client>(cfg: &ClientConfig, size: usize) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut client = C::connect(cfg).await.context("connecting")?;
+    let mut chans = client.channels();
+    let ch = chans
+        .first_mut()
+        .ok_or_else(|| anyhow!("session has no stream"))?;
+    let msg = codec::encode(ch.id(), 0, clock::now_ns(), Kind::Echo, size)?;
+    let back = ch.echo(msg.clone()).await.context("first echo")?;
+    let took = t0.elapsed();
+    if back != msg {
+        bail!("first echo came back different");
+    }
+    drop(chans);
+    check_zero_rtt(cfg, &mut client).await?;
+    client.close().await.context("closing the session")?;
+    Ok(took)
+}
+
+/// Setup measured `n` times in a row; with 0-RTT asked for, a priming session first.
+pub async fn setup_many<C: Client>(
+    cfg: &ClientConfig,
+    size: usize,
+    n: u32,
+) -> Result<Histogram<u64>> {
+    if cfg.zero_rtt {
+        prime::<C>(cfg).await?;
+    }
+    let mut h = stats::histogram();
+    for i in 0..n {
+        let d = setup_once::<C>(cfg, size)
+            .await
+            .with_context(|| format!("setup {i}"))?;
+        h.record((d.as_nanos() as u64).max(1))?;
+    }
+    Ok(h)
+}
+
+/// Server-stream goodput: one stream asks for `count` messages of `size` bytes, sent as fast
+/// as the transport takes them.
+#[derive(Debug)]
+pub struct StreamRun {
+    /// Messages received.
+    pub messages: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// From the request to the last message.
+    pub elapsed: Duration,
+    /// CPU and socket bytes during the stream.
+    pub cost: Option<Cost>,
+}
+
+/// Runs one server stream on a fresh session and checks every message.
+pub async fn stream_goodput<C: Client>(
+    cfg: &ClientConfig,
+    size: usize,
+    count: u32,
+    probe: Option<&Probe>,
+) -> Result<StreamRun> {
+    let mut client = C::connect(cfg).await.context("connecting")?;
+    let mut chans = client.channels();
+    let ch = chans
+        .first_mut()
+        .ok_or_else(|| anyhow!("session has no stream"))?;
+    let req = StreamRequest {
+        count,
+        size: u32::try_from(size).context("message size")?,
+        interval_ms: 0,
+    };
+    let before = probe.map(Probe::snapshot);
+    let t0 = Instant::now();
+    let (n, _) = check_stream(ch, req).await?;
+    let elapsed = t0.elapsed();
+    let cost = match (probe, before) {
+        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
+        _ => None,
+    };
+    drop(chans);
+    client.close().await.context("closing the session")?;
+    Ok(StreamRun {
+        messages: n,
+        bytes: n * size as u64,
+        elapsed,
+        cost,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_names_what_went_wrong() {
+        let mut h = stats::histogram();
+        for _ in 0..1000 {
+            h.record(50_000).unwrap(); // 50 us late
+        }
+        let ms = Duration::from_millis(1);
+        assert_eq!(generator_verdict(&h, 1000, 1000, ms), None);
+        assert!(generator_verdict(&h, 990, 1000, ms)
+            .unwrap()
+            .contains("990 of 1000"));
+        for _ in 0..100 {
+            h.record(5_000_000).unwrap(); // 5 ms late: > 1% of the sends
+        }
+        assert!(generator_verdict(&h, 1100, 1100, ms)
+            .unwrap()
+            .contains("could not keep the rate"));
+    }
+}
