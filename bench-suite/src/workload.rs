@@ -88,6 +88,13 @@ async fn echo_loop<C: Channel>(
 
 /// Runs a priming session (one echo) so the TLS config holds a session ticket for 0-RTT.
 pub async fn prime<C: Client>(cfg: &ClientConfig) -> Result<()> {
+    let c = prime_open::<C>(cfg).await?;
+    c.close().await.context("closing the priming session")?;
+    Ok(())
+}
+
+/// [`prime`] without the close: returns the session, whose tickets have arrived.
+async fn prime_open<C: Client>(cfg: &ClientConfig) -> Result<C> {
     let mut prime = cfg.clone();
     prime.streams = 1;
     prime.zero_rtt = false;
@@ -101,8 +108,7 @@ pub async fn prime<C: Client>(cfg: &ClientConfig) -> Result<()> {
         ch.echo(msg).await.context("priming echo")?;
     }
     drop(chans);
-    c.close().await.context("closing the priming session")?;
-    Ok(())
+    Ok(c)
 }
 
 async fn check_zero_rtt<C: Client>(cfg: &ClientConfig, client: &mut C) -> Result<Option<bool>> {
@@ -473,8 +479,8 @@ pub fn generator_verdict(
 }
 
 /// Setup: from nothing to the first echo on a fresh session (connect, TLS, protocol handshakes
-/// or upgrade, one echo), then a graceful close that is not timed.
-pub async fn setup_once<C: Client>(cfg: &ClientConfig, size: usize) -> Result<Duration> {
+/// or upgrade, one echo). Returns the time and the open session.
+pub async fn setup_open<C: Client>(cfg: &ClientConfig, size: usize) -> Result<(Duration, C)> {
     let t0 = Instant::now();
     let mut client = C::connect(cfg).await.context("connecting")?;
     let mut chans = client.channels();
@@ -489,25 +495,46 @@ pub async fn setup_once<C: Client>(cfg: &ClientConfig, size: usize) -> Result<Du
     }
     drop(chans);
     check_zero_rtt(cfg, &mut client).await?;
+    Ok((took, client))
+}
+
+/// [`setup_open`], then a graceful close that is not timed.
+pub async fn setup_once<C: Client>(cfg: &ClientConfig, size: usize) -> Result<Duration> {
+    let (took, client) = setup_open::<C>(cfg, size).await?;
     client.close().await.context("closing the session")?;
     Ok(took)
 }
 
-/// Setup measured `n` times in a row; with 0-RTT asked for, a priming session first.
+/// Setup measured `n` times in a row. With 0-RTT asked for, an untimed priming session runs
+/// before each measured one: a session that closes right after its first echo may close
+/// before the server's new session tickets arrive, so resumed sessions cannot be relied on to
+/// refill the ticket store.
+///
+/// Sessions close in the background while the next one is measured (a QUIC endpoint waits
+/// out its draining period, about three probe timeouts, mostly idle); all closes are awaited
+/// before this returns.
 pub async fn setup_many<C: Client>(
     cfg: &ClientConfig,
     size: usize,
     n: u32,
 ) -> Result<Histogram<u64>> {
-    if cfg.zero_rtt {
-        prime::<C>(cfg).await?;
-    }
     let mut h = stats::histogram();
+    let mut closing = Vec::new();
     for i in 0..n {
-        let d = setup_once::<C>(cfg, size)
+        if cfg.zero_rtt {
+            let p = prime_open::<C>(cfg).await?;
+            closing.push(tokio::spawn(p.close()));
+        }
+        let (d, client) = setup_open::<C>(cfg, size)
             .await
             .with_context(|| format!("setup {i}"))?;
+        closing.push(tokio::spawn(client.close()));
         h.record((d.as_nanos() as u64).max(1))?;
+    }
+    for c in closing {
+        c.await
+            .context("close task")?
+            .context("closing a session")?;
     }
     Ok(h)
 }

@@ -249,3 +249,140 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
 }
+
+/// `wirelab run --quick` end to end on one transport (CI also runs it for all of them): the
+/// JSON parses with the current schema, the report and charts exist, `report` rebuilds them
+/// and `compare` diffs two runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_quick_writes_json_report_and_charts() {
+    let dir = std::env::temp_dir().join(format!("wirelab-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        wirelab()
+            .args([
+                "run",
+                "--quick",
+                "--transports",
+                "tcp",
+                "--reps",
+                "2",
+                "--warmup",
+                "0",
+            ])
+            .arg("--out")
+            .arg(&dir)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| tcp |") && stdout.contains("report.md"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("covers less than 95%"), "{stderr}");
+    let results = wirelab::results::load_dir(&dir).unwrap();
+    let quick: Vec<_> = wirelab::scenario::embedded()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.in_set("quick"))
+        .collect();
+    assert_eq!(results.len(), quick.len());
+    for r in &results {
+        assert_eq!(r.schema, wirelab::results::SCHEMA);
+        assert_eq!(r.reps.len(), 2);
+        assert!(
+            r.summary.contains_key("p50_us"),
+            "{}: {:?}",
+            r.scenario.name,
+            r.summary.keys()
+        );
+        assert!(!r.env.git_rev.is_empty() && r.env.cores >= 1);
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for s in &quick {
+        assert!(report.contains(&format!("## {}", s.name)), "{report}");
+    }
+    assert!(dir.join("echo_64B_c1_shared/latency_cdf.svg").is_file());
+    assert!(dir.join("echo_64B_c1_shared/throughput.svg").is_file());
+    assert!(dir.join("echo_64B_c1_shared/overhead.svg").is_file());
+    assert!(dir.join("setup_1rtt/setup.svg").is_file());
+
+    // `report` rebuilds report.md from the JSON alone.
+    std::fs::remove_file(dir.join("report.md")).unwrap();
+    std::fs::remove_file(dir.join("setup_1rtt/setup.svg")).unwrap();
+    let out = wirelab().arg("report").arg(&dir).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.md")).unwrap(),
+        report
+    );
+    assert!(dir.join("setup_1rtt/setup.svg").is_file());
+
+    // `compare` of a run with itself: every metric within its interval.
+    let out = wirelab()
+        .arg("compare")
+        .arg(&dir)
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        diff.contains("| echo_64B_c1_shared | tcp | p50 µs |"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+0.0%") && !diff.contains("**clear**"),
+        "{diff}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn run_report_and_compare_refuse_bad_input_clearly() {
+    fails_with(
+        &["run", "--scenario", "echo_3B_c1_shared"],
+        "no scenario 'echo_3B_c1_shared'; known:",
+    )
+    .await;
+    fails_with(&["run", "--quick", "--full"], "cannot be used with").await;
+    fails_with(&["run", "--transports", "smoke"], "unknown transport").await;
+    fails_with(&["run", "--reps", "0"], "reps").await;
+    fails_with(
+        &["report", "/nonexistent/wirelab"],
+        "is not a directory of results",
+    )
+    .await;
+    let empty = std::env::temp_dir().join(format!("wirelab-empty-{}", std::process::id()));
+    std::fs::create_dir_all(empty.join("x")).unwrap();
+    std::fs::write(empty.join("x/y.json"), "{\"schema\": \"wirelab.result/0\"}").unwrap();
+    fails_with(
+        &["report", empty.to_str().unwrap()],
+        "this wirelab reads wirelab.result/1",
+    )
+    .await;
+    std::fs::write(empty.join("x/y.json"), "not json").unwrap();
+    fails_with(&["compare", empty.to_str().unwrap(), "/tmp"], "is not JSON").await;
+    let bad = empty.join("echo_64B_c2_shared.toml");
+    std::fs::write(
+        &bad,
+        "about = 'x'\nkind = 'echo'\nsize = '64B'\nstreams = 3\nmessages = 9\n",
+    )
+    .unwrap();
+    fails_with(
+        &["run", "--scenario", bad.to_str().unwrap()],
+        "its parameters name it 'echo_64B_c3_shared'",
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&empty);
+}

@@ -1,6 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,29 +41,33 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(proto)?;
-    // hyper exposes the setting only as a flag that flips once the connection task has read the
-    // server's SETTINGS, so drive the connection and look at the flag after each poll: it is
-    // seen as soon as the frame is processed (bounded by the wait).
+    // hyper exposes the setting only as a flag that flips once its connection task (spawned by
+    // hyper, not this future) has read the server's SETTINGS: nothing wakes us when it flips.
+    // So look, yielding to the runtime between looks for the first 10 ms (SETTINGS normally
+    // arrive within a round trip), then every 2 ms, until the bounded wait ends.
     let wait = cfg.timeouts.handshake.min(SETTING_WAIT);
-    let ready = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
-            return Poll::Ready(Err(match r {
-                Ok(()) => Error::ConnectionClosed,
-                Err(e) => proto(e),
-            }));
+    let start = tokio::time::Instant::now();
+    while !conn.is_extended_connect_protocol_enabled() {
+        let pause = async {
+            if start.elapsed() < Duration::from_millis(10) {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::select! {
+            r = &mut conn => {
+                return Err(match r {
+                    Ok(()) => Error::ConnectionClosed,
+                    Err(e) => proto(e),
+                });
+            }
+            _ = pause => {}
         }
-        if conn.is_extended_connect_protocol_enabled() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    });
-    match tokio::time::timeout(wait, ready).await {
-        Ok(r) => r?,
-        Err(_) => {
+        if start.elapsed() >= wait {
             return Err(Error::Protocol(format!(
                 "the server did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL) within {wait:?}: it does not offer WebSocket over HTTP/2 (RFC 8441)"
-            )))
+            )));
         }
     }
     let task = tokio::spawn(async move {
