@@ -41,8 +41,8 @@ pub struct VariantInfo {
 pub struct Step {
     /// Offered messages per second.
     pub rate: f64,
-    /// 99th percentile latency from the intended send time, µs.
-    pub p99_us: f64,
+    /// 99th percentile latency from the intended send time, µs (none if the session failed).
+    pub p99_us: Option<f64>,
     /// Whether the rate was sustained (generator kept up, p99 within the objective).
     pub sustained: bool,
     /// Why not, when it was not.

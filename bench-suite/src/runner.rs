@@ -122,7 +122,7 @@ pub async fn execute(
                 match one_rep(s, v, cfg, servers.separate).await {
                     Ok(rep) => {
                         if let Some(why) = &rep.behind {
-                            notes.push(format!("repetition {r}: the generator {why}"));
+                            notes.push(format!("repetition {r}: {why}"));
                         }
                         if r >= plan.warmup_reps {
                             reps.push(rep);
@@ -265,10 +265,14 @@ fn rustls_resumption() -> rustls::client::Resumption {
 
 /// Saturation search: open-loop steps at doubling rates from the scenario's rate until one is
 /// not sustained, then three bisection steps between the last sustained and the first failed
-/// rate. A step is sustained when the generator kept its schedule and the 99th percentile
-/// latency from the intended send time stayed within the objective.
+/// rate. A step is sustained when every scheduled message was sent and answered and the 99th
+/// percentile latency from the intended send time stayed within the objective. The generator's
+/// own lateness is part of that latency, so its budget here is the objective itself: an
+/// overloaded pair shows as a queue that grows for the whole step, far above the objective,
+/// while a few-millisecond scheduler hiccup of the VM does not fail a step.
 async fn saturate(s: &Scenario, id: wirelab_core::TransportId, cfg: &ClientConfig) -> Result<Rep> {
-    const MAX_RATE: f64 = 2_000_000.0;
+    /// The search stops here (4000 × 2^8); a pair that sustains it is reported at the ceiling.
+    const MAX_RATE: f64 = 1_024_000.0;
     let size = s.size_bytes();
     let slo_us = s.slo_ms * 1000.0;
     let mut steps: Vec<Step> = Vec::new();
@@ -279,9 +283,20 @@ async fn saturate(s: &Scenario, id: wirelab_core::TransportId, cfg: &ClientConfi
                 rate,
                 duration: Duration::from_millis(s.duration_ms),
                 size,
-                lateness_budget: LATENESS_BUDGET,
+                lateness_budget: Duration::from_secs_f64(s.slo_ms / 1000.0),
             };
-            let r = with_client!(id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
+            let r = match with_client!(id, C => workload::open_loop::<C>(&cfg, sched, None).await) {
+                Ok(r) => r,
+                // Overload that breaks the session is not sustained; the step says why.
+                Err(e) => {
+                    return anyhow::Ok(Step {
+                        rate,
+                        p99_us: None,
+                        sustained: false,
+                        why: Some(format!("the session failed: {e:#}")),
+                    })
+                }
+            };
             let p99_us = crate::stats::summarize(&r.corrected).p99_us;
             let why = r.behind.or_else(|| {
                 (p99_us > slo_us)
@@ -289,7 +304,7 @@ async fn saturate(s: &Scenario, id: wirelab_core::TransportId, cfg: &ClientConfi
             });
             anyhow::Ok(Step {
                 rate,
-                p99_us,
+                p99_us: Some(p99_us),
                 sustained: why.is_none(),
                 why,
             })
@@ -328,9 +343,20 @@ async fn saturate(s: &Scenario, id: wirelab_core::TransportId, cfg: &ClientConfi
             steps.push(st);
         }
     }
+    let behind = match bad {
+        None => Some(format!(
+            "sustained the search's ceiling of {MAX_RATE} msg/s: the figure is a lower bound"
+        )),
+        Some(_) => steps
+            .iter()
+            .rev()
+            .find_map(|s| s.why.as_ref().filter(|w| w.contains("session failed")))
+            .map(|w| format!("saturation: {w}")),
+    };
     Ok(Rep {
         sustained_per_s: Some(good.unwrap_or(0.0)),
         steps,
+        behind,
         ..Rep::default()
     })
 }

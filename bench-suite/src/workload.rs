@@ -466,10 +466,12 @@ pub fn generator_verdict(
 ) -> Option<String> {
     let p99 = Duration::from_nanos(lateness.value_at_quantile(0.99));
     if sent < scheduled {
-        Some(format!("sent {sent} of {scheduled} scheduled messages"))
+        Some(format!(
+            "the generator sent {sent} of {scheduled} scheduled messages"
+        ))
     } else if p99 > budget {
         Some(format!(
-            "could not keep the rate: p99 send lateness {:.2} ms over the {:.2} ms budget",
+            "the generator could not keep the rate: p99 send lateness {:.2} ms over the {:.2} ms budget",
             p99.as_secs_f64() * 1e3,
             budget.as_secs_f64() * 1e3
         ))
