@@ -56,10 +56,22 @@ fn start_all(rt: &Runtime, shutdown: &CancellationToken) -> Vec<Target> {
         .collect()
 }
 
-fn echo<C: Client>(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, t: &Target, size: usize) {
+/// A session of one stream, opened before measuring; its channel shared with the iterations.
+type Shared<C> = Arc<tokio::sync::Mutex<<C as Client>::Channel>>;
+
+fn open<C: Client>(rt: &Runtime, t: &Target) -> (C, Shared<C>) {
     let mut client = rt.block_on(C::connect(&t.cfg)).expect("connect");
     let ch = client.channels().pop().expect("one channel");
-    let ch = Arc::new(tokio::sync::Mutex::new(ch));
+    (client, Arc::new(tokio::sync::Mutex::new(ch)))
+}
+
+fn close<C: Client>(rt: &Runtime, client: C, ch: Shared<C>) {
+    drop(ch);
+    rt.block_on(client.close()).expect("close");
+}
+
+fn echo<C: Client>(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, t: &Target, size: usize) {
+    let (client, ch) = open::<C>(rt, t);
     g.bench_function(t.variant.slug(), |b| {
         b.to_async(rt).iter_custom(|iters| {
             let ch = ch.clone();
@@ -75,8 +87,7 @@ fn echo<C: Client>(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, t: &Targe
             }
         })
     });
-    drop(ch);
-    rt.block_on(client.close()).expect("close");
+    close(rt, client, ch);
 }
 
 fn stream<C: Client>(
@@ -85,9 +96,7 @@ fn stream<C: Client>(
     t: &Target,
     req: StreamRequest,
 ) {
-    let mut client = rt.block_on(C::connect(&t.cfg)).expect("connect");
-    let ch = client.channels().pop().expect("one channel");
-    let ch = Arc::new(tokio::sync::Mutex::new(ch));
+    let (client, ch) = open::<C>(rt, t);
     g.bench_function(t.variant.slug(), |b| {
         b.to_async(rt).iter_custom(|iters| {
             let ch = ch.clone();
@@ -102,8 +111,7 @@ fn stream<C: Client>(
             }
         })
     });
-    drop(ch);
-    rt.block_on(client.close()).expect("close");
+    close(rt, client, ch);
 }
 
 fn setup<C: Client>(
@@ -117,8 +125,6 @@ fn setup<C: Client>(
     if zero_rtt {
         cfg.zero_rtt = true;
         name.push_str("-0rtt");
-        rt.block_on(workload::prime::<C>(&cfg))
-            .expect("priming session");
     }
     g.bench_function(name, |b| {
         b.to_async(rt).iter_custom(|iters| {
@@ -126,7 +132,17 @@ fn setup<C: Client>(
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += workload::setup_once::<C>(&cfg, 64).await.expect("setup");
+                    // Untimed: a fresh ticket for every 0-RTT session (see workload::setup_many).
+                    if cfg.zero_rtt {
+                        let p = workload::prime_open::<C>(&cfg)
+                            .await
+                            .expect("priming session");
+                        tokio::spawn(p.close());
+                    }
+                    let (took, client) = workload::setup_open::<C>(&cfg, 64).await.expect("setup");
+                    total += took;
+                    // Closes (QUIC draining included) finish in the background, untimed.
+                    tokio::spawn(client.close());
                 }
                 total
             }

@@ -55,13 +55,15 @@ async fn echo_loop<C: Channel>(
     size: usize,
     warmup: u64,
     count: u64,
-    barrier: Arc<Barrier>,
+    barrier: Arc<(Barrier, Barrier)>,
 ) -> Result<(C, Histogram<u64>)> {
     let id = ch.id();
     let mut hist = stats::histogram();
     for seq in 0..warmup + count {
         if seq == warmup {
-            barrier.wait().await;
+            // Warm-up done; the driver reads its counters, then releases everyone at once.
+            barrier.0.wait().await;
+            barrier.1.wait().await;
         }
         let t0 = clock::now_ns();
         let msg = codec::encode(id, seq, t0, Kind::Echo, size)?;
@@ -81,7 +83,8 @@ async fn echo_loop<C: Channel>(
         }
     }
     if count == 0 {
-        barrier.wait().await;
+        barrier.0.wait().await;
+        barrier.1.wait().await;
     }
     Ok((ch, hist))
 }
@@ -94,7 +97,7 @@ pub async fn prime<C: Client>(cfg: &ClientConfig) -> Result<()> {
 }
 
 /// [`prime`] without the close: returns the session, whose tickets have arrived.
-async fn prime_open<C: Client>(cfg: &ClientConfig) -> Result<C> {
+pub async fn prime_open<C: Client>(cfg: &ClientConfig) -> Result<C> {
     let mut prime = cfg.clone();
     prime.streams = 1;
     prime.zero_rtt = false;
@@ -168,14 +171,18 @@ async fn echo_phase_probed<Ch: Channel>(
     count: u64,
     probe: Option<&Probe>,
 ) -> Result<(Histogram<u64>, Duration, Vec<Ch>, Option<Cost>)> {
-    let barrier = Arc::new(Barrier::new(channels.len() + 1));
+    let n = channels.len() + 1;
+    let barrier = Arc::new((Barrier::new(n), Barrier::new(n)));
     let tasks: Vec<_> = channels
         .into_iter()
         .map(|ch| tokio::spawn(echo_loop(ch, size, warmup, count, barrier.clone())))
         .collect();
-    barrier.wait().await;
+    // Every stream has finished its warm-up (nothing in flight) when the first barrier opens;
+    // the counters are read before the second releases the measured phase.
+    barrier.0.wait().await;
     let before = probe.map(Probe::snapshot);
     let start = Instant::now();
+    barrier.1.wait().await;
     let mut rtt = stats::histogram();
     let mut chans = Vec::new();
     let mut first_err = None;
