@@ -51,7 +51,7 @@ enum Kind {
 }
 
 fn proto(e: hyper::Error) -> Error {
-    Error::Protocol(e.to_string())
+    wirelab_http::protocol_error(e)
 }
 
 async fn handshake<S>(io: S, cfg: &ClientConfig) -> Result<(Sender, JoinHandle<()>)>

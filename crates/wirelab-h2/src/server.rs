@@ -120,7 +120,7 @@ where
     let mut ticker = tokio::time::interval(check_every);
     loop {
         tokio::select! {
-            r = conn.as_mut() => return r.map_err(|e| Error::Protocol(e.to_string())),
+            r = conn.as_mut() => return r.map_err(wirelab_http::protocol_error),
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
                 if activity.idle_for() >= t.idle {
@@ -136,5 +136,5 @@ where
     tokio::time::timeout(t.shutdown_grace, conn)
         .await
         .map_err(|_| Error::Timeout("graceful shutdown"))?
-        .map_err(|e| Error::Protocol(e.to_string()))
+        .map_err(wirelab_http::protocol_error)
 }

@@ -29,7 +29,7 @@ pub struct H2wsClient {
 }
 
 fn proto(e: hyper::Error) -> Error {
-    Error::Protocol(e.to_string())
+    wirelab_http::protocol_error(e)
 }
 
 /// The HTTP/2 handshake, then a bounded wait for the server's extended-CONNECT setting.

@@ -306,3 +306,21 @@ impl Drop for InOrder {
         }
     }
 }
+
+/// An error and its chain of causes as one line (`hyper::Error`'s `Display` shows only its
+/// kind, e.g. "connection error", and hides the I/O or HTTP/2 error underneath).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// A hyper error as the contract's protocol error, with its causes.
+pub fn protocol_error(e: hyper::Error) -> Error {
+    Error::Protocol(describe(&e))
+}
