@@ -122,7 +122,12 @@ pub async fn execute(
                 match one_rep(s, v, cfg, servers.separate).await {
                     Ok(rep) => {
                         if let Some(why) = &rep.behind {
-                            notes.push(format!("repetition {r}: {why}"));
+                            let which = if r < plan.warmup_reps {
+                                format!("warm-up repetition {}", r + 1)
+                            } else {
+                                format!("repetition {}", r - plan.warmup_reps + 1)
+                            };
+                            notes.push(format!("{which}: {why}"));
                         }
                         if r >= plan.warmup_reps {
                             reps.push(rep);
