@@ -91,6 +91,23 @@ impl Probe {
     }
 }
 
+/// A cost measurement under way: [`measure`] reads the probe, [`Measuring::finish`] gives the
+/// cost since. Without a probe both do nothing.
+#[derive(Debug)]
+pub struct Measuring<'a>(Option<(&'a Probe, ProbeSnapshot)>);
+
+/// Starts measuring with `probe`, if there is one.
+pub fn measure(probe: Option<&Probe>) -> Measuring<'_> {
+    Measuring(probe.map(|p| (p, p.snapshot())))
+}
+
+impl Measuring<'_> {
+    /// The cost since [`measure`].
+    pub fn finish(self) -> Option<Cost> {
+        self.0.map(|(p, before)| p.snapshot().since(&before))
+    }
+}
+
 impl ProbeSnapshot {
     /// The cost from `earlier` to this snapshot.
     pub fn since(&self, earlier: &ProbeSnapshot) -> Cost {

@@ -68,8 +68,7 @@ pub fn fmt_estimate(e: &Estimate, scale: f64, decimals: usize) -> String {
 /// The metric whose ratio to the floor is shown, per kind.
 fn headline(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Echo | Kind::Open => Some("p50_us"),
-        Kind::Setup => Some("p50_us"),
+        Kind::Echo | Kind::Open | Kind::Setup => Some("p50_us"),
         _ => None,
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Barrier};
 use wirelab_core::codec::{self, Kind, StreamRequest};
 use wirelab_core::{clock, Channel, Client, ClientConfig};
 
-use crate::probe::{Cost, Probe};
+use crate::probe::{self, Cost, Probe};
 use crate::stats;
 
 /// What `wirelab client` does.
@@ -134,8 +134,8 @@ pub async fn run<C: Client>(cfg: &ClientConfig, work: &Work) -> Result<Outcome> 
     let t0 = Instant::now();
     let mut client = C::connect(cfg).await.context("connecting")?;
     let setup = t0.elapsed();
-    let (rtt, elapsed, mut chans) =
-        echo_phase(client.channels(), work.size, work.warmup, work.count).await?;
+    let (rtt, elapsed, mut chans, _) =
+        echo_phase(client.channels(), work.size, work.warmup, work.count, None).await?;
     let stream = match (work.stream, chans.first_mut()) {
         (Some(req), Some(ch)) => Some(check_stream(ch, req).await?),
         _ => None,
@@ -152,19 +152,10 @@ pub async fn run<C: Client>(cfg: &ClientConfig, work: &Work) -> Result<Outcome> 
     })
 }
 
-/// Runs the echo loops on every channel; returns the merged RTTs and the wall time of the
-/// measured part (all streams meet at a barrier after their warm-up).
+/// Runs the echo loops on every channel; returns the merged RTTs, the wall time of the
+/// measured part (all streams meet at a barrier after their warm-up) and, with a probe, its
+/// cost.
 async fn echo_phase<Ch: Channel>(
-    channels: Vec<Ch>,
-    size: usize,
-    warmup: u64,
-    count: u64,
-) -> Result<(Histogram<u64>, Duration, Vec<Ch>)> {
-    let (h, d, chans, _) = echo_phase_probed(channels, size, warmup, count, None).await?;
-    Ok((h, d, chans))
-}
-
-async fn echo_phase_probed<Ch: Channel>(
     channels: Vec<Ch>,
     size: usize,
     warmup: u64,
@@ -180,7 +171,7 @@ async fn echo_phase_probed<Ch: Channel>(
     // Every stream has finished its warm-up (nothing in flight) when the first barrier opens;
     // the counters are read before the second releases the measured phase.
     barrier.0.wait().await;
-    let before = probe.map(Probe::snapshot);
+    let measuring = probe::measure(probe);
     let start = Instant::now();
     barrier.1.wait().await;
     let mut rtt = stats::histogram();
@@ -201,10 +192,7 @@ async fn echo_phase_probed<Ch: Channel>(
         return Err(e);
     }
     let elapsed = start.elapsed();
-    let cost = match (probe, before) {
-        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
-        _ => None,
-    };
+    let cost = measuring.finish();
     Ok((rtt, elapsed, chans, cost))
 }
 
@@ -255,7 +243,7 @@ pub async fn closed_loop<C: Client>(
 ) -> Result<ClosedLoop> {
     let mut client = C::connect(cfg).await.context("connecting")?;
     let (rtt, elapsed, chans, cost) =
-        echo_phase_probed(client.channels(), size, warmup, count, probe).await?;
+        echo_phase(client.channels(), size, warmup, count, probe).await?;
     drop(chans);
     client.close().await.context("closing the session")?;
     Ok(ClosedLoop { rtt, elapsed, cost })
@@ -388,7 +376,7 @@ pub async fn open_loop<C: Client>(
         tasks.push(tokio::spawn(open_stream(ch, rx, sched.size)));
     }
     let interval_ns = 1e9 / sched.rate;
-    let before = probe.map(Probe::snapshot);
+    let measuring = probe::measure(probe);
     let start = Instant::now();
     let start_ns = clock::now_ns();
     let ticker = std::thread::Builder::new()
@@ -439,10 +427,7 @@ pub async fn open_loop<C: Client>(
     if let Some(e) = first_err {
         return Err(e);
     }
-    let cost = match (probe, before) {
-        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
-        _ => None,
-    };
+    let cost = measuring.finish();
     client.close().await.context("closing the session")?;
     let mut out = OpenLoop {
         corrected: stats::histogram(),
@@ -579,14 +564,11 @@ pub async fn stream_goodput<C: Client>(
         size: u32::try_from(size).context("message size")?,
         interval_ms: 0,
     };
-    let before = probe.map(Probe::snapshot);
+    let measuring = probe::measure(probe);
     let t0 = Instant::now();
     let (n, _) = check_stream(ch, req).await?;
     let elapsed = t0.elapsed();
-    let cost = match (probe, before) {
-        (Some(p), Some(b)) => Some(p.snapshot().since(&b)),
-        _ => None,
-    };
+    let cost = measuring.finish();
     drop(chans);
     client.close().await.context("closing the session")?;
     Ok(StreamRun {
