@@ -1,16 +1,81 @@
-//! The link emulator's per-direction models, free of I/O and clocks: loss (Bernoulli and
-//! Gilbert-Elliott), a rate-limited drop-tail byte queue, and propagation delay with jitter
-//! that keeps packets in order. Time is passed in as nanoseconds, randomness comes from a seed
-//! and the packet's index, so the same seed gives every transport the same losses.
+//! `wirelab-link`: the link emulator (DESIGN §4).
 //!
-//! This crate is the pure half of `wirelab-link` (issue #6). The TUN forwarder, the network
-//! namespaces and `wirelab link check` / `wirelab hol` that drive it are not built yet.
+//! A userspace link between two TUN devices in two network namespaces (the mahimahi design):
+//! `client ns [tun] ⇄ forwarder ⇄ [tun] server ns`, MTU 1500, offloads off so every packet is
+//! at most one MTU. Per direction: loss (Bernoulli or Gilbert-Elliott, seeded and decided by
+//! packet index, so every transport meets the same losses) → a rate-limited drop-tail byte
+//! queue → propagation delay with jitter (order kept unless reordering is asked for).
+//!
+//! The models ([`loss`], [`path`], [`spec`]) are pure: no I/O, time passed in. The I/O half is
+//! [`netns`] (anonymous namespaces, entered per thread), [`forward`] (the forwarding thread)
+//! and [`link`] (sets both up and tears them down), and [`check`] measures the result.
+//! Creating namespaces and TUN devices needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN);
+//! without it [`Link::start`] fails with [`Error::Privilege`].
 
+pub mod check;
+pub mod forward;
+pub mod link;
 pub mod loss;
+pub mod netns;
 pub mod path;
+pub mod spec;
 
+pub use link::{Link, LinkConfig, LinkInfo, LinkOptions, LinkStats, CLIENT_ADDR, SERVER_ADDR};
 pub use loss::{LossModel, LossProcess};
 pub use path::{Counters, Direction, DirectionConfig, Fate};
+pub use spec::LinkSpec;
+
+/// What can go wrong setting up or running the link.
+#[derive(Debug)]
+pub enum Error {
+    /// The process may not create namespaces or TUN devices; says what is missing.
+    Privilege(String),
+    /// Settings that cannot be used.
+    Config(String),
+    /// Setting up failed.
+    Setup(String),
+    /// An I/O call failed.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Privilege(why) => write!(
+                f,
+                "the link emulator needs root or CAP_NET_ADMIN (and CAP_SYS_ADMIN for the \
+                 network namespaces): {why}. Run it as root, e.g. `sudo target/release/wirelab \
+                 link check`"
+            ),
+            Error::Config(why) => write!(f, "link settings: {why}"),
+            Error::Setup(why) => write!(f, "link set-up: {why}"),
+            Error::Io { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A uniform number in [0, 1) from a seed and an index (SplitMix64 of their mix): the same
 /// pair always gives the same number, whatever was asked before.

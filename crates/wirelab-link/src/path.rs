@@ -25,6 +25,13 @@ pub struct DirectionConfig {
     pub seed: u64,
 }
 
+impl DirectionConfig {
+    /// Whether these settings can be used (the checks [`Direction::new`] makes).
+    pub fn check(&self) -> Result<(), String> {
+        Direction::new(*self).map(|_| ())
+    }
+}
+
 impl Default for DirectionConfig {
     fn default() -> Self {
         Self {
