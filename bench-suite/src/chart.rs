@@ -137,6 +137,121 @@ pub fn bars(path: &Path, title: &str, unit: &str, rows: &[(String, Estimate)]) -
     Ok(())
 }
 
+/// One line per series through `(x, y)` points, y on a log scale (p99 latency against loss).
+pub fn lines_log_y(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, 0f64, f64::INFINITY, 0f64);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() || !y0.is_finite() {
+        return Ok(());
+    }
+    let (y0, y1) = ((y0 * 0.8).max(0.01), (y1 * 1.25).max(y0 * 2.0));
+    let root = SVGBackend::new(path, (W, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (y0..y1).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    for (i, (name, p)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(p.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A timeline of one run: for each stream (y) every message as a mark at its send time (x,
+/// ms), grey when on time and red when it stalled (latency over `stall_ms`); losses as
+/// vertical lines (blue: client to server, orange: server to client).
+pub fn timeline(
+    path: &Path,
+    title: &str,
+    streams: &[Vec<(f64, f64)>],
+    stall_ms: f64,
+    losses: [&[f64]; 2],
+    window_ms: (f64, f64),
+) -> Result<()> {
+    let k = streams.len().max(1);
+    let root = SVGBackend::new(path, (W, 160 + 30 * k as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(window_ms.0..window_ms.1, -0.5f64..(k as f64 - 0.5))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("send time (ms)")
+        .y_desc("stream")
+        .y_labels(k)
+        .disable_y_mesh()
+        .draw()
+        .map_err(err)?;
+    let in_window = |t: f64| t >= window_ms.0 && t <= window_ms.1;
+    for (dir, color) in [(0usize, BLUE.mix(0.6)), (1, RGBColor(230, 120, 0).mix(0.7))] {
+        chart
+            .draw_series(losses[dir].iter().filter(|t| in_window(**t)).map(|&t| {
+                PathElement::new(vec![(t, -0.5), (t, k as f64 - 0.5)], color.stroke_width(1))
+            }))
+            .map_err(err)?;
+    }
+    for (s, msgs) in streams.iter().enumerate() {
+        let y = s as f64;
+        chart
+            .draw_series(msgs.iter().filter(|(t, _)| in_window(*t)).map(|&(t, lat)| {
+                let stalled = lat > stall_ms;
+                let c = if stalled {
+                    RED.to_rgba()
+                } else {
+                    BLACK.mix(0.35)
+                };
+                let h = if stalled { 0.4 } else { 0.15 };
+                PathElement::new(vec![(t, y - h), (t, y + h)], c.stroke_width(2))
+            }))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! The wirelab harness as a library: transports by id, client workloads (closed loop, open
 //! loop, setup, server-stream goodput), scenarios as data, statistics, results, reports and
-//! charts. The `wirelab` binary and the criterion benches are thin layers over it.
+//! charts, and the head-of-line experiment over the link emulator. The `wirelab` binary and the criterion benches are thin layers over it.
 
 pub mod chart;
 pub mod compare;
 pub mod env;
+pub mod hol;
+pub mod holindex;
 pub mod probe;
 pub mod report;
 pub mod results;

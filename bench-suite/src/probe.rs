@@ -43,6 +43,8 @@ pub fn cpu_times() -> Option<CpuTimes> {
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim_end().starts_with(SERVER_THREAD) {
             t.server_ns += ns;
+        } else if comm.trim_end().starts_with("wl-forwarder") {
+            // The link emulator's thread is neither side.
         } else {
             t.client_ns += ns;
         }

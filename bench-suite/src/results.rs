@@ -95,6 +95,18 @@ pub struct ResultFile {
     pub summary: BTreeMap<String, Estimate>,
     /// Anything a reader must know (e.g. the generator fell behind).
     pub notes: Vec<String>,
+    /// The emulated link the run went through (`--link` spec); absent on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl ResultFile {
+    /// The round-trip time of the emulated link, ms, if the run went through one with a
+    /// delay.
+    pub fn link_rtt_ms(&self) -> Option<f64> {
+        let spec: wirelab_link::LinkSpec = self.link.as_deref()?.parse().ok()?;
+        (spec.rtt_ns > 0).then(|| spec.rtt_ns as f64 / 1e6)
+    }
 }
 
 /// The metrics of one repetition, by name:

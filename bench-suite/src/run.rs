@@ -42,6 +42,28 @@ pub(crate) struct RunArgs {
     /// List the scenarios and their sets, then exit.
     #[arg(long)]
     list: bool,
+    /// Run over the link emulator instead of loopback (needs root), e.g.
+    /// `rtt=40ms,loss=1%` (keys: rtt delay jitter loss burst rate queue seed). Setup times
+    /// are then also given in round trips.
+    #[arg(long, value_name = "SPEC")]
+    link: Option<String>,
+    #[command(flatten)]
+    link_setup: crate::link_cmd::LinkSetup,
+}
+
+impl RunArgs {
+    /// The `--link` spec, parsed.
+    pub(crate) fn link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
+        self.link
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| anyhow::anyhow!("--link {s}: {e}")))
+            .transpose()
+    }
+
+    /// How to set the link up.
+    pub(crate) fn link_setup(&self) -> &crate::link_cmd::LinkSetup {
+        &self.link_setup
+    }
 }
 
 fn default_out() -> PathBuf {
@@ -50,7 +72,14 @@ fn default_out() -> PathBuf {
     PathBuf::from("results").join(format!("run-{}-{}", &stamp[..8], &stamp[8..]))
 }
 
-pub(crate) async fn run(a: RunArgs, servers: Servers) -> Result<()> {
+pub(crate) async fn run(
+    a: RunArgs,
+    mut servers: Servers,
+    link: Option<std::sync::Arc<wirelab_link::Link>>,
+) -> Result<()> {
+    if let (Some(l), Some(spec)) = (link, a.link_spec()?) {
+        servers.link = Some((l, spec));
+    }
     let all = scenario::embedded().map_err(anyhow::Error::msg)?;
     if a.list {
         println!("| scenario | sets | what it shows |\n|---|---|---|");

@@ -51,6 +51,10 @@ pub struct Servers {
     /// Whether that runtime's threads are named [`crate::probe::SERVER_THREAD`] and serve
     /// nothing else, so CPU time can be split between server and client.
     pub separate: bool,
+    /// The address servers listen on: 127.0.0.1, or the link emulator's server address.
+    pub listen: std::net::IpAddr,
+    /// The link emulator the client reaches the servers through, and its settings.
+    pub link: Option<(Arc<wirelab_link::Link>, wirelab_link::LinkSpec)>,
 }
 
 /// Whether a scenario applies to a variant (0-RTT needs QUIC).
@@ -89,7 +93,7 @@ pub async fn execute(
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("cannot create {}", plan.out.display()))?;
     let env = Env::capture();
-    let ident = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+    let ident = Identity::self_signed(&["localhost", "127.0.0.1", "192.0.2.2"])?;
     let trust = Trust::Certificates(vec![ident.certificate()]);
     let mut results = Vec::new();
     let mut failures = Vec::new();
@@ -98,7 +102,7 @@ pub async fn execute(
         if scenarios.is_empty() {
             continue;
         }
-        let mut scfg = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
         if v.tls {
             scfg.tls = Some(ident.server_config(&[transports::alpn(v.id)])?);
         }
@@ -115,6 +119,10 @@ pub async fn execute(
             let mut reps = Vec::new();
             let mut notes = Vec::new();
             let mut error = None;
+            if let Some((l, spec)) = &servers.link {
+                // Counters restart, and every variant meets the same losses.
+                l.configure(spec.config())?;
+            }
             for r in 0..plan.warmup_reps + plan.reps {
                 let mut cfg = ClientConfig::new(addr);
                 cfg.tls = client_tls.clone();
@@ -150,7 +158,13 @@ pub async fn execute(
                 });
                 continue;
             }
+            if let Some((l, _)) = &servers.link {
+                if let Some(why) = l.stats()?.invalid() {
+                    notes.push(format!("invalid: the link emulator fell behind: {why}"));
+                }
+            }
             let rf = ResultFile {
+                link: servers.link.as_ref().map(|(_, s)| s.to_string()),
                 schema: results::SCHEMA.into(),
                 scenario: s.clone(),
                 variant: VariantInfo {

@@ -287,6 +287,8 @@ pub struct OpenLoop {
     pub behind: Option<String>,
     /// CPU and socket bytes during the run.
     pub cost: Option<Cost>,
+    /// Every message, per stream in send order: (intended send time, latency from it), ns.
+    pub records: Vec<Vec<(u64, u64)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -300,6 +302,7 @@ struct OpenHists {
     service: Histogram<u64>,
     lateness: Histogram<u64>,
     sent: u64,
+    records: Vec<(u64, u64)>,
 }
 
 /// One stream of an open-loop run: sends on every tick, without waiting for earlier echoes,
@@ -315,6 +318,7 @@ async fn open_stream<C: Channel>(
         service: stats::histogram(),
         lateness: stats::histogram(),
         sent: 0,
+        records: Vec::new(),
     };
     let mut pending: VecDeque<(u64, u64, u64)> = VecDeque::new();
     let mut ticking = true;
@@ -330,6 +334,7 @@ async fn open_stream<C: Channel>(
                     bail!("stream {id}: expected echo {seq}, got {hd:?}");
                 }
                 h.corrected.record(at.saturating_sub(intended).max(1))?;
+                h.records.push((intended, at.saturating_sub(intended)));
                 h.service.record(at.saturating_sub(sent).max(1))?;
             }
             t = ticks.recv(), if ticking => match t {
@@ -437,12 +442,14 @@ pub async fn open_loop<C: Client>(
         elapsed,
         behind: None,
         cost,
+        records: Vec::new(),
     };
-    for h in &hists {
+    for h in &mut hists {
         out.corrected.add(&h.corrected)?;
         out.service.add(&h.service)?;
         out.lateness.add(&h.lateness)?;
         out.messages += h.sent;
+        out.records.push(std::mem::take(&mut h.records));
     }
     out.behind = generator_verdict(&out.lateness, out.messages, total, sched.lateness_budget);
     Ok(out)

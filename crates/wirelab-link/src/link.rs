@@ -25,6 +25,10 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// The MTU of both TUN devices.
 pub const MTU: u16 = 1500;
+/// Packets the kernel queues for the forwarder per TUN device (the default is 500): room for
+/// a sender's burst while the forwarder is writing. Time spent there is not emulated delay,
+/// and the forwarder reads it at once; overflowing it invalidates the run.
+pub const TUN_QUEUE: u32 = 1000;
 /// Release lateness (99th percentile) above which a run is invalid.
 pub const LATENESS_BUDGET: Duration = Duration::from_millis(1);
 
@@ -128,14 +132,12 @@ pub struct Link {
     info: LinkInfo,
     /// `/proc/thread-self/net/dev` of each namespace, opened inside it (TUN queue drops).
     netdev: (std::fs::File, std::fs::File),
-    /// `net.ipv4.tcp_allowed_congestion_control` before [`Link::start`] widened it, to put back.
-    allowed_before: Option<String>,
 }
 
 /// Outside the initial namespace the kernel only lets a namespace's default congestion
 /// control be one of `net.ipv4.tcp_allowed_congestion_control` (a host-wide list, by default
 /// reno and the host's default). Adds `cc` to that list when it is missing; returns the old
-/// list so it can be put back.
+/// list so [`Link::start`] can put it back as soon as both namespaces are set.
 fn allow_congestion_control(cc: &str) -> Result<Option<String>, Error> {
     let key = "net.ipv4.tcp_allowed_congestion_control";
     let allowed = netns::read_sysctl(key)?;
@@ -174,6 +176,7 @@ fn setup_side(name: String, addr: Ipv4Addr, cc: String) -> Result<SideSetup, Err
         .mtu(MTU)
         .ipv4(addr, 24u8, None)
         .offload(false)
+        .tx_queue_len(TUN_QUEUE)
         .build_sync()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => Error::Privilege(format!(
@@ -201,14 +204,24 @@ impl Link {
         let (cname, sname) = (format!("wl{pid}c"), format!("wl{pid}s"));
         let cc = opts.congestion_control.clone();
         let allowed_before = allow_congestion_control(&cc)?;
-        let (client, c) = {
+        let client = {
             let (n, cc) = (cname.clone(), cc.clone());
-            Namespace::create(move || setup_side(n, CLIENT_ADDR, cc))?
+            Namespace::create(move || setup_side(n, CLIENT_ADDR, cc))
         };
-        let (server, s) = {
+        if let (Err(_), Some(before)) = (&client, &allowed_before) {
+            netns::write_sysctl("net.ipv4.tcp_allowed_congestion_control", before)?;
+        }
+        let (client, c) = client?;
+        let server = {
             let (n, cc) = (sname.clone(), cc.clone());
-            Namespace::create(move || setup_side(n, SERVER_ADDR, cc))?
+            Namespace::create(move || setup_side(n, SERVER_ADDR, cc))
         };
+        // The list only matters while a namespace's default is set: put it back now, so no
+        // host-wide setting outlives this call, whatever happens to the process later.
+        if let Some(before) = allowed_before {
+            netns::write_sysctl("net.ipv4.tcp_allowed_congestion_control", &before)?;
+        }
+        let (server, s) = server?;
         let (tx, rx) = mpsc::channel();
         let (tid_tx, tid_rx) = mpsc::channel();
         let (cdev, sdev) = (c.dev, s.dev);
@@ -240,7 +253,6 @@ impl Link {
                 realtime,
             },
             netdev: (c.netdev, s.netdev),
-            allowed_before,
         })
     }
 
@@ -309,9 +321,6 @@ impl Drop for Link {
         let _ = self.commands.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-        if let Some(before) = self.allowed_before.take() {
-            let _ = netns::write_sysctl("net.ipv4.tcp_allowed_congestion_control", &before);
         }
     }
 }

@@ -1,0 +1,791 @@
+//! `wirelab hol`: head-of-line blocking under packet loss, through the link emulator.
+//!
+//! K logical streams (default 8) send small messages open-loop at a fixed rate, staggered
+//! (message n goes to stream n mod K), for every transport and mode that carries K streams,
+//! over a grid of loss rates, RTTs and loss models. Each run records every message's latency
+//! per stream and the link's losses; the report gives per-stream percentiles, the HOL index
+//! ([`crate::holindex`]), a chart of p99 against loss per transport and timelines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use wirelab_core::tls::{self, Identity, Trust};
+use wirelab_core::{CancellationToken, ClientConfig, Mode, ServerConfig, Sharing, TransportId};
+use wirelab_link::{Link, LinkSpec, LinkStats};
+
+use crate::env::Env;
+use crate::holindex::{self, HolIndex};
+use crate::runner::Servers;
+use crate::stats;
+use crate::transports::{self, Variant};
+use crate::with_client;
+use crate::workload::{self, Schedule};
+
+/// Schema id of a HOL result file.
+pub const SCHEMA: &str = "wirelab.hol/1";
+
+/// A way of carrying K streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolVariant {
+    /// Transport, security and h2/h3 mode.
+    pub variant: Variant,
+    /// One connection for all streams, or a pool.
+    pub sharing: Sharing,
+}
+
+impl HolVariant {
+    /// `tcp shared`, `ws pool`, `h1 pool of 6`, `h2 rr`, `quic`.
+    pub fn label(&self) -> String {
+        let base = self.variant.label();
+        match (self.variant.id, self.sharing) {
+            (TransportId::H1, _) => format!("{base} pool of 6"),
+            (TransportId::Tcp | TransportId::Ws, Sharing::Shared) => format!("{base} shared"),
+            (TransportId::Tcp | TransportId::Ws, Sharing::Pool) => format!("{base} pool"),
+            _ => base,
+        }
+    }
+
+    /// The label as a file name.
+    pub fn slug(&self) -> String {
+        self.label().replace(' ', "-")
+    }
+}
+
+/// Every way the transports carry K streams: tcp and ws on one connection and on one
+/// connection per stream, h1 over a keep-alive pool of 6, h2 request/response and duplex,
+/// h2ws, quic, h3 duplex.
+pub fn hol_variants() -> Vec<HolVariant> {
+    let v = |id, tls, mode, sharing| HolVariant {
+        variant: Variant { id, tls, mode },
+        sharing,
+    };
+    use TransportId::*;
+    vec![
+        v(Tcp, false, Mode::Duplex, Sharing::Shared),
+        v(Tcp, false, Mode::Duplex, Sharing::Pool),
+        v(Ws, false, Mode::Duplex, Sharing::Shared),
+        v(Ws, false, Mode::Duplex, Sharing::Pool),
+        v(H1, false, Mode::Duplex, Sharing::Pool),
+        v(H2, true, Mode::Rr, Sharing::Shared),
+        v(H2, true, Mode::Duplex, Sharing::Shared),
+        v(H2ws, true, Mode::Duplex, Sharing::Shared),
+        v(Quic, true, Mode::Duplex, Sharing::Shared),
+        v(H3, true, Mode::Duplex, Sharing::Shared),
+    ]
+}
+
+/// Random (Bernoulli) or bursty (Gilbert-Elliott) loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Each packet independently.
+    Random,
+    /// In bursts of [`HolPlan::burst`] packets on average, same mean rate.
+    Bursty,
+}
+
+/// One cell of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Round-trip propagation delay, ms.
+    pub rtt_ms: u64,
+    /// Mean loss rate per direction, 0..1.
+    pub loss: f64,
+    /// Loss model.
+    pub kind: LossKind,
+}
+
+impl Cell {
+    /// Directory name: `rtt20_loss1_random`.
+    pub fn name(&self) -> String {
+        let loss = format!("{}", self.loss * 100.0).replace('.', "p");
+        let kind = if self.loss == 0.0 {
+            "none"
+        } else {
+            match self.kind {
+                LossKind::Random => "random",
+                LossKind::Bursty => "bursty",
+            }
+        };
+        format!("rtt{}_loss{loss}_{kind}", self.rtt_ms)
+    }
+}
+
+/// What `wirelab hol` runs.
+#[derive(Debug, Clone)]
+pub struct HolPlan {
+    /// Ways of carrying the streams.
+    pub variants: Vec<HolVariant>,
+    /// Grid cells, in order.
+    pub cells: Vec<Cell>,
+    /// Logical streams.
+    pub streams: u32,
+    /// Messages per RTT per stream (the rate scales with the RTT so every stream has
+    /// messages in flight during any loss recovery).
+    pub per_rtt: f64,
+    /// Messages per run (all streams).
+    pub messages: u64,
+    /// Message size, bytes.
+    pub size: usize,
+    /// Mean burst length of bursty loss, packets.
+    pub burst: f64,
+    /// Repetitions (seeds `seed`, `seed + 1`, ...).
+    pub reps: u32,
+    /// First seed.
+    pub seed: u64,
+    /// Where results go.
+    pub out: PathBuf,
+}
+
+impl HolPlan {
+    /// The grid of the issue: loss {0, 0.5, 1, 2, 5}% × RTT {20, 100} ms × {random, bursty}
+    /// (no loss once per RTT).
+    pub fn full_grid() -> Vec<Cell> {
+        grid(&[20, 100], &[0.0, 0.005, 0.01, 0.02, 0.05], true)
+    }
+
+    /// The CI grid: RTT 20 ms, loss 0 and 2% random.
+    pub fn quick_grid() -> Vec<Cell> {
+        grid(&[20], &[0.0, 0.02], false)
+    }
+
+    /// Messages per second per stream in a cell.
+    pub fn rate_per_stream(&self, cell: &Cell) -> f64 {
+        self.per_rtt * 1000.0 / cell.rtt_ms.max(1) as f64
+    }
+
+    /// The stall threshold of a cell: half the RTT, at least 5 ms. A loss recovery adds at
+    /// least about one RTT (fast retransmit: an RTT plus the duplicate ACKs' wait; QUIC: 9/8
+    /// RTT), so a stall is well over it, while the client's and the VM's scheduling noise
+    /// (a few ms in a debug build) stays under it. With 2 messages per RTT per stream every
+    /// stream sends at least once inside a recovery's window, so a shared connection's
+    /// stall shows on every stream.
+    pub fn theta(cell: &Cell) -> Duration {
+        Duration::from_millis((cell.rtt_ms / 2).max(5))
+    }
+
+    /// The link of a cell for repetition `rep`.
+    pub fn link_spec(&self, cell: &Cell, rep: u32) -> LinkSpec {
+        LinkSpec {
+            rtt_ns: cell.rtt_ms * 1_000_000,
+            loss: cell.loss,
+            burst: (cell.kind == LossKind::Bursty).then_some(self.burst),
+            seed: self.seed + u64::from(rep),
+            ..LinkSpec::default()
+        }
+    }
+}
+
+/// Cells for every RTT and loss rate; loss 0 once, others random (and bursty).
+pub fn grid(rtts: &[u64], losses: &[f64], bursty: bool) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for &rtt_ms in rtts {
+        for &loss in losses {
+            out.push(Cell {
+                rtt_ms,
+                loss,
+                kind: LossKind::Random,
+            });
+            if bursty && loss > 0.0 {
+                out.push(Cell {
+                    rtt_ms,
+                    loss,
+                    kind: LossKind::Bursty,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Latency percentiles of one stream, ms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Messages.
+    pub messages: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+/// What the link did in one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinkRecord {
+    /// The link as a `--link` spec.
+    pub spec: String,
+    /// Packets offered / lost by the loss model / dropped at the queue, client to server.
+    pub up: [u64; 3],
+    /// The same, server to client.
+    pub down: [u64; 3],
+    /// Release lateness p99, µs (up, down).
+    pub lateness_p99_us: [f64; 2],
+    /// Packets the kernel dropped at the TUN queues (client, server).
+    pub tun_drops: [u64; 2],
+    /// Why the run is invalid (the emulator fell behind), if it is.
+    pub invalid: Option<String>,
+    /// Congestion control in the client and server namespaces.
+    pub congestion_control: [String; 2],
+}
+
+impl LinkRecord {
+    /// From the link's counters.
+    pub fn new(spec: &LinkSpec, stats: &LinkStats, link: &Link) -> Self {
+        let c = |d: &wirelab_link::forward::DirectionStats| {
+            [d.counters.offered, d.counters.lost, d.counters.queue_drops]
+        };
+        let p99 = |d: &wirelab_link::forward::DirectionStats| {
+            d.lateness.value_at_quantile(0.99) as f64 / 1e3
+        };
+        let cc = &link.info().congestion_control;
+        Self {
+            spec: spec.to_string(),
+            up: c(&stats.forwarder.up),
+            down: c(&stats.forwarder.down),
+            lateness_p99_us: [p99(&stats.forwarder.up), p99(&stats.forwarder.down)],
+            tun_drops: [stats.tun_drops.0, stats.tun_drops.1],
+            invalid: stats.invalid(),
+            congestion_control: [cc.0.clone(), cc.1.clone()],
+        }
+    }
+}
+
+/// One repetition of one cell on one variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolRep {
+    /// Seed of the loss processes.
+    pub seed: u64,
+    /// HOL index (`None`: no stream stalled).
+    pub hol_index: Option<f64>,
+    /// Stalls the index was computed from.
+    pub stalls: u64,
+    /// Latency floor and stall threshold, ms.
+    pub base_ms: f64,
+    /// Stall threshold, ms.
+    pub theta_ms: f64,
+    /// All messages: p50, p99, p99.9, max, ms.
+    pub p50_ms: f64,
+    /// 99th percentile over all streams.
+    pub p99_ms: f64,
+    /// 99.9th percentile over all streams.
+    pub p999_ms: f64,
+    /// Maximum over all streams.
+    pub max_ms: f64,
+    /// Per stream.
+    pub streams: Vec<StreamStats>,
+    /// The link.
+    pub link: LinkRecord,
+    /// The generator's verdict, if it fell behind.
+    pub behind: Option<String>,
+    /// Every message per stream: (intended send ns, latency ns); times are relative to the
+    /// first send; loss events likewise below.
+    pub records: Vec<Vec<(u64, u64)>>,
+    /// Loss-model drops (up, down), ns from the first send.
+    pub losses: [Vec<u64>; 2],
+}
+
+/// The results of one cell on one variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolResult {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The variant's label.
+    pub variant: String,
+    /// The cell.
+    pub cell: Cell,
+    /// Streams, messages per stream per second, message size.
+    pub streams: u32,
+    /// Messages per second per stream.
+    pub rate_per_stream: f64,
+    /// Message size, bytes.
+    pub size: usize,
+    /// Environment.
+    pub env: Env,
+    /// Repetitions.
+    pub reps: Vec<HolRep>,
+}
+
+impl HolResult {
+    /// Median over repetitions of `f` (repetitions where it is defined).
+    pub fn median(&self, f: impl Fn(&HolRep) -> Option<f64>) -> Option<f64> {
+        let mut v: Vec<f64> = self.reps.iter().filter_map(f).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+
+    /// Whether any repetition ran on a link that fell behind.
+    pub fn invalid(&self) -> bool {
+        self.reps.iter().any(|r| r.link.invalid.is_some())
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Round trips at the start of a run left out of its statistics.
+pub const WARMUP_RTTS: u64 = 5;
+
+/// Computes a repetition's statistics from the records (pure): the first [`WARMUP_RTTS`]
+/// round trips are left out.
+pub fn summarize_rep(
+    records: Vec<Vec<(u64, u64)>>,
+    losses: [Vec<u64>; 2],
+    theta: Duration,
+    seed: u64,
+    link: LinkRecord,
+    behind: Option<String>,
+) -> Result<HolRep> {
+    // Warm-up: messages intended in the first `WARMUP_RTTS` RTTs (2 theta each) are kept in
+    // the records but left out of the statistics (connection start-up is not loss).
+    let first = records.iter().flatten().map(|&(s, _)| s).min().unwrap_or(0);
+    let from = first + WARMUP_RTTS * 2 * theta.as_nanos() as u64;
+    let measured: Vec<Vec<(u64, u64)>> = records
+        .iter()
+        .map(|r| r.iter().copied().filter(|&(s, _)| s >= from).collect())
+        .collect();
+    let HolIndex {
+        index,
+        stalls,
+        base_ns,
+        theta_ns,
+    } = holindex::hol_index(&measured, theta.as_nanos() as u64);
+    let mut all = stats::histogram();
+    let mut streams = Vec::new();
+    for r in &measured {
+        let mut h = stats::histogram();
+        for &(_, lat) in r {
+            h.record(lat.max(1))?;
+        }
+        all.add(&h)?;
+        streams.push(stream_stats(&h));
+    }
+    let t0 = records.iter().flatten().map(|&(s, _)| s).min().unwrap_or(0);
+    let rel = |v: Vec<u64>| v.into_iter().map(|t| t.saturating_sub(t0)).collect();
+    let [up, down] = losses;
+    Ok(HolRep {
+        seed,
+        hol_index: index,
+        stalls,
+        base_ms: ms(base_ns),
+        theta_ms: ms(theta_ns),
+        p50_ms: ms(all.value_at_quantile(0.5)),
+        p99_ms: ms(all.value_at_quantile(0.99)),
+        p999_ms: ms(all.value_at_quantile(0.999)),
+        max_ms: ms(all.max()),
+        streams,
+        link,
+        behind,
+        records: records
+            .into_iter()
+            .map(|r| r.into_iter().map(|(s, l)| (s - t0, l)).collect())
+            .collect(),
+        losses: [rel(up), rel(down)],
+    })
+}
+
+fn stream_stats(h: &Histogram<u64>) -> StreamStats {
+    StreamStats {
+        messages: h.len(),
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+    }
+}
+
+/// Runs one repetition of `cell` on `hv` against a server at `addr`: configures the link,
+/// runs the open loop, reads the link's counters.
+#[allow(clippy::too_many_arguments)]
+pub async fn one_run(
+    plan: &HolPlan,
+    hv: &HolVariant,
+    cell: &Cell,
+    rep: u32,
+    link: &Link,
+    addr: std::net::SocketAddr,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<HolRep> {
+    let spec = plan.link_spec(cell, rep);
+    link.configure(spec.config())?;
+    let mut cfg = ClientConfig::new(addr);
+    cfg.tls = client_tls;
+    cfg.mode = hv.variant.mode;
+    cfg.streams = plan.streams;
+    cfg.sharing = hv.sharing;
+    cfg.pool_size = 6;
+    let rate = plan.rate_per_stream(cell) * f64::from(plan.streams);
+    let sched = Schedule {
+        rate,
+        duration: Duration::from_secs_f64(plan.messages as f64 / rate),
+        size: plan.size,
+        lateness_budget: crate::runner::LATENESS_BUDGET,
+    };
+    let r = with_client!(hv.variant.id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
+    let stats = link.stats()?;
+    let record = LinkRecord::new(&spec, &stats, link);
+    let losses = [
+        stats.forwarder.up.loss_events.clone(),
+        stats.forwarder.down.loss_events.clone(),
+    ];
+    summarize_rep(
+        r.records,
+        losses,
+        HolPlan::theta(cell),
+        spec.seed,
+        record,
+        r.behind,
+    )
+}
+
+/// A run that failed.
+#[derive(Debug)]
+pub struct HolFailure {
+    /// Cell name.
+    pub cell: String,
+    /// Variant label.
+    pub variant: String,
+    /// Why.
+    pub error: String,
+}
+
+/// Runs the plan through `link` (servers on `servers`, listening on the link's server
+/// address); writes `out/<cell>/<variant>.json` as each finishes.
+pub async fn execute(
+    plan: &HolPlan,
+    link: &Link,
+    servers: &Servers,
+    pb: &ProgressBar,
+) -> Result<(Vec<HolResult>, Vec<HolFailure>)> {
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("cannot create {}", plan.out.display()))?;
+    let env = Env::capture();
+    let ident = Identity::self_signed(&["localhost", "192.0.2.2"])?;
+    let trust = Trust::Certificates(vec![ident.certificate()]);
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for hv in &plan.variants {
+        let v = &hv.variant;
+        let mut scfg = ServerConfig::new((wirelab_link::SERVER_ADDR, 0).into());
+        if v.tls {
+            scfg.tls = Some(ident.server_config(&[transports::alpn(v.id)])?);
+        }
+        let shutdown = CancellationToken::new();
+        let (addr, task) =
+            transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
+        let client_tls = if v.tls {
+            Some(tls::client_config(&trust, &[transports::alpn(v.id)])?)
+        } else {
+            None
+        };
+        for cell in &plan.cells {
+            pb.set_message(format!("{} · {}", cell.name(), hv.label()));
+            let mut reps = Vec::new();
+            let mut error = None;
+            for rep in 0..plan.reps {
+                match one_run(plan, hv, cell, rep, link, addr, client_tls.clone()).await {
+                    Ok(r) => reps.push(r),
+                    Err(e) => {
+                        error = Some(format!("{e:#}"));
+                        pb.inc(u64::from(plan.reps - rep));
+                        break;
+                    }
+                }
+                pb.inc(1);
+            }
+            if let Some(error) = error {
+                pb.println(format!("FAILED {} · {}: {error}", cell.name(), hv.label()));
+                failures.push(HolFailure {
+                    cell: cell.name(),
+                    variant: hv.label(),
+                    error,
+                });
+                continue;
+            }
+            let res = HolResult {
+                schema: SCHEMA.into(),
+                variant: hv.label(),
+                cell: *cell,
+                streams: plan.streams,
+                rate_per_stream: plan.rate_per_stream(cell),
+                size: plan.size,
+                env: env.clone(),
+                reps,
+            };
+            save(&plan.out, hv, &res)?;
+            if pb.is_hidden() {
+                eprintln!("done {} · {}", cell.name(), hv.label());
+            }
+            results.push(res);
+        }
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    Ok((results, failures))
+}
+
+fn save(out: &Path, hv: &HolVariant, r: &HolResult) -> Result<()> {
+    let dir = out.join(r.cell.name());
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", hv.slug()));
+    std::fs::write(&path, serde_json::to_vec(r)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Loads every HOL result under `dir`.
+pub fn load_dir(dir: &Path) -> Result<Vec<HolResult>> {
+    let mut out = Vec::new();
+    let mut cells: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    cells.sort_by_key(|e| e.path());
+    for c in cells {
+        for f in std::fs::read_dir(c.path())?.flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let r: HolResult = serde_json::from_slice(&std::fs::read(&p)?)
+                    .with_context(|| format!("{} is not a HOL result", p.display()))?;
+                if r.schema != SCHEMA {
+                    bail!("{}: schema {} is not {SCHEMA}", p.display(), r.schema);
+                }
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fmt_index(i: Option<f64>) -> String {
+    i.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
+}
+
+/// Writes `report.md` and the charts into `dir`; returns the report's path.
+pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Head-of-line blocking under loss\n");
+    if let Some(r) = results.first() {
+        let e = &r.env;
+        let _ = writeln!(
+            md,
+            "{} streams, {} B messages, open loop at {:.0} msg/s per stream at RTT 20 ms \
+             (2 messages per RTT per stream), staggered. wirelab {} ({}), {} build, {}, {} cores, \
+             kernel {}. Link: TUN emulator, congestion control {} / {} (client / server \
+             namespace). Cells are single seeded runs unless several repetitions are listed; \
+             the HOL index is defined in docs/src/hol.md.\n",
+            r.streams,
+            r.size,
+            r.rate_per_stream * r.cell.rtt_ms as f64 / 20.0,
+            e.wirelab,
+            e.git_rev,
+            e.profile,
+            e.cpu_model,
+            e.cores,
+            e.kernel,
+            r.reps
+                .first()
+                .map_or("?", |x| x.link.congestion_control[0].as_str()),
+            r.reps
+                .first()
+                .map_or("?", |x| x.link.congestion_control[1].as_str()),
+        );
+    }
+    let mut variants: Vec<String> = Vec::new();
+    for r in results {
+        if !variants.contains(&r.variant) {
+            variants.push(r.variant.clone());
+        }
+    }
+    let mut rtts: Vec<u64> = results.iter().map(|r| r.cell.rtt_ms).collect();
+    rtts.sort_unstable();
+    rtts.dedup();
+    let find = |v: &str, rtt: u64, loss: f64, kind: LossKind| {
+        results.iter().find(|r| {
+            r.variant == v
+                && r.cell.rtt_ms == rtt
+                && r.cell.loss == loss
+                && (loss == 0.0 || r.cell.kind == kind)
+        })
+    };
+    for &rtt in &rtts {
+        for kind in [LossKind::Random, LossKind::Bursty] {
+            let mut losses: Vec<f64> = results
+                .iter()
+                .filter(|r| r.cell.rtt_ms == rtt && (r.cell.kind == kind || r.cell.loss == 0.0))
+                .map(|r| r.cell.loss)
+                .collect();
+            losses.sort_by(f64::total_cmp);
+            losses.dedup();
+            if !losses.iter().any(|&l| l > 0.0) && kind == LossKind::Bursty {
+                continue;
+            }
+            let kname = if kind == LossKind::Random {
+                "random"
+            } else {
+                "bursty"
+            };
+            let _ = writeln!(
+                md,
+                "## RTT {rtt} ms, {kname} loss\n\nEach cell: p99 latency (ms) · HOL index \
+                 (0: a loss stalls only its own stream, 1: every stream).\n"
+            );
+            let _ = write!(md, "| transport |");
+            for l in &losses {
+                let _ = write!(md, " {}% |", l * 100.0);
+            }
+            let _ = write!(md, "\n|---|");
+            for _ in &losses {
+                let _ = write!(md, "---|");
+            }
+            md.push('\n');
+            let mut series = Vec::new();
+            for v in &variants {
+                let _ = write!(md, "| {v} |");
+                let mut pts = Vec::new();
+                for &l in &losses {
+                    match find(v, rtt, l, kind) {
+                        Some(r) => {
+                            let p99 = r.median(|x| Some(x.p99_ms)).unwrap_or(f64::NAN);
+                            let flag = if r.invalid() { " ⚠" } else { "" };
+                            let behind = if r.reps.iter().any(|x| x.behind.is_some()) {
+                                " †"
+                            } else {
+                                ""
+                            };
+                            let _ = write!(
+                                md,
+                                " {p99:.1} · {}{flag}{behind} |",
+                                fmt_index(r.median(|x| x.hol_index))
+                            );
+                            pts.push((l * 100.0, p99));
+                        }
+                        None => {
+                            let _ = write!(md, " – |");
+                        }
+                    }
+                }
+                md.push('\n');
+                series.push((v.clone(), pts));
+            }
+            let chart = format!("hol_p99_rtt{rtt}_{kname}.svg");
+            crate::chart::lines_log_y(
+                &dir.join(&chart),
+                &format!("p99 latency against loss, RTT {rtt} ms, {kname} loss"),
+                "loss per direction (%)",
+                "p99 latency (ms, log scale)",
+                &series,
+            )?;
+            let _ = writeln!(md, "\n![p99 against loss]({chart})\n");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "⚠: the emulator fell behind in a repetition (the run is invalid). †: the generator \
+         could not keep the rate (overload; h1's pool of 6 serves at most 6 messages per RTT).\n"
+    );
+    // Per-stream percentiles and timelines of the most lossy random cell of the first RTT.
+    let pick = rtts.first().and_then(|&rtt| {
+        results
+            .iter()
+            .filter(|r| r.cell.rtt_ms == rtt && r.cell.kind == LossKind::Random)
+            .map(|r| r.cell)
+            .max_by(|a, b| a.loss.total_cmp(&b.loss))
+    });
+    if let Some(cell) = pick {
+        let _ = writeln!(
+            md,
+            "## Per stream, {} (first repetition)\n\np50 / p99 latency per stream, ms.\n",
+            cell.name()
+        );
+        let k = results.iter().map(|r| r.streams).max().unwrap_or(0);
+        let _ = write!(md, "| transport |");
+        for s in 0..k {
+            let _ = write!(md, " s{s} |");
+        }
+        let _ = write!(md, "\n|---|");
+        for _ in 0..k {
+            let _ = write!(md, "---|");
+        }
+        md.push('\n');
+        for v in &variants {
+            let Some(r) = find(v, cell.rtt_ms, cell.loss, cell.kind) else {
+                continue;
+            };
+            let Some(rep) = r.reps.first() else { continue };
+            let _ = write!(md, "| {v} |");
+            for s in &rep.streams {
+                let _ = write!(md, " {:.1} / {:.1} |", s.p50_ms, s.p99_ms);
+            }
+            md.push('\n');
+            let chart = format!("timeline_{}_{}.svg", cell.name(), v.replace(' ', "-"));
+            let recs: Vec<Vec<(f64, f64)>> = rep
+                .records
+                .iter()
+                .map(|s| s.iter().map(|&(t, l)| (ms(t), ms(l))).collect())
+                .collect();
+            let up: Vec<f64> = rep.losses[0].iter().map(|&t| ms(t)).collect();
+            let down: Vec<f64> = rep.losses[1].iter().map(|&t| ms(t)).collect();
+            // Two seconds from the middle of the run.
+            let end = recs.iter().flatten().map(|m| m.0).fold(0.0, f64::max);
+            let start = (end / 2.0 - 1000.0).max(0.0);
+            crate::chart::timeline(
+                &dir.join(&chart),
+                &format!(
+                    "{v}, {}: red = stalled (latency over {:.0} ms), lines = losses \
+                     (blue up, orange down)",
+                    cell.name(),
+                    rep.base_ms + rep.theta_ms
+                ),
+                &recs,
+                rep.base_ms + rep.theta_ms,
+                [&up, &down],
+                (start, (start + 2000.0).min(end.max(start + 1.0))),
+            )?;
+        }
+        md.push('\n');
+        for v in &variants {
+            let _ = writeln!(
+                md,
+                "![timeline {v}](timeline_{}_{}.svg)\n",
+                cell.name(),
+                v.replace(' ', "-")
+            );
+        }
+    }
+    let notes: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.reps.iter().filter_map(move |x| {
+                let why = x.link.invalid.clone().or_else(|| x.behind.clone())?;
+                Some(format!(
+                    "- {} · {} (seed {}): {why}",
+                    r.cell.name(),
+                    r.variant,
+                    x.seed
+                ))
+            })
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(md, "## Notes\n\n{}\n", notes.join("\n"));
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}

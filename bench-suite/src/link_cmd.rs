@@ -1,0 +1,360 @@
+//! `wirelab link check` and `wirelab hol`: the link emulator from the command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use wirelab::hol::{self, HolPlan};
+use wirelab::runner::Servers;
+use wirelab_link::check::{self, burst_tolerance, loss_tolerance};
+use wirelab_link::{Link, LinkConfig, LinkOptions, LinkSpec, LossModel};
+
+/// Options shared by everything that starts a link.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct LinkSetup {
+    /// TCP congestion control to set in both namespaces (see
+    /// /proc/sys/net/ipv4/tcp_available_congestion_control).
+    #[arg(long, default_value = "cubic")]
+    pub(crate) cc: String,
+    /// Leave the forwarder at normal priority instead of SCHED_FIFO 50.
+    #[arg(long)]
+    pub(crate) no_realtime: bool,
+}
+
+impl LinkSetup {
+    pub(crate) fn start(&self, cfg: LinkConfig) -> Result<Link> {
+        let opts = LinkOptions {
+            congestion_control: self.cc.clone(),
+            rt_priority: (!self.no_realtime).then_some(50),
+        };
+        let link = Link::start(&opts, cfg)?;
+        let i = link.info();
+        eprintln!(
+            "link up: {} (192.0.2.1) ⇄ forwarder ⇄ {} (192.0.2.2), congestion control {} / {}, forwarder {}",
+            i.client_dev,
+            i.server_dev,
+            i.congestion_control.0,
+            i.congestion_control.1,
+            match &i.realtime {
+                Ok(p) => format!("SCHED_FIFO {p}"),
+                Err(why) => format!("at normal priority ({why})"),
+            }
+        );
+        Ok(link)
+    }
+}
+
+/// `wirelab link ...`
+#[derive(Debug, Args)]
+pub(crate) struct LinkArgs {
+    #[command(subcommand)]
+    cmd: LinkCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkCmd {
+    /// Measure the emulator on this machine: RTT for 2 x 20 ms, 1% random loss, bursty loss,
+    /// TCP goodput under rate limits; prints each against its setting. Needs root.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    setup: LinkSetup,
+    /// Rates for the TCP goodput check, Mbit/s (comma-separated). The highest rate whose
+    /// goodput stays >= 95% of ideal with release lateness p99 <= 1 ms is the emulator's
+    /// faithful limit on this machine.
+    #[arg(long, value_delimiter = ',', default_values_t = [200u64, 500])]
+    rates: Vec<u64>,
+    /// Fewer packets and shorter transfers (about 15 s instead of 30 s).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub(crate) fn link(a: LinkArgs) -> Result<()> {
+    match a.cmd {
+        LinkCmd::Check(c) => link_check(c),
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "FAIL"
+    }
+}
+
+fn link_check(a: CheckArgs) -> Result<()> {
+    if a.rates.contains(&0) {
+        bail!("--rates: a rate must be above 0 Mbit/s");
+    }
+    let spec = |s: &str| -> Result<LinkConfig> {
+        Ok(s.parse::<LinkSpec>().map_err(anyhow::Error::msg)?.config())
+    };
+    let link = a.setup.start(spec("rtt=40ms")?)?;
+    let mut failed = 0;
+    println!("| check | setting | measured | accepted | verdict |\n|---|---|---|---|---|");
+
+    let r = check::rtt(
+        &link,
+        if a.quick { 100 } else { 200 },
+        Duration::from_millis(20),
+    )?;
+    let st = link.stats()?;
+    let ok = (r.mean_ms() - 40.0).abs() <= 0.5 && r.unanswered == 0 && st.invalid().is_none();
+    failed += usize::from(!ok);
+    println!(
+        "| RTT (UDP ping) | 2 x 20 ms | mean {:.3} ms (p50 {:.3}, p99 {:.3}, {} unanswered) | 40 ± 0.5 ms | {} |",
+        r.mean_ms(),
+        r.quantile_ms(0.5),
+        r.quantile_ms(0.99),
+        r.unanswered,
+        verdict(ok)
+    );
+
+    let n = if a.quick { 20_000 } else { 50_000 };
+    link.configure(spec("loss=1%,seed=11")?)?;
+    let r = check::udp_loss(&link, n, 10_000, 200)?;
+    let tol = loss_tolerance(0.01, u64::from(n), 0.0);
+    let ok = (r.tally.rate() - 0.01).abs() <= tol
+        && r.tally.lost == r.stats.forwarder.up.counters.lost
+        && r.stats.invalid().is_none();
+    failed += usize::from(!ok);
+    println!(
+        "| random loss | 1% | {:.3}% ({} of {}) | ± {:.3}% (3 s.e.) | {} |",
+        r.tally.rate() * 100.0,
+        r.tally.lost,
+        r.tally.sent,
+        tol * 100.0,
+        verdict(ok)
+    );
+
+    let (p, rr) = (0.005, 0.25);
+    let mut cfg = LinkConfig::default();
+    cfg.up.loss = LossModel::GilbertElliott {
+        p,
+        r: rr,
+        loss_good: 0.0,
+        loss_bad: 1.0,
+    };
+    cfg.up.seed = 5;
+    link.configure(cfg)?;
+    let r = check::udp_loss(&link, n * 2, 20_000, 200)?;
+    let btol = burst_tolerance(rr, r.tally.bursts);
+    let ok = (r.tally.mean_burst() - 1.0 / rr).abs() <= btol && r.stats.invalid().is_none();
+    failed += usize::from(!ok);
+    println!(
+        "| bursty loss (Gilbert-Elliott p=0.005 r=0.25) | mean burst 4, loss 1.96% | burst {:.2} over {} bursts, loss {:.2}% | burst ± {:.2} | {} |",
+        r.tally.mean_burst(),
+        r.tally.bursts,
+        r.tally.rate() * 100.0,
+        btol,
+        verdict(ok)
+    );
+
+    let (warm, measure) = if a.quick {
+        (Duration::from_secs(1), Duration::from_secs(2))
+    } else {
+        (Duration::from_millis(1500), Duration::from_secs(4))
+    };
+    for &rate in &a.rates {
+        link.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
+        let r = check::tcp_goodput(&link, warm, measure)?;
+        let ideal = check::ideal_goodput(rate * 1_000_000, r.mss);
+        let lat = |d: &wirelab_link::forward::DirectionStats| {
+            d.lateness.value_at_quantile(0.99) as f64 / 1e3
+        };
+        let invalid = r.stats.invalid();
+        let ok = r.goodput_bps >= 0.95 * ideal && invalid.is_none();
+        failed += usize::from(!ok);
+        println!(
+            "| TCP goodput ({}) | {rate} Mbit/s, RTT 20 ms, 20 ms queue | {:.1} Mbit/s = {:.1}% of ideal {:.1}; release lateness p99 {:.0} / {:.0} µs; {} queue drops{} | >= 95%, emulator kept up | {} |",
+            link.info().congestion_control.0,
+            r.goodput_bps / 1e6,
+            r.goodput_bps / ideal * 100.0,
+            ideal / 1e6,
+            lat(&r.stats.forwarder.up),
+            lat(&r.stats.forwarder.down),
+            r.stats.forwarder.up.counters.queue_drops,
+            invalid.map(|w| format!("; invalid: {w}")).unwrap_or_default(),
+            verdict(ok)
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+/// Options of `wirelab hol`.
+#[derive(Debug, Args)]
+pub(crate) struct HolArgs {
+    #[command(flatten)]
+    setup: LinkSetup,
+    /// The CI grid: RTT 20 ms, loss 0 and 2% random, 600 messages per run (about a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Directory for the results; default `results/hol-<UTC date>-<time>`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these variants (labels as in the report, e.g. "tcp shared,quic").
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Logical streams.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
+    streams: u32,
+    /// Messages per RTT per stream (the rate scales with the RTT).
+    #[arg(long, default_value_t = 2.0)]
+    per_rtt: f64,
+    /// Messages per run, all streams together (default 2000; --quick 600).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Message size, bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// RTTs, ms (default 20,100; --quick 20).
+    #[arg(long, value_delimiter = ',')]
+    rtt: Vec<u64>,
+    /// Loss rates, % per direction (default 0,0.5,1,2,5; --quick 0,2).
+    #[arg(long, value_delimiter = ',')]
+    loss: Vec<f64>,
+    /// Random loss only (no bursty cells).
+    #[arg(long)]
+    random_only: bool,
+    /// Mean burst length of bursty loss, packets.
+    #[arg(long, default_value_t = 4.0)]
+    burst: f64,
+    /// Repetitions per cell, with seeds seed, seed+1, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+    /// First seed of the loss processes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl HolArgs {
+    pub(crate) fn plan(&self) -> Result<HolPlan> {
+        let mut variants = hol::hol_variants();
+        if !self.only.is_empty() {
+            let known: Vec<String> = variants.iter().map(|v| v.label()).collect();
+            for o in &self.only {
+                if !known.contains(o) {
+                    bail!("unknown variant '{o}' (known: {})", known.join(", "));
+                }
+            }
+            variants.retain(|v| self.only.contains(&v.label()));
+        }
+        if !(self.per_rtt.is_finite() && self.per_rtt > 0.0) {
+            bail!("--per-rtt must be above 0");
+        }
+        if !(self.burst.is_finite() && self.burst >= 1.0) {
+            bail!("--burst must be at least 1 packet");
+        }
+        if self.size < wirelab_core::codec::HEADER_LEN {
+            bail!(
+                "--size must be at least the {}-byte message header",
+                wirelab_core::codec::HEADER_LEN
+            );
+        }
+        let rtts = if self.rtt.is_empty() {
+            if self.quick {
+                vec![20]
+            } else {
+                vec![20, 100]
+            }
+        } else {
+            self.rtt.clone()
+        };
+        if rtts.iter().any(|&r| r < 2) {
+            bail!("--rtt must be at least 2 ms");
+        }
+        let losses: Vec<f64> = if self.loss.is_empty() {
+            if self.quick {
+                vec![0.0, 2.0]
+            } else {
+                vec![0.0, 0.5, 1.0, 2.0, 5.0]
+            }
+        } else {
+            self.loss.clone()
+        };
+        if losses.iter().any(|l| !(0.0..50.0).contains(l)) {
+            bail!("--loss must be in [0, 50) %");
+        }
+        let losses: Vec<f64> = losses.iter().map(|l| l / 100.0).collect();
+        let bursty = !(self.random_only || self.quick);
+        let messages = self.messages.unwrap_or(if self.quick { 600 } else { 2000 });
+        if messages < u64::from(self.streams) * 10 {
+            bail!("--messages must give each stream at least 10 messages");
+        }
+        let out = self.out.clone().unwrap_or_else(|| {
+            let t = wirelab::env::rfc3339(wirelab::env::unix_now());
+            let stamp: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+            PathBuf::from("results").join(format!("hol-{}-{}", &stamp[..8], &stamp[8..]))
+        });
+        Ok(HolPlan {
+            variants,
+            cells: hol::grid(&rtts, &losses, bursty),
+            streams: self.streams,
+            per_rtt: self.per_rtt,
+            messages,
+            size: self.size,
+            burst: self.burst,
+            reps: self.reps,
+            seed: self.seed,
+            out,
+        })
+    }
+
+    pub(crate) fn link_setup(&self) -> &LinkSetup {
+        &self.setup
+    }
+}
+
+pub(crate) async fn hol(plan: HolPlan, link: Arc<Link>, servers: Servers) -> Result<()> {
+    let total = plan.variants.len() as u64 * plan.cells.len() as u64 * u64::from(plan.reps);
+    let pb = if std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs {msg}")
+                .expect("valid template"),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    eprintln!(
+        "{} variants x {} cells x {} reps = {total} runs, {} messages each; results in {}",
+        plan.variants.len(),
+        plan.cells.len(),
+        plan.reps,
+        plan.messages,
+        plan.out.display()
+    );
+    let t0 = Instant::now();
+    let (results, failures) = hol::execute(&plan, &link, &servers, &pb).await?;
+    pb.finish_and_clear();
+    let path = hol::report(&plan.out, &results)?;
+    eprintln!(
+        "{} results in {:.0} s; report: {}",
+        results.len(),
+        t0.elapsed().as_secs_f64(),
+        path.display()
+    );
+    print!(
+        "{}",
+        std::fs::read_to_string(&path).context("reading the report back")?
+    );
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED {} · {}: {}", f.cell, f.variant, f.error);
+        }
+        bail!("{} run(s) failed", failures.len());
+    }
+    Ok(())
+}
