@@ -236,6 +236,21 @@ pub(crate) struct HolArgs {
     /// First seed of the loss processes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Only rebuild report.md and the charts of an earlier `wirelab hol` directory from its
+    /// JSON (no link, no root needed).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "out"])]
+    report: Option<PathBuf>,
+}
+
+/// `wirelab hol --report DIR`.
+pub(crate) fn hol_report(dir: &std::path::Path) -> Result<()> {
+    let results = hol::load_dir(dir)?;
+    if results.is_empty() {
+        bail!("{} holds no HOL results", dir.display());
+    }
+    let path = hol::report(dir, &results)?;
+    eprintln!("{} results; report: {}", results.len(), path.display());
+    Ok(())
 }
 
 impl HolArgs {
@@ -313,6 +328,11 @@ impl HolArgs {
 
     pub(crate) fn link_setup(&self) -> &LinkSetup {
         &self.setup
+    }
+
+    /// `--report DIR`, if given.
+    pub(crate) fn report_only(&self) -> Option<&std::path::Path> {
+        self.report.as_deref()
     }
 }
 

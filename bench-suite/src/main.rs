@@ -96,6 +96,7 @@ fn main() -> ExitCode {
     // runtime's in the client namespace.
     let link_cfg = match &cli.command {
         Command::Link(_) => None,
+        Command::Hol(a) if a.report_only().is_some() => None,
         Command::Hol(a) => match a.plan() {
             Ok(_) => Some((a.link_setup().clone(), wirelab_link::LinkConfig::default())),
             Err(e) => return fail(e),
@@ -107,6 +108,14 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    if let Command::Hol(a) = &cli.command {
+        if let Some(dir) = a.report_only() {
+            return match link_cmd::hol_report(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
+    }
     if let Command::Link(a) = cli.command {
         return match link_cmd::link(a) {
             Ok(()) => ExitCode::SUCCESS,
