@@ -139,6 +139,21 @@ pub fn table(rs: &[&ResultFile]) -> String {
         }
         s.push('\n');
     }
+    // Over an emulated link, setup also in round trips of that link.
+    if kind == Kind::Setup {
+        if let Some(rtt) = first.link_rtt_ms() {
+            let _ = writeln!(
+                s,
+                "\nIn round trips of the emulated link ({} , RTT {rtt} ms), p50:",
+                first.link.as_deref().unwrap_or("")
+            );
+            for r in rs {
+                if let Some(e) = r.summary.get("p50_us") {
+                    let _ = writeln!(s, "- {}: {:.2} RTTs", r.variant.label, e.median / 1e3 / rtt);
+                }
+            }
+        }
+    }
     s
 }
 
