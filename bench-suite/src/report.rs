@@ -144,7 +144,7 @@ pub fn table(rs: &[&ResultFile]) -> String {
         if let Some(rtt) = first.link_rtt_ms() {
             let _ = writeln!(
                 s,
-                "\nIn round trips of the emulated link ({} , RTT {rtt} ms), p50:",
+                "\nIn round trips of the emulated link ({}, RTT {rtt} ms), p50:",
                 first.link.as_deref().unwrap_or("")
             );
             for r in rs {
