@@ -14,15 +14,14 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use wirelab_core::tls::{self, Identity, Trust};
-use wirelab_core::{CancellationToken, ClientConfig, Mode, ServerConfig, Sharing, TransportId};
+use wirelab_core::{ClientConfig, Mode, Sharing, TransportId};
 use wirelab_link::{Link, LinkSpec, LinkStats};
 
 use crate::env::Env;
 use crate::holindex::{self, HolIndex};
-use crate::runner::Servers;
+use crate::runner::{Certs, Servers, VariantServer};
 use crate::stats;
-use crate::transports::{self, Variant};
+use crate::transports::Variant;
 use crate::with_client;
 use crate::workload::{self, Schedule};
 
@@ -474,30 +473,27 @@ pub async fn execute(
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("cannot create {}", plan.out.display()))?;
     let env = Env::capture();
-    let ident = Identity::self_signed(&["localhost", "192.0.2.2"])?;
-    let trust = Trust::Certificates(vec![ident.certificate()]);
+    let certs = Certs::new()?;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for hv in &plan.variants {
-        let v = &hv.variant;
-        let mut scfg = ServerConfig::new((wirelab_link::SERVER_ADDR, 0).into());
-        if v.tls {
-            scfg.tls = Some(ident.server_config(&[transports::alpn(v.id)])?);
-        }
-        let shutdown = CancellationToken::new();
-        let (addr, task) =
-            transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
-        let client_tls = if v.tls {
-            Some(tls::client_config(&trust, &[transports::alpn(v.id)])?)
-        } else {
-            None
-        };
+        let server = VariantServer::start(&hv.variant, &certs, servers).await?;
         for cell in &plan.cells {
             pb.set_message(format!("{} · {}", cell.name(), hv.label()));
             let mut reps = Vec::new();
             let mut error = None;
             for rep in 0..plan.reps {
-                match one_run(plan, hv, cell, rep, link, addr, client_tls.clone()).await {
+                match one_run(
+                    plan,
+                    hv,
+                    cell,
+                    rep,
+                    link,
+                    server.addr,
+                    server.client_tls.clone(),
+                )
+                .await
+                {
                     Ok(r) => reps.push(r),
                     Err(e) => {
                         error = Some(format!("{e:#}"));
@@ -532,8 +528,7 @@ pub async fn execute(
             }
             results.push(res);
         }
-        shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        server.stop().await;
     }
     Ok((results, failures))
 }

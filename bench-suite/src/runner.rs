@@ -83,6 +83,61 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A self-signed identity for the servers and the trust a client needs for it.
+#[derive(Debug)]
+pub struct Certs {
+    ident: Identity,
+    trust: Trust,
+}
+
+impl Certs {
+    /// Valid for `localhost`, 127.0.0.1 and the link emulator's server address.
+    pub fn new() -> Result<Self> {
+        let ident = Identity::self_signed(&["localhost", "127.0.0.1", "192.0.2.2"])?;
+        let trust = Trust::Certificates(vec![ident.certificate()]);
+        Ok(Self { ident, trust })
+    }
+}
+
+/// One variant's server, running, and the TLS config its clients use.
+#[derive(Debug)]
+pub struct VariantServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Client TLS config (ALPN of the transport), or `None` for cleartext.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<wirelab_core::Result<()>>,
+}
+
+impl VariantServer {
+    /// Starts `v`'s server on `servers`, listening on `servers.listen`.
+    pub async fn start(v: &Variant, certs: &Certs, servers: &Servers) -> Result<Self> {
+        let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
+        let mut client_tls = None;
+        if v.tls {
+            let alpn = [transports::alpn(v.id)];
+            scfg.tls = Some(certs.ident.server_config(&alpn)?);
+            client_tls = Some(tls::client_config(&certs.trust, &alpn)?);
+        }
+        let shutdown = CancellationToken::new();
+        let (addr, task) =
+            transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
+        Ok(Self {
+            addr,
+            client_tls,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Shuts it down, waiting up to 10 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
 /// Runs the plan; writes `out/<scenario>/<variant>.json` as each finishes. A failed
 /// measurement does not stop the others: it is returned with the results.
 pub async fn execute(
@@ -93,8 +148,7 @@ pub async fn execute(
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("cannot create {}", plan.out.display()))?;
     let env = Env::capture();
-    let ident = Identity::self_signed(&["localhost", "127.0.0.1", "192.0.2.2"])?;
-    let trust = Trust::Certificates(vec![ident.certificate()]);
+    let certs = Certs::new()?;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for v in &plan.variants {
@@ -102,18 +156,7 @@ pub async fn execute(
         if scenarios.is_empty() {
             continue;
         }
-        let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
-        if v.tls {
-            scfg.tls = Some(ident.server_config(&[transports::alpn(v.id)])?);
-        }
-        let shutdown = CancellationToken::new();
-        let (addr, task) =
-            transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
-        let client_tls = if v.tls {
-            Some(tls::client_config(&trust, &[transports::alpn(v.id)])?)
-        } else {
-            None
-        };
+        let server = VariantServer::start(v, &certs, servers).await?;
         for s in scenarios {
             pb.set_message(format!("{} · {}", s.name, v.label()));
             let mut reps = Vec::new();
@@ -124,8 +167,8 @@ pub async fn execute(
                 l.configure(spec.config())?;
             }
             for r in 0..plan.warmup_reps + plan.reps {
-                let mut cfg = ClientConfig::new(addr);
-                cfg.tls = client_tls.clone();
+                let mut cfg = ClientConfig::new(server.addr);
+                cfg.tls = server.client_tls.clone();
                 cfg.mode = v.mode;
                 match one_rep(s, v, cfg, servers.separate).await {
                     Ok(rep) => {
@@ -187,8 +230,7 @@ pub async fn execute(
             }
             results.push(rf);
         }
-        shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        server.stop().await;
     }
     Ok((results, failures))
 }

@@ -74,10 +74,10 @@ impl RttReport {
 /// server namespace.
 pub fn rtt(link: &Link, count: u32, interval: Duration) -> Result<RttReport, Error> {
     let stop = Arc::new(AtomicBool::new(false));
-    let sock = {
-        let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let echo = {
         let stop = stop.clone();
-        let h = spawn_in(link, true, move || {
+        spawn_in(link, true, move || {
             let s = UdpSocket::bind((SERVER_ADDR, 0)).map_err(io("binding the echo"))?;
             s.set_read_timeout(Some(Duration::from_millis(50)))
                 .map_err(io("echo timeout"))?;
@@ -89,13 +89,11 @@ pub fn rtt(link: &Link, count: u32, interval: Duration) -> Result<RttReport, Err
                 }
             }
             Ok(())
-        })?;
-        let addr: SocketAddr = rx
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| Error::Setup("the UDP echo did not start".into()))?;
-        (h, addr)
+        })?
     };
-    let (echo, addr) = sock;
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| Error::Setup("the UDP echo did not start".into()))?;
     let pinger = spawn_in(link, false, move || {
         let s = UdpSocket::bind((CLIENT_ADDR, 0)).map_err(io("binding the pinger"))?;
         s.connect(addr).map_err(io("connecting the pinger"))?;
