@@ -141,7 +141,12 @@ mod tests {
     #[test]
     fn cpu_time_grows_with_work_on_a_named_server_thread() {
         let Some(before) = cpu_times() else {
-            eprintln!("SKIP: no /proc/self/task/*/schedstat on this system");
+            // Per-thread schedstat needs CONFIG_SCHEDSTATS; reading other threads' files
+            // can also be refused without root.
+            wirelab_test_support::skip(
+                wirelab_test_support::Need::Root,
+                "no readable /proc/self/task/*/schedstat on this system",
+            );
             return;
         };
         let own = || -> u64 {

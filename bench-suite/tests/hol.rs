@@ -22,15 +22,9 @@ use wirelab_link::{Link, LinkConfig, LinkOptions};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+#[track_caller]
 fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("WIRELAB_REQUIRE_ROOT").is_some_and(|v| v == "1") {
-        panic!("WIRELAB_REQUIRE_ROOT=1 but not running as root");
-    }
-    eprintln!("SKIPPED: the HOL validation needs root (namespaces and TUN devices)");
-    false
+    wirelab_test_support::root("the HOL validation (namespaces and TUN devices)")
 }
 
 /// Runs one cell on one variant through a fresh link; returns the repetition.

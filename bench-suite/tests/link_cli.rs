@@ -10,15 +10,9 @@ fn wirelab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wirelab"))
 }
 
+#[track_caller]
 fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("WIRELAB_REQUIRE_ROOT").is_some_and(|v| v == "1") {
-        panic!("WIRELAB_REQUIRE_ROOT=1 but not running as root");
-    }
-    eprintln!("SKIPPED: needs root");
-    false
+    wirelab_test_support::root("the link emulator (namespaces, TUN devices)")
 }
 
 #[test]
@@ -37,7 +31,11 @@ fn without_privileges_the_error_names_what_is_missing() {
         );
         return;
     }
-    // As root: drop to nobody with no capabilities (util-linux setpriv).
+    // As root: drop to nobody with no capabilities (util-linux setpriv). Nothing host-wide
+    // may change on the way to the error: the allowed congestion-control list is the one
+    // sysctl the link writes outside its namespaces.
+    let allowed_key = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+    let allowed_before = std::fs::read_to_string(allowed_key).unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -56,6 +54,13 @@ fn without_privileges_the_error_names_what_is_missing() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+    assert!(!err.contains("Permission denied"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(allowed_key).unwrap(),
+        allowed_before,
+        "the failed run changed a host-wide sysctl"
+    );
 }
 
 #[test]

@@ -23,21 +23,11 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"))
 }
 
-/// Returns the peer's program, or reports the skip (visibly, past the test harness's output
-/// capture) and returns `None`; panics instead when peers are required.
+/// Returns the peer's program, or records the skip (in `scripts/test.sh`'s summary) and
+/// returns `None`; fails instead when peers are required (`WIRELAB_REQUIRE_PEERS=1`).
+#[track_caller]
 fn peer(program: PathBuf, what: &str) -> Option<PathBuf> {
-    if program.exists() {
-        return Some(program);
-    }
-    let msg = format!(
-        "{what}: peer not found at {} (run scripts/test.sh, which installs it)",
-        program.display()
-    );
-    if std::env::var("WIRELAB_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{msg}");
-    }
-    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
-    None
+    wirelab_test_support::find_file(program, what)
 }
 
 async fn run(cmd: &mut tokio::process::Command) -> Output {
@@ -184,7 +174,8 @@ async fn python_websockets_echoes_through_wss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_against_h1() {
-    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else {
+    let Some(curl) = wirelab_test_support::find_program("curl", "curl", "apt-get install curl")
+    else {
         return;
     };
     let mut cfg = local();
@@ -258,7 +249,8 @@ fn scratch(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_http2_against_h2_tls_and_h2c() {
-    let Some(curl) = peer(PathBuf::from("/usr/bin/curl"), "curl") else {
+    let Some(curl) = wirelab_test_support::find_program("curl", "curl", "apt-get install curl")
+    else {
         return;
     };
     let dir = scratch("curl-h2");
@@ -305,7 +297,9 @@ async fn curl_http2_against_h2_tls_and_h2c() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2load_against_h2_tls_and_h2c() {
-    let Some(h2load) = peer(PathBuf::from("/usr/bin/h2load"), "h2load (nghttp2-client)") else {
+    let Some(h2load) =
+        wirelab_test_support::find_program("h2load", "h2load", "apt-get install nghttp2-client")
+    else {
         return;
     };
     let dir = scratch("h2load");

@@ -45,6 +45,7 @@ async fn head(addr: SocketAddr, raw: &[u8]) -> String {
 
 #[tokio::test]
 async fn declared_body_over_the_limit_gets_413() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|c| c.limits.max_message = 1024).await;
     let r = head(
         addr,
@@ -56,6 +57,7 @@ async fn declared_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_gets_413() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|c| c.limits.max_message = 1024).await;
     let mut req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
@@ -70,6 +72,7 @@ async fn chunked_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn echo_and_keep_alive() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|_| {}).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     for body in ["hello", "again"] {
@@ -94,6 +97,7 @@ async fn echo_and_keep_alive() {
 
 #[tokio::test]
 async fn slow_request_head_is_cut_off() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|c| c.timeouts.handshake = Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
@@ -111,6 +115,7 @@ async fn slow_request_head_is_cut_off() {
 
 #[tokio::test]
 async fn oversized_head_gets_431() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|c| c.limits.max_header_bytes = 8192).await;
     let req = format!(
         "GET /stream?count=1&size=64 HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
@@ -122,6 +127,7 @@ async fn oversized_head_gets_431() {
 
 #[tokio::test]
 async fn routes_and_methods() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|_| {}).await;
     let r = head(addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 404 "), "{r}");

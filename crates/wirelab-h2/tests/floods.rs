@@ -123,6 +123,7 @@ async fn goaway_after(addr: SocketAddr, flood: Vec<u8>) -> Option<u32> {
 
 #[tokio::test]
 async fn rapid_reset_gets_enhance_your_calm() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     let mut flood = Vec::new();
     for i in 0..500u32 {
@@ -140,6 +141,7 @@ async fn rapid_reset_gets_enhance_your_calm() {
 
 #[tokio::test]
 async fn continuation_flood_gets_enhance_your_calm() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     // HEADERS without END_HEADERS, then endless empty CONTINUATION frames.
     let mut flood = frame(HEADERS, END_STREAM, 1, &request_block(false, "/"));
@@ -151,6 +153,7 @@ async fn continuation_flood_gets_enhance_your_calm() {
 
 #[tokio::test]
 async fn empty_data_flood_gets_enhance_your_calm() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     let mut flood = frame(HEADERS, END_HEADERS, 1, &request_block(true, "/echo"));
     for _ in 0..1000 {
@@ -197,6 +200,7 @@ async fn absorbs(addr: SocketAddr, one: Vec<u8>, n: usize, is_answer: fn(u8, u8)
 
 #[tokio::test]
 async fn ping_flood_is_answered_and_the_connection_stays_alive() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     let answers = absorbs(addr, frame(PING, 0, 0, b"flood!!!"), 20_000, |t, f| {
         t == PING && f & ACK != 0
@@ -208,6 +212,7 @@ async fn ping_flood_is_answered_and_the_connection_stays_alive() {
 
 #[tokio::test]
 async fn settings_flood_is_answered_and_the_connection_stays_alive() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     let answers = absorbs(addr, frame(SETTINGS, 0, 0, &[]), 20_000, |t, f| {
         t == SETTINGS && f & ACK != 0
@@ -219,6 +224,7 @@ async fn settings_flood_is_answered_and_the_connection_stays_alive() {
 
 #[tokio::test]
 async fn idle_connection_gets_goaway() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| {
         c.timeouts.idle = Duration::from_millis(300);
         c.timeouts.ping_interval = None;
@@ -231,6 +237,7 @@ async fn idle_connection_gets_goaway() {
 
 #[tokio::test]
 async fn shutdown_sends_goaway() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, stop) = server(|_| {}).await;
     let mut c = Conn::open(addr).await;
     // Wait for the server's SETTINGS so the connection is established before shutting down.
@@ -242,6 +249,7 @@ async fn shutdown_sends_goaway() {
 
 #[tokio::test]
 async fn streams_over_the_limit_are_refused() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| c.h2.max_concurrent_streams = 4).await;
     let mut c = Conn::open(addr).await;
     // Wait for the server's SETTINGS (the limit), then open 6 slow streams at once.

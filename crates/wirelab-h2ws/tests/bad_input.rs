@@ -81,6 +81,7 @@ async fn send(
 
 #[tokio::test]
 async fn unknown_protocol_gets_400() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server().await;
     let mut s = h2(addr).await;
     let resp = send(&mut s, connect(addr, "chat-v2", Some("13"))).await;
@@ -89,6 +90,7 @@ async fn unknown_protocol_gets_400() {
 
 #[tokio::test]
 async fn missing_or_wrong_websocket_version_gets_400_naming_13() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server().await;
     let mut s = h2(addr).await;
     for version in [None, Some("8")] {
@@ -100,6 +102,7 @@ async fn missing_or_wrong_websocket_version_gets_400_naming_13() {
 
 #[tokio::test]
 async fn plain_requests_get_405() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server().await;
     let mut s = h2(addr).await;
     let req = Request::builder()
@@ -114,6 +117,7 @@ async fn plain_requests_get_405() {
 
 #[tokio::test]
 async fn server_without_the_setting_gives_the_client_a_clear_error() {
+    let _panics = wirelab_test_support::panics::no_panics();
     // A plain HTTP/2 server that never sends SETTINGS_ENABLE_CONNECT_PROTOCOL.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -140,6 +144,7 @@ async fn server_without_the_setting_gives_the_client_a_clear_error() {
 
 #[tokio::test]
 async fn a_stream_reset_mid_message_leaves_the_others_serving() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let addr = server().await;
     let mut s = h2(addr).await;
     // Two WebSockets on one connection.

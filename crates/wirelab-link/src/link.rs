@@ -198,6 +198,9 @@ impl Link {
     pub fn start(opts: &LinkOptions, cfg: LinkConfig) -> Result<Self, Error> {
         DirectionConfig::check(&cfg.up).map_err(|e| Error::Config(format!("up: {e}")))?;
         DirectionConfig::check(&cfg.down).map_err(|e| Error::Config(format!("down: {e}")))?;
+        // Privileges first: nothing host-wide (the allowed congestion-control list) is touched
+        // by a process that could not go on to create the link.
+        netns::check_privileges()?;
         netns::check_tun_device()?;
         let root = Namespace::current().map_err(|e| Error::io("opening this namespace", e))?;
         let pid = std::process::id();

@@ -82,10 +82,68 @@ impl Namespace {
 
 /// Writes a sysctl of the calling thread's network namespace (`/proc/sys/net/...` resolves
 /// to the namespace of the thread that opens it).
+/// A refused write (no root, or a read-only `/proc/sys` in a container) is
+/// [`Error::Privilege`].
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), Error> {
     let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value)
-        .map_err(|e| Error::io(&format!("setting {key} = {value} ({})", path.display()), e))
+    std::fs::write(&path, value).map_err(|e| match e.raw_os_error() {
+        Some(code)
+            if [Errno::EACCES, Errno::EPERM, Errno::EROFS]
+                .map(|e| e as i32)
+                .contains(&code) =>
+        {
+            Error::Privilege(format!(
+                "setting {key} = {value} was refused ({e}): writing sysctls needs root or \
+                 CAP_NET_ADMIN and a writable /proc/sys"
+            ))
+        }
+        _ => Error::io(&format!("setting {key} = {value} ({})", path.display()), e),
+    })
+}
+
+/// Linux capability numbers (`linux/capability.h`).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The capabilities named in `needed` that an effective-capability mask (`CapEff` of
+/// `/proc/self/status`, hexadecimal) lacks. Pure: the mask is passed in.
+pub fn missing_capabilities(cap_eff_hex: &str) -> Result<Vec<&'static str>, String> {
+    let mask = u64::from_str_radix(cap_eff_hex.trim(), 16).map_err(|e| {
+        format!(
+            "CapEff '{}' is not a hexadecimal mask: {e}",
+            cap_eff_hex.trim()
+        )
+    })?;
+    Ok([
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| mask & (1 << bit) == 0)
+    .map(|(_, name)| name)
+    .collect())
+}
+
+/// Checks, before anything is touched, that this process has the capabilities the emulator
+/// needs (CAP_NET_ADMIN for TUN devices and sysctls, CAP_SYS_ADMIN for namespaces), from
+/// `CapEff` in `/proc/self/status`. Fails with [`Error::Privilege`] naming what is missing.
+pub fn check_privileges() -> Result<(), Error> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::io("reading /proc/self/status", e))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .ok_or_else(|| Error::Setup("/proc/self/status has no CapEff line".into()))?;
+    let missing = missing_capabilities(eff).map_err(Error::Setup)?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Privilege(format!(
+            "this process lacks {} (effective capabilities {})",
+            missing.join(" and "),
+            eff.trim()
+        )))
+    }
 }
 
 /// Reads a sysctl of the calling thread's network namespace.
@@ -115,5 +173,29 @@ pub fn check_tun_device() -> Result<(), Error> {
                 .into(),
         )),
         Err(e) => Err(Error::io("opening /dev/net/tun", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_capabilities;
+
+    #[test]
+    fn names_each_missing_capability() {
+        // root's usual full mask, nobody's empty one, and each of the two alone.
+        assert!(missing_capabilities("000001ffffffffff").unwrap().is_empty());
+        assert_eq!(
+            missing_capabilities("0000000000000000").unwrap(),
+            ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities("0000000000001000").unwrap(),
+            ["CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities("0000000000200000").unwrap(),
+            ["CAP_NET_ADMIN"]
+        );
+        assert!(missing_capabilities("zz").is_err());
     }
 }

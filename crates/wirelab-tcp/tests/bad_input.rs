@@ -51,6 +51,7 @@ async fn still_serves(addr: SocketAddr) {
 
 #[tokio::test]
 async fn oversized_length_prefix_closes_without_reading_the_body() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(1024).await;
     // Declares 1 MiB and sends none of it: the server must not wait.
     let out = answer(addr, &(1u32 << 20).to_be_bytes(), false).await;
@@ -60,6 +61,7 @@ async fn oversized_length_prefix_closes_without_reading_the_body() {
 
 #[tokio::test]
 async fn truncated_message_closes() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(1024).await;
     let mut raw = 100u32.to_be_bytes().to_vec();
     raw.extend_from_slice(&[0u8; 10]);
@@ -70,6 +72,7 @@ async fn truncated_message_closes() {
 
 #[tokio::test]
 async fn truncated_length_prefix_closes() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(1024).await;
     let out = answer(addr, &[0, 0], true).await;
     assert!(out.is_empty());
@@ -77,6 +80,7 @@ async fn truncated_length_prefix_closes() {
 
 #[tokio::test]
 async fn malformed_message_closes_after_earlier_answers() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(1024).await;
     let good = codec::encode(0, 0, 0, Kind::Echo, 40).unwrap();
     let mut raw = (good.len() as u32).to_be_bytes().to_vec();
@@ -94,6 +98,7 @@ async fn malformed_message_closes_after_earlier_answers() {
 
 #[tokio::test]
 async fn header_length_disagreeing_with_the_frame_closes() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(1024).await;
     let good = codec::encode(0, 0, 0, Kind::Echo, 64).unwrap();
     let mut raw = 50u32.to_be_bytes().to_vec();

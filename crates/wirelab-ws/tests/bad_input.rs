@@ -38,6 +38,7 @@ const GOOD: &str = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\
 
 #[tokio::test]
 async fn handshake_faults_get_exact_http_answers() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|_| {}).await;
     let cases: &[(String, &str, &[&str])] = &[
         (
@@ -96,6 +97,7 @@ async fn handshake_faults_get_exact_http_answers() {
 
 #[tokio::test]
 async fn oversized_handshake_gets_431() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| c.limits.max_header_bytes = 1024).await;
     let big = GOOD.replace(
         "Host: localhost\r\n",
@@ -107,6 +109,7 @@ async fn oversized_handshake_gets_431() {
 
 #[tokio::test]
 async fn slow_handshake_times_out_with_408() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| c.timeouts.handshake = Duration::from_millis(300)).await;
     // Half a request line, then nothing (slowloris).
     let answer = exchange(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n").await;
@@ -216,36 +219,42 @@ fn service_msg() -> Vec<u8> {
 
 #[tokio::test]
 async fn unmasked_client_frame_closes_1002() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x82, &service_msg(), false);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1002));
 }
 
 #[tokio::test]
 async fn control_frame_over_125_bytes_closes_1002() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x89, &[0u8; 126], true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1002));
 }
 
 #[tokio::test]
 async fn reserved_bits_close_1002() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x80 | 0x40 | 0x2, &service_msg(), true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1002));
 }
 
 #[tokio::test]
 async fn reserved_opcode_closes_1002() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x83, b"abc", true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1002));
 }
 
 #[tokio::test]
 async fn text_message_closes_1003() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x81, b"hello", true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1003));
 }
 
 #[tokio::test]
 async fn binary_message_that_is_not_a_service_message_closes_1003() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(
         0x82,
         b"just some bytes that are long enough to be a header",
@@ -256,6 +265,7 @@ async fn binary_message_that_is_not_a_service_message_closes_1003() {
 
 #[tokio::test]
 async fn invalid_utf8_close_reason_closes_1007() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let mut payload = 1000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(&[0xff, 0xfe, 0xfd]);
     let f = Raw::frame(0x88, &payload, true);
@@ -264,6 +274,7 @@ async fn invalid_utf8_close_reason_closes_1007() {
 
 #[tokio::test]
 async fn message_over_the_limit_closes_1009() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let big = vec![0u8; 2048];
     let f = Raw::frame(0x82, &big, true);
     assert_eq!(
@@ -274,6 +285,7 @@ async fn message_over_the_limit_closes_1009() {
 
 #[tokio::test]
 async fn declared_length_over_the_limit_closes_1009_before_the_payload() {
+    let _panics = wirelab_test_support::panics::no_panics();
     // Header only: 1 MiB declared, no payload sent. The server must not wait for it.
     let mut f = vec![0x82, 0x80 | 127];
     f.extend_from_slice(&(1u64 << 20).to_be_bytes());
@@ -287,6 +299,7 @@ async fn declared_length_over_the_limit_closes_1009_before_the_payload() {
 
 #[tokio::test]
 async fn fragmented_message_over_the_limit_closes_1009() {
+    let _panics = wirelab_test_support::panics::no_panics();
     // Three 512-byte fragments of one message: each frame is fine, the message is not.
     let part = vec![7u8; 512];
     let frames = vec![
@@ -302,12 +315,14 @@ async fn fragmented_message_over_the_limit_closes_1009() {
 
 #[tokio::test]
 async fn normal_close_is_answered_1000() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let f = Raw::frame(0x88, &1000u16.to_be_bytes(), true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1000));
 }
 
 #[tokio::test]
 async fn server_shutdown_sends_1001() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, stop) = server(|_| {}).await;
     let mut raw = Raw::open(addr).await;
     raw.send(&Raw::frame(0x82, &service_msg(), true)).await;
@@ -326,6 +341,7 @@ async fn server_shutdown_sends_1001() {
 
 #[tokio::test]
 async fn idle_connection_is_closed() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| {
         c.timeouts.idle = Duration::from_millis(300);
         c.timeouts.ping_interval = None;
@@ -337,6 +353,7 @@ async fn idle_connection_is_closed() {
 
 #[tokio::test]
 async fn server_pings_at_its_interval() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) =
         server(|c| c.timeouts.ping_interval = Some(Duration::from_millis(50))).await;
     let mut raw = Raw::open(addr).await;
@@ -374,6 +391,7 @@ async fn raw_server(listener: TcpListener) -> TcpStream {
 
 #[tokio::test]
 async fn client_reports_1006_when_tcp_dies_without_a_close_frame() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { drop(raw_server(listener).await) });
@@ -388,6 +406,7 @@ async fn client_reports_1006_when_tcp_dies_without_a_close_frame() {
 
 #[tokio::test]
 async fn client_answers_the_servers_close_and_reports_its_code() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let peer = tokio::spawn(async move {

@@ -1,0 +1,175 @@
+//! wirelab's test scaffolding, one copy for every test binary in the workspace.
+//!
+//! - [`skip`]: a test that cannot run here (no root, a peer not installed) records *why* in the
+//!   skip log that `scripts/test.sh` prints in its summary, so a skip is never a silent `ok`;
+//!   with the matching `WIRELAB_REQUIRE_*` variable set (CI) it fails instead.
+//! - [`panics`]: a process-wide panic counter. Servers run connections in task trackers, where a
+//!   panic only closes that connection; tests that feed bad input assert that none happened.
+//! - [`within`], [`start`], [`local`]: bounded waits and a served server on an OS-chosen port.
+//! - [`find_program`]: peers found on `PATH`, never at a hard-coded location.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wirelab_core::{CancellationToken, Server, ServerConfig};
+
+pub mod panics;
+
+/// What a test needs that a machine may lack. Each has a `WIRELAB_REQUIRE_*` variable that
+/// turns "skip" into "fail" (CI sets them all: there nothing may skip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Root (namespaces, TUN devices, sysctls): `WIRELAB_REQUIRE_ROOT=1`.
+    Root,
+    /// An independent peer program or package: `WIRELAB_REQUIRE_PEERS=1`.
+    Peer,
+}
+
+impl Need {
+    /// The variable that makes a missing need a failure.
+    pub fn require_var(self) -> &'static str {
+        match self {
+            Need::Root => "WIRELAB_REQUIRE_ROOT",
+            Need::Peer => "WIRELAB_REQUIRE_PEERS",
+        }
+    }
+
+    fn required(self) -> bool {
+        std::env::var(self.require_var()).is_ok_and(|v| v == "1")
+    }
+}
+
+/// Records that the calling test cannot run here, and why; the caller then returns.
+///
+/// The record goes to stderr and, when `WIRELAB_SKIP_LOG` names a file (`scripts/test.sh`
+/// sets it), as one line `test<TAB>need<TAB>reason` appended to that file, which the script
+/// prints in its summary. When the need's `WIRELAB_REQUIRE_*` variable is `1`, it panics
+/// instead: the test fails.
+#[track_caller]
+pub fn skip(need: Need, reason: &str) {
+    let loc = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let name = format!("{test} ({}:{})", loc.file(), loc.line());
+    if need.required() {
+        panic!(
+            "{name}: {} is set, but this test would skip: {reason}",
+            need.require_var()
+        );
+    }
+    eprintln!("SKIPPED {name}: {reason}");
+    if let Some(path) = std::env::var_os("WIRELAB_SKIP_LOG") {
+        let line = format!("{name}\t{need:?}\t{reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
+}
+
+/// Whether the process's effective user is root (`/proc/self/status`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `true` when running as root; otherwise records a skip for `what` (see [`skip`]) and
+/// returns `false`.
+#[track_caller]
+pub fn root(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(Need::Root, &format!("{what} needs root"));
+    false
+}
+
+/// Finds `program` on `PATH` (or takes it as a path when it contains a `/`).
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A peer program on `PATH`; when missing, records a skip naming `what` and how to install it
+/// (see [`skip`]) and returns `None`.
+#[track_caller]
+pub fn find_program(program: &str, what: &str, install: &str) -> Option<PathBuf> {
+    let found = which(program);
+    if found.is_none() {
+        skip(
+            Need::Peer,
+            &format!("{what}: `{program}` is not on PATH ({install})"),
+        );
+    }
+    found
+}
+
+/// A peer at a known path (a program in the Python virtualenv); when missing, records a skip
+/// (see [`skip`]) and returns `None`.
+#[track_caller]
+pub fn find_file(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    skip(
+        Need::Peer,
+        &format!(
+            "{what}: not found at {} (scripts/test.sh installs it)",
+            path.display()
+        ),
+    );
+    None
+}
+
+/// Awaits `f` for at most `bound`; panics naming `what` when it takes longer.
+pub async fn within<T>(what: &str, bound: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(bound, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {bound:?}"))
+}
+
+/// A server configuration on 127.0.0.1 with an OS-chosen port and the defaults.
+pub fn local() -> ServerConfig {
+    ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// A served server: where it listens, the token that stops it, and its task.
+#[derive(Debug)]
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to shut it down gracefully.
+    pub stop: CancellationToken,
+    /// The serve task; its result says how shutdown went.
+    pub task: tokio::task::JoinHandle<wirelab_core::Result<()>>,
+}
+
+/// Binds `S` with `cfg` and serves it on the current runtime until `stop` is cancelled.
+pub async fn start<S: Server>(cfg: ServerConfig) -> Served {
+    let s = S::bind(cfg).await.expect("server binds");
+    let addr = s.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(s.serve(stop.clone()));
+    Served { addr, stop, task }
+}
