@@ -114,7 +114,8 @@ pub fn table(rs: &[&ResultFile]) -> String {
         .filter_map(|r| Some((r.variant.transport.as_str(), r.summary.get(head?)?.median)))
         .collect();
     for r in rs {
-        let _ = write!(s, "| {} |", r.variant.label);
+        let flag = if r.is_invalid() { " ⚠ invalid" } else { "" };
+        let _ = write!(s, "| {}{flag} |", r.variant.label);
         for c in &cols {
             match r.summary.get(c.1) {
                 Some(e) => {

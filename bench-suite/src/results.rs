@@ -100,7 +100,15 @@ pub struct ResultFile {
     pub link: Option<String>,
 }
 
+/// How a note that invalidates a result starts (the link emulator fell behind).
+pub const INVALID_NOTE: &str = "invalid: ";
+
 impl ResultFile {
+    /// Whether a note says the result is invalid (see [`INVALID_NOTE`]): the report marks it.
+    pub fn is_invalid(&self) -> bool {
+        self.notes.iter().any(|n| n.starts_with(INVALID_NOTE))
+    }
+
     /// The round-trip time of the emulated link, ms, if the run went through one with a
     /// delay.
     pub fn link_rtt_ms(&self) -> Option<f64> {

@@ -203,7 +203,10 @@ pub async fn execute(
             }
             if let Some((l, _)) = &servers.link {
                 if let Some(why) = l.stats()?.invalid() {
-                    notes.push(format!("invalid: the link emulator fell behind: {why}"));
+                    notes.push(format!(
+                        "{}the link emulator fell behind: {why}",
+                        crate::results::INVALID_NOTE
+                    ));
                 }
             }
             let rf = ResultFile {

@@ -345,7 +345,80 @@ async fn run_quick_writes_json_report_and_charts() {
         diff.contains("+0.0%") && !diff.contains("**clear**"),
         "{diff}"
     );
+
+    // Report content, not only files: the right rows, units and series.
+    assert!(
+        report.contains("| transport |") && report.contains("| tcp |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(" µs") || report.contains("µs |"),
+        "{report}"
+    );
+    let cdf = std::fs::read_to_string(dir.join("echo_64B_c1_shared/latency_cdf.svg")).unwrap();
+    // plotters writes each text on its own line: the legend entry, the axis with its unit,
+    // and at least one drawn series.
+    assert!(cdf.contains("\ntcp\n"), "no tcp legend entry in the CDF");
+    assert!(cdf.contains("latency (µs"), "the CDF's axis has no unit");
+    assert!(cdf.contains("<polyline"), "the CDF draws no line");
+
+    // A real change is marked: B = A with every echo p50 three times higher (intervals
+    // scaled too, so they no longer overlap) and one result flagged invalid.
+    let dir_b = std::env::temp_dir().join(format!("wirelab-run-b-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir_b);
+    let mut changed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let sub = dir_b.join(entry.file_name());
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            if f.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(f.path()).unwrap()).unwrap();
+            if v["scenario"]["name"] == "echo_64B_c1_shared" {
+                for k in ["median", "lo", "hi"] {
+                    let x = v["summary"]["p50_us"][k].as_f64().unwrap();
+                    v["summary"]["p50_us"][k] = serde_json::json!(x * 3.0);
+                }
+                v["notes"] = serde_json::json!([
+                    "invalid: the link emulator fell behind: up: 1 writes failed"
+                ]);
+                changed += 1;
+            }
+            std::fs::write(sub.join(f.file_name()), v.to_string()).unwrap();
+        }
+    }
+    assert_eq!(changed, 1);
+    let out = wirelab()
+        .arg("compare")
+        .arg(&dir)
+        .arg(&dir_b)
+        .output()
+        .await
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    let row = |metric: &str| {
+        diff.lines()
+            .find(|l| l.starts_with(&format!("| echo_64B_c1_shared | tcp | {metric} |")))
+            .unwrap_or_else(|| panic!("no {metric} row: {diff}"))
+            .to_string()
+    };
+    assert!(
+        row("p50 µs").contains("+200.0%") && row("p50 µs").ends_with("**clear** |"),
+        "{diff}"
+    );
+    assert!(row("p99 µs").ends_with("within CI |"), "{diff}");
+    let out = wirelab().arg("report").arg(&dir_b).output().await.unwrap();
+    assert!(out.status.success());
+    let report_b = std::fs::read_to_string(dir_b.join("report.md")).unwrap();
+    assert!(report_b.contains("| tcp ⚠ invalid |"), "{report_b}");
+    assert!(report_b.contains("1 writes failed"), "{report_b}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir_b);
 }
 
 #[tokio::test]

@@ -59,7 +59,8 @@ pub struct DirectionStats {
 }
 
 impl DirectionStats {
-    fn new() -> Self {
+    /// Empty counters and histogram.
+    pub(crate) fn new() -> Self {
         Self {
             counters: Counters::default(),
             written: 0,

@@ -371,6 +371,61 @@ pub fn parse_tx_dropped(text: &str, dev: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::{LinkStats, LATENESS_BUDGET};
+    use crate::forward::{DirectionStats, ForwarderStats};
+
+    fn clean() -> LinkStats {
+        let mut d = DirectionStats::new();
+        for _ in 0..1000 {
+            d.lateness.record(50_000).unwrap();
+        }
+        LinkStats {
+            forwarder: ForwarderStats {
+                up: d.clone(),
+                down: d,
+            },
+            tun_drops: (0, 0),
+        }
+    }
+
+    /// Each reason alone makes a run invalid, and says which; a clean one is valid.
+    #[test]
+    fn each_kind_of_falling_behind_makes_a_run_invalid() {
+        assert_eq!(clean().invalid(), None);
+
+        let mut s = clean();
+        s.tun_drops = (0, 3);
+        assert!(s
+            .invalid()
+            .unwrap()
+            .contains("0 + 3 packets at the TUN queues"));
+
+        let mut s = clean();
+        s.forwarder.up.oversize = 1;
+        assert!(s.invalid().unwrap().contains("up: 1 packets over the MTU"));
+
+        let mut s = clean();
+        s.forwarder.down.write_errors = 2;
+        assert!(s.invalid().unwrap().contains("down: 2 writes failed"));
+
+        // Lateness: 2% of releases 3 ms late puts p99 over the 1 ms budget; 0.5% does not.
+        let late = 3 * LATENESS_BUDGET.as_nanos() as u64;
+        let mut s = clean();
+        for _ in 0..5 {
+            s.forwarder.down.lateness.record(late).unwrap();
+        }
+        assert_eq!(s.invalid(), None, "p99 still within budget");
+        for _ in 0..20 {
+            s.forwarder.down.lateness.record(late).unwrap();
+        }
+        let why = s.invalid().unwrap();
+        assert!(
+            why.contains("down: release lateness p99 3.00 ms over the 1.0 ms budget"),
+            "{why}"
+        );
+        assert!(!why.contains("up:"), "{why}");
+    }
+
     #[test]
     fn reads_the_tx_drop_column() {
         let text = "Inter-|   Receive                                                |  Transmit\n \
