@@ -240,6 +240,14 @@ async fn quic_datagrams_are_counted_too() {
     // least one datagram each way per echo.
     assert!(tx > 100 * 68 && rx > 100 * 68, "{cost:?}");
     assert!(d >= 200, "{cost:?}");
+    // And no more than a QUIC packet's overhead allows: a 1-RTT packet adds at most ~60
+    // bytes (1 flags + up to 20 connection id + up to 4 packet number + STREAM frame header
+    // up to 12 + 16 AEAD tag) plus a piggy-backed ACK; 140 bytes per echo each way covers
+    // that and an occasional ACK-only packet, while counting the handshake, a retransmitted
+    // copy of every packet, or the other direction's bytes would not fit. Likewise at most
+    // two datagrams each way per echo.
+    assert!(tx < 100 * (68 + 140) && rx < 100 * (68 + 140), "{cost:?}");
+    assert!(d <= 400, "{cost:?}");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

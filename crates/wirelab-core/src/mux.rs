@@ -6,6 +6,7 @@
 //! exactly the head-of-line coupling the lab measures.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,6 +48,48 @@ pub struct MuxChannel {
     id: u32,
     tx: mpsc::Sender<Bytes>,
     rx: mpsc::Receiver<Result<Bytes>>,
+    end: Arc<OnceLock<End>>,
+}
+
+/// How the connection ended, kept once for every channel: a channel that was sending, or
+/// whose queue was full, when the connection ended reports the same end as the others (a
+/// WebSocket's close 1001 rather than a bare "connection closed").
+#[derive(Debug, Clone)]
+enum End {
+    Closed { code: u16, reason: String },
+    ConnectionClosed,
+    Other(String),
+}
+
+impl End {
+    fn of(e: &Error) -> Self {
+        match e {
+            Error::Closed { code, reason } => End::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            Error::ConnectionClosed => End::ConnectionClosed,
+            other => End::Other(other.to_string()),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            End::Closed { code, reason } => Error::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            End::ConnectionClosed => Error::ConnectionClosed,
+            End::Other(m) => Error::Protocol(m.clone()),
+        }
+    }
+}
+
+impl MuxChannel {
+    /// The connection's end as every channel reports it.
+    fn ended(&self) -> Error {
+        self.end.get().map_or(Error::ConnectionClosed, End::error)
+    }
 }
 
 /// Starts the writer and reader tasks for a connection carrying the logical streams `ids`.
@@ -59,6 +102,7 @@ where
     let (close_tx, close_rx) = oneshot::channel();
     let mut routes = Vec::with_capacity(ids.len());
     let mut channels = Vec::with_capacity(ids.len());
+    let end = Arc::new(OnceLock::new());
     for &id in ids {
         let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
         routes.push((id, tx));
@@ -66,13 +110,14 @@ where
             id,
             tx: wtx.clone(),
             rx,
+            end: end.clone(),
         });
     }
     drop(wtx);
     let mux = Mux {
         close: Some(close_tx),
         writer: tokio::spawn(write_loop(writer, wrx, close_rx)),
-        reader: tokio::spawn(read_loop(reader, routes)),
+        reader: tokio::spawn(read_loop(reader, routes, end)),
     };
     (mux, channels)
 }
@@ -106,21 +151,20 @@ async fn write_loop<W: MuxWriter>(
     w.close().await
 }
 
-async fn read_loop<R>(mut reader: R, routes: Vec<(u32, mpsc::Sender<Result<Bytes>>)>)
-where
+async fn read_loop<R>(
+    mut reader: R,
+    routes: Vec<(u32, mpsc::Sender<Result<Bytes>>)>,
+    end: Arc<OnceLock<End>>,
+) where
     R: Stream<Item = Result<Bytes>> + Unpin,
 {
     let fail_all = |routes: &[(u32, mpsc::Sender<Result<Bytes>>)], e: &Error| {
+        // Recorded before any channel can see its queue close, so a channel that finds its
+        // queue full or closed still reports this end.
+        let _ = end.set(End::of(e));
+        let end = end.get().expect("just set");
         for (_, tx) in routes {
-            let e = match e {
-                Error::Closed { code, reason } => Error::Closed {
-                    code: *code,
-                    reason: reason.clone(),
-                },
-                Error::ConnectionClosed => Error::ConnectionClosed,
-                other => Error::Protocol(other.to_string()),
-            };
-            let _ = tx.try_send(Err(e));
+            let _ = tx.try_send(Err(end.error()));
         }
     };
     while let Some(item) = reader.next().await {
@@ -191,11 +235,17 @@ impl Channel for MuxChannel {
                 h.stream, self.id
             )));
         }
-        self.tx.send(msg).await.map_err(|_| Error::ConnectionClosed)
+        if self.tx.send(msg).await.is_err() {
+            return Err(self.ended());
+        }
+        Ok(())
     }
 
     async fn recv(&mut self) -> Result<Bytes> {
-        self.rx.recv().await.unwrap_or(Err(Error::ConnectionClosed))
+        match self.rx.recv().await {
+            Some(r) => r,
+            None => Err(self.ended()),
+        }
     }
 
     async fn server_stream(

@@ -230,7 +230,23 @@ mod tests {
             last = at;
             spread = (spread.0.min(at - i * 10_000), spread.1.max(at - i * 10_000));
         }
-        assert!(spread.1 <= 25 * MS + 10_000 * 10_000, "{spread:?}");
+        // Holding a packet behind its predecessor never makes it later than the latest any
+        // packet may be (its predecessor left no later than 25 ms after arriving, earlier),
+        // and never earlier than the earliest: every delay stays within 20 ± 5 ms. And the
+        // jitter is really there: the delays reach both ends of the range.
+        assert!(spread.0 >= 15 * MS && spread.1 <= 25 * MS, "{spread:?}");
+        assert!(spread.1 > 24 * MS, "{spread:?}");
+        // Packets 10 ms apart (more than the jitter's span) are never held: their delays
+        // cover the whole range, down to its low end.
+        let mut sparse = Direction::new(base).unwrap();
+        let low = (0..1000u64)
+            .map(|i| match sparse.offer(i, i * 10 * MS, 100) {
+                Fate::Deliver(at) => at - i * 10 * MS,
+                other => panic!("{other:?}"),
+            })
+            .min()
+            .unwrap();
+        assert!((15 * MS..16 * MS).contains(&low), "{low}");
         let mut any = Direction::new(DirectionConfig {
             reorder: true,
             ..base
