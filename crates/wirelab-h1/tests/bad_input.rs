@@ -100,12 +100,19 @@ async fn slow_request_head_is_cut_off() {
     let _panics = wirelab_test_support::panics::no_panics();
     let addr = server(|c| c.timeouts.handshake = Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let t0 = std::time::Instant::now();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();
     let r = tokio::time::timeout(BOUND, s.read_to_end(&mut out)).await;
     assert!(r.is_ok(), "the server kept a slowloris connection open");
+    // Cut off by the head timeout, not at once.
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "closed after {waited:?} for a 300 ms head timeout"
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(
         out.is_empty() || text.starts_with("HTTP/1.1 408 "),

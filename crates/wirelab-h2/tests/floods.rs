@@ -78,11 +78,14 @@ impl Conn {
     }
 }
 
-/// Reads frames until `stop` says so or the connection ends; returns (type, flags, payload).
+/// A frame as read: (type, flags, payload, stream id).
+type Frame = (u8, u8, Vec<u8>, u32);
+
+/// Reads frames until `stop` says so or the connection ends; returns them.
 async fn read_until(
     rd: &mut OwnedReadHalf,
     mut stop: impl FnMut(u8, u8, &[u8]) -> bool,
-) -> Vec<(u8, u8, Vec<u8>)> {
+) -> Vec<Frame> {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(BOUND, async {
         loop {
@@ -96,7 +99,8 @@ async fn read_until(
                 return;
             }
             let done = stop(h[3], h[4], &p);
-            out.push((h[3], h[4], p));
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            out.push((h[3], h[4], p, stream));
             if done {
                 return;
             }
@@ -106,11 +110,29 @@ async fn read_until(
     out
 }
 
-fn goaway_code(frames: &[(u8, u8, Vec<u8>)]) -> Option<u32> {
+fn goaway_code(frames: &[Frame]) -> Option<u32> {
     frames
         .iter()
-        .find(|(t, _, _)| *t == GOAWAY)
-        .map(|(_, _, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+        .find(|f| f.0 == GOAWAY)
+        .map(|(_, _, p, _)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+}
+
+/// Every GOAWAY's (last stream id, error code), in order.
+fn goaways(frames: &[Frame]) -> Vec<(u32, u32)> {
+    frames
+        .iter()
+        .filter(|f| f.0 == GOAWAY)
+        .map(|(_, _, p, _)| {
+            (
+                u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+                u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            )
+        })
+        .collect()
+}
+
+fn rst_code(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[0], p[1], p[2], p[3]])
 }
 
 async fn goaway_after(addr: SocketAddr, flood: Vec<u8>) -> Option<u32> {
@@ -230,9 +252,17 @@ async fn idle_connection_gets_goaway() {
         c.timeouts.ping_interval = None;
     })
     .await;
+    let t0 = std::time::Instant::now();
     let mut c = Conn::open(addr).await;
     let frames = read_until(&mut c.rd, |t, _, _| t == GOAWAY).await;
+    let waited = t0.elapsed();
     assert_eq!(goaway_code(&frames), Some(NO_ERROR));
+    // Not before the idle timeout (a server that closes at once would pass the line above),
+    // and not long after it.
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "GOAWAY after {waited:?} for a 300 ms idle timeout"
+    );
 }
 
 #[tokio::test]
@@ -264,14 +294,100 @@ async fn streams_over_the_limit_are_refused() {
         ));
     }
     c.send(&burst).await.unwrap();
-    let frames = read_until(&mut c.rd, |t, _, _| t == RST_STREAM).await;
-    let rst = frames
+    // Until both streams over the limit are reset and the four within it have answered.
+    let (mut rsts, mut answered) = (0, 0);
+    let frames = read_until(&mut c.rd, |t, _, _| {
+        rsts += usize::from(t == RST_STREAM);
+        answered += usize::from(t == HEADERS);
+        rsts >= 2 && answered >= 4
+    })
+    .await;
+    // REFUSED_STREAM (0x7), safe for the client to retry, for exactly the two streams above
+    // the limit (9 and 11); the first four get responses and no reset.
+    let mut refused: Vec<_> = frames
         .iter()
-        .find(|(t, _, _)| *t == RST_STREAM)
-        .expect("no RST_STREAM");
-    // REFUSED_STREAM (0x7): safe for the client to retry.
-    assert_eq!(
-        u32::from_be_bytes([rst.2[0], rst.2[1], rst.2[2], rst.2[3]]),
-        0x7
-    );
+        .filter(|f| f.0 == RST_STREAM)
+        .map(|(_, _, p, id)| (*id, rst_code(p)))
+        .collect();
+    refused.sort();
+    assert_eq!(refused, [(9, 0x7), (11, 0x7)], "{frames:?}");
+    let mut responded: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 == HEADERS)
+        .map(|f| f.3)
+        .collect();
+    responded.sort();
+    assert_eq!(responded, [1, 3, 5, 7]);
+}
+
+/// Shutdown with requests in flight (their bodies half sent): GOAWAY names the last of them,
+/// each is answered in full once its body completes, then the connection closes.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_after_goaway() {
+    use wirelab_core::codec::{self, Kind};
+    let _panics = wirelab_test_support::panics::no_panics();
+    let (addr, stop) = server(|c| c.timeouts.shutdown_grace = Duration::from_secs(5)).await;
+    let mut c = Conn::open(addr).await;
+    read_until(&mut c.rd, |t, f, _| t == SETTINGS && f & ACK == 0).await;
+    c.send(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+    let ids = [1u32, 3, 5, 7, 9, 11, 13, 15];
+    let bodies: Vec<_> = ids
+        .iter()
+        .map(|&id| codec::encode(id, 1, 2, Kind::Echo, 256).unwrap())
+        .collect();
+    let mut first = Vec::new();
+    for (id, body) in ids.iter().zip(&bodies) {
+        first.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            *id,
+            &request_block(true, "/echo"),
+        ));
+        first.extend(frame(DATA, 0, *id, &body[..100]));
+    }
+    c.send(&first).await.unwrap();
+    // The server has taken every stream once a PING sent after them comes back.
+    c.send(&frame(PING, 0, 0, b"streams?")).await.unwrap();
+    read_until(&mut c.rd, |t, f, p| {
+        t == PING && f & ACK != 0 && p == b"streams?"
+    })
+    .await;
+    stop.cancel();
+    // h2 sends GOAWAY(2^31-1), a PING, and after its ACK the real last stream id.
+    let mut frames = read_until(&mut c.rd, |t, f, _| t == PING && f & ACK == 0).await;
+    let ping = frames
+        .last()
+        .expect("a PING after the first GOAWAY")
+        .2
+        .clone();
+    c.send(&frame(PING, ACK, 0, &ping)).await.unwrap();
+    let mut rest = Vec::new();
+    for (id, body) in ids.iter().zip(&bodies) {
+        rest.extend(frame(DATA, END_STREAM, *id, &body[100..]));
+    }
+    c.send(&rest).await.unwrap();
+    frames.extend(read_until(&mut c.rd, |_, _, _| false).await); // to the end of the connection
+    let g = goaways(&frames);
+    assert_eq!(g.last(), Some(&(15, NO_ERROR)), "GOAWAYs {g:?}");
+    for (id, body) in ids.iter().zip(&bodies) {
+        let got: Vec<u8> = frames
+            .iter()
+            .filter(|f| f.0 == DATA && f.3 == *id)
+            .flat_map(|f| f.2.clone())
+            .collect();
+        assert_eq!(got, body.to_vec(), "stream {id}: the echo is incomplete");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.0 == DATA && f.3 == *id && f.1 & END_STREAM != 0)
+                || frames
+                    .iter()
+                    .any(|f| f.0 == HEADERS && f.3 == *id && f.1 & END_STREAM != 0),
+            "stream {id} never ended"
+        );
+        assert!(
+            !frames.iter().any(|f| f.0 == RST_STREAM && f.3 == *id),
+            "stream {id} was reset"
+        );
+    }
 }

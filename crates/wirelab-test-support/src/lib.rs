@@ -173,3 +173,33 @@ pub async fn start<S: Server>(cfg: ServerConfig) -> Served {
     let task = tokio::spawn(s.serve(stop.clone()));
     Served { addr, stop, task }
 }
+
+/// Every reference on this host to the network namespaces named `ids` (as
+/// `/proc/PID/ns/net` reads, `net:[INODE]`): threads inside one, and open descriptors to one,
+/// across all processes. An anonymous namespace lives exactly as long as such a reference
+/// (no name in `/run/netns` holds it), so an empty answer means the kernel has freed it and
+/// the devices in it.
+pub fn netns_holders(ids: &[String]) -> Vec<String> {
+    let mut holders = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return holders;
+    };
+    for p in procs.flatten() {
+        let mut links = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(p.path().join("task")) {
+            links.extend(tasks.flatten().map(|t| t.path().join("ns/net")));
+        }
+        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        for l in links {
+            if let Ok(target) = std::fs::read_link(&l) {
+                let target = target.to_string_lossy().into_owned();
+                if ids.contains(&target) {
+                    holders.push(format!("{} -> {target}", l.display()));
+                }
+            }
+        }
+    }
+    holders
+}

@@ -112,8 +112,14 @@ async fn slow_handshake_times_out_with_408() {
     let _panics = wirelab_test_support::panics::no_panics();
     let (addr, _stop) = server(|c| c.timeouts.handshake = Duration::from_millis(300)).await;
     // Half a request line, then nothing (slowloris).
+    let t0 = std::time::Instant::now();
     let answer = exchange(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "408 after {waited:?} for a 300 ms handshake timeout"
+    );
 }
 
 /// A connected raw WebSocket client.
@@ -348,7 +354,14 @@ async fn idle_connection_is_closed() {
     })
     .await;
     let mut raw = Raw::open(addr).await;
+    let t0 = std::time::Instant::now();
     assert_eq!(raw.close_code().await, Some(1001));
+    // Not before the idle timeout (a server that closes at once would pass the line above).
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(3),
+        "closed after {waited:?} for a 300 ms idle timeout"
+    );
 }
 
 #[tokio::test]
@@ -357,12 +370,25 @@ async fn server_pings_at_its_interval() {
     let (addr, _stop) =
         server(|c| c.timeouts.ping_interval = Some(Duration::from_millis(50))).await;
     let mut raw = Raw::open(addr).await;
-    let mut h = [0u8; 2];
-    tokio::time::timeout(BOUND, raw.0.read_exact(&mut h))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(h[0], 0x89, "expected a ping frame");
+    // Five pings, each a complete empty ping frame, spaced by the interval: not a single
+    // ping at connect, and not a burst.
+    let t0 = std::time::Instant::now();
+    let mut at = Vec::new();
+    for _ in 0..5 {
+        let mut h = [0u8; 2];
+        tokio::time::timeout(BOUND, raw.0.read_exact(&mut h))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(h, [0x89, 0x00], "expected an empty ping frame");
+        at.push(t0.elapsed());
+    }
+    // tokio's interval fires late rather than early; the first tick is one interval in.
+    assert!(at[0] >= Duration::from_millis(45), "first ping at {at:?}");
+    for w in at.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(25), "pings at {at:?}");
+    }
+    assert!(at[4] >= Duration::from_millis(240), "five pings in {at:?}");
 }
 
 /// A peer that completes the server side of the handshake; returns its socket.
