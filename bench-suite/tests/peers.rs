@@ -492,9 +492,67 @@ async fn aioquic_http3_client_against_h3() {
     );
     // A server stream, resumed with 0-RTT from the saved ticket.
     let url = format!("{base}/stream?count=10&size=64&interval_ms=0");
-    let out = run(&mut client("stream", &["--zero-rtt"], &[url])).await;
+    let qlog = dir.join("qlog");
+    std::fs::create_dir_all(&qlog).unwrap();
+    let qlog_arg = qlog.to_string_lossy().into_owned();
+    let out = run(&mut client(
+        "stream",
+        &["--zero-rtt", "--quic-log", &qlog_arg],
+        &[url],
+    ))
+    .await;
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{log}");
+    // Early data was really used and accepted, from aioquic's own qlog: the request went out
+    // in a 0-RTT packet, the server acknowledged that packet (0-RTT and 1-RTT share one packet
+    // number space), and the request was never sent again in 1-RTT (what a rejection forces).
+    let qlogs: Vec<PathBuf> = std::fs::read_dir(&qlog)
+        .unwrap()
+        .flatten()
+        .map(|f| f.path())
+        .collect();
+    assert_eq!(qlogs.len(), 1, "one qlog per connection");
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&qlogs[0]).unwrap()).unwrap();
+    let events = q["traces"][0]["events"].as_array().unwrap();
+    let packets = |name: &'static str, kind: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e["name"] == name)
+            .filter(move |e| e["data"]["header"]["packet_type"] == kind)
+            .map(|e| &e["data"])
+    };
+    let has_request = |d: &serde_json::Value| {
+        d["frames"].as_array().is_some_and(|fs| {
+            fs.iter()
+                .any(|f| f["frame_type"] == "stream" && f["stream_id"] == 0 && f["offset"] == 0)
+        })
+    };
+    let early: Vec<u64> = packets("transport:packet_sent", "0RTT")
+        .filter(|d| has_request(d))
+        .map(|d| d["header"]["packet_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(early.len(), 1, "the request went out in one 0-RTT packet");
+    let acked = packets("transport:packet_received", "1RTT").any(|d| {
+        d["frames"].as_array().is_some_and(|fs| {
+            fs.iter().filter(|f| f["frame_type"] == "ack").any(|f| {
+                f["acked_ranges"].as_array().unwrap().iter().any(|r| {
+                    let r: Vec<u64> = r
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap())
+                        .collect();
+                    (r[0]..=*r.last().unwrap()).contains(&early[0])
+                })
+            })
+        })
+    });
+    assert!(acked, "the server never acknowledged the 0-RTT packet");
+    assert!(
+        !packets("transport:packet_sent", "1RTT").any(|d| has_request(d)),
+        "the request was sent again in 1-RTT: 0-RTT was rejected"
+    );
     let body = std::fs::read(dir.join("stream/stream")).unwrap();
     assert_eq!(body.len(), 640, "{log}");
     for (i, m) in body.chunks(64).enumerate() {
