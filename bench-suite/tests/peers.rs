@@ -550,7 +550,7 @@ async fn aioquic_http3_client_against_h3() {
     });
     assert!(acked, "the server never acknowledged the 0-RTT packet");
     assert!(
-        !packets("transport:packet_sent", "1RTT").any(|d| has_request(d)),
+        !packets("transport:packet_sent", "1RTT").any(has_request),
         "the request was sent again in 1-RTT: 0-RTT was rejected"
     );
     let body = std::fs::read(dir.join("stream/stream")).unwrap();

@@ -53,7 +53,16 @@ fn twenty_ms_each_way_gives_a_forty_ms_rtt() {
         stats.forwarder.up.lateness.value_at_quantile(0.99)
     );
     assert_eq!(r.unanswered, 0);
-    assert!((r.mean_ms() - 40.0).abs() <= 0.5, "mean {}", r.mean_ms());
+    // The emulator's delay is what the median measures: the probe's own wake-ups on a loaded
+    // 2-core machine add a tail (p99 52 ms seen while other builds ran, with the forwarder's
+    // own lateness p99 at 0.14 ms), which moves the mean but is not the link's. The mean is
+    // still bounded, so a link that delays a fraction of packets wrongly fails here.
+    assert!(
+        (r.quantile_ms(0.5) - 40.0).abs() <= 0.5,
+        "median {}",
+        r.quantile_ms(0.5)
+    );
+    assert!(r.mean_ms() >= 39.5 && r.mean_ms() <= 42.0, "mean {}", r.mean_ms());
     assert_eq!(stats.invalid(), None);
 }
 
