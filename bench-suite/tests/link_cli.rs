@@ -17,8 +17,8 @@ fn root() -> bool {
 
 #[test]
 fn without_privileges_the_error_names_what_is_missing() {
-    if !root() {
-        // Already unprivileged: run directly.
+    if !wirelab_test_support::is_root() {
+        // Already unprivileged: run directly (this is the test, not a skip).
         let out = wirelab()
             .args(["link", "check", "--quick"])
             .output()
