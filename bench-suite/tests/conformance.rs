@@ -10,17 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind, StreamRequest, HEADER_LEN};
-use wirelab_core::tls::{self, Identity, Trust};
+use wirelab_core::tls;
 use wirelab_core::{
-    CancellationToken, Channel, Client, ClientConfig, Error, Mode, Server, ServerConfig, Sharing,
+    CancellationToken, Channel, Client, ClientConfig, Error, Mode, Server, Sharing,
 };
 
 const BOUND: Duration = Duration::from_secs(20);
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {BOUND:?}"))
+    wirelab_test_support::within(what, BOUND, f).await
 }
 
 struct Lab {
@@ -40,25 +38,19 @@ pub(crate) struct Variant {
 }
 
 async fn start<S: Server>(v: Variant) -> Lab {
-    let use_tls = v.tls;
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut cfg = wirelab_test_support::local();
     cfg.timeouts.shutdown_grace = Duration::from_secs(5);
     let mut client_tls = None;
-    if use_tls {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
-        cfg.tls = Some(id.server_config(&[v.alpn]).unwrap());
-        client_tls = Some(
-            tls::client_config(&Trust::Certificates(vec![id.certificate()]), &[v.alpn]).unwrap(),
-        );
+    if v.tls {
+        let t = wirelab_test_support::test_tls(v.alpn);
+        cfg.tls = Some(t.server);
+        client_tls = Some(t.client);
     }
-    let server = S::bind(cfg).await.unwrap();
-    let addr = server.local_addr();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(server.serve(stop.clone()));
+    let served = wirelab_test_support::start::<S>(cfg).await;
     Lab {
-        addr,
-        stop,
-        task,
+        addr: served.addr,
+        stop: served.stop,
+        task: served.task,
         client_tls,
         mode: v.mode,
     }

@@ -39,15 +39,12 @@ async fn run(cmd: &mut tokio::process::Command) -> Output {
 }
 
 async fn start<S: Server>(cfg: ServerConfig) -> (SocketAddr, CancellationToken) {
-    let s = S::bind(cfg).await.unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    (addr, stop)
+    let s = wirelab_test_support::start::<S>(cfg).await;
+    (s.addr, s.stop)
 }
 
 fn local() -> ServerConfig {
-    ServerConfig::new("127.0.0.1:0".parse().unwrap())
+    wirelab_test_support::local()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

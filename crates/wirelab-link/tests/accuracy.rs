@@ -62,7 +62,11 @@ fn twenty_ms_each_way_gives_a_forty_ms_rtt() {
         "median {}",
         r.quantile_ms(0.5)
     );
-    assert!(r.mean_ms() >= 39.5 && r.mean_ms() <= 42.0, "mean {}", r.mean_ms());
+    assert!(
+        r.mean_ms() >= 39.5 && r.mean_ms() <= 42.0,
+        "mean {}",
+        r.mean_ms()
+    );
     assert_eq!(stats.invalid(), None);
 }
 

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::{CancellationToken, Server, ServerConfig};
 
 pub mod panics;
@@ -202,4 +205,29 @@ pub fn netns_holders(ids: &[String]) -> Vec<String> {
         }
     }
     holders
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, with the server and client TLS
+/// configurations for one ALPN that trust it.
+#[derive(Debug)]
+pub struct TestTls {
+    /// The identity (certificate and key).
+    pub identity: Identity,
+    /// For `ServerConfig::tls`.
+    pub server: Arc<rustls::ServerConfig>,
+    /// For `ClientConfig::tls`: trusts exactly this certificate.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// [`TestTls`] for `alpn`.
+pub fn test_tls(alpn: &[u8]) -> TestTls {
+    let identity = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("a certificate");
+    let server = identity.server_config(&[alpn]).expect("server TLS");
+    let client = tls::client_config(&Trust::Certificates(vec![identity.certificate()]), &[alpn])
+        .expect("client TLS");
+    TestTls {
+        identity,
+        server,
+        client,
+    }
 }
