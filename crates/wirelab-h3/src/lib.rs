@@ -26,6 +26,7 @@
 mod body;
 mod client;
 mod server;
+mod tracked;
 
 pub use client::{H3Channel, H3Client};
 pub use server::H3Server;
