@@ -211,6 +211,14 @@ async fn connection(
     if tokio::time::timeout_at(deadline, all_acked).await.is_err() {
         debug!("h3: answers still unacknowledged after the {grace:?} grace");
     }
+    // The client's QUIC stack has the GOAWAY by now, but its HTTP/3 layer may not have read it
+    // yet, and a received close discards unread stream data: linger for the in-flight window
+    // (or until the client, told, closes first).
+    let linger = Instant::now() + Drain::in_flight_window(&quic, grace / 2);
+    tokio::select! {
+        _ = quic.closed() => {}
+        _ = tokio::time::sleep_until(linger.min(deadline)) => {}
+    }
     quic.close(VarInt::from_u32(H3_NO_ERROR), b"server shutdown");
     result
 }
