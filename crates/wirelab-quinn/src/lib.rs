@@ -568,11 +568,10 @@ pub struct Drain {
     conn: Connection,
     limit: Duration,
     /// Set once the shutdown has been seen: the end of the in-flight window and the hard stop.
-    timers: Option<(
-        std::pin::Pin<Box<tokio::time::Sleep>>,
-        std::pin::Pin<Box<tokio::time::Sleep>>,
-    )>,
+    timers: Option<(Timer, Timer)>,
 }
+
+type Timer = std::pin::Pin<Box<tokio::time::Sleep>>;
 
 impl std::fmt::Debug for Drain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
