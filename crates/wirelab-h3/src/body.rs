@@ -24,6 +24,16 @@ impl<S> RecvBody<S> {
             done: false,
         }
     }
+
+    /// The stream the body reads.
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Ends the body: no more frames are read.
+    pub(crate) fn set_done(&mut self) {
+        self.done = true;
+    }
 }
 
 /// Copies a received chunk out of h3's buffer type (usually no copy: it is `Bytes` inside).

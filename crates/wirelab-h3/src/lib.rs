@@ -17,8 +17,11 @@
 //! that makes the server send `count × size` bytes), `POST /duplex` and anything else wait until
 //! the handshake is confirmed (RFC 8470 §3 allows delaying instead of answering `425`).
 //!
-//! On shutdown the server sends GOAWAY, lets requests in flight finish (server streams in
-//! progress end early), then closes the connection with `H3_NO_ERROR`.
+//! On shutdown the server sends GOAWAY (first the largest id, then, after the in-flight window,
+//! the first stream it did not accept), answers every accepted request (server streams in
+//! progress end early; a duplex body is read until what was sent before the shutdown has
+//! arrived), refuses later ones with `H3_REQUEST_REJECTED`, waits (bounded by the grace) until
+//! the client has acknowledged every answer, then closes the connection with `H3_NO_ERROR`.
 //!
 //! RFC 9220 (WebSocket over HTTP/3) needs `:protocol websocket`, which h3 0.0.8 cannot express;
 //! see the HTTP/3 chapter of the docs.
@@ -26,6 +29,7 @@
 mod body;
 mod client;
 mod server;
+mod tracked;
 
 pub use client::{H3Channel, H3Client};
 pub use server::H3Server;

@@ -10,9 +10,13 @@
 //!   nothing and sends back no more than it received) but holds a server-stream request until
 //!   the handshake is confirmed (a replayed one would make it send up to
 //!   `count × size` bytes).
-//! - On shutdown the server stops reading, writes every answer already due, ends each stream
-//!   with FIN, waits (bounded) for the client to acknowledge them, then closes the connection
-//!   with application code 0.
+//! - On shutdown the server keeps reading each stream until what the client sent before the
+//!   shutdown has arrived (two round trips plus 10 ms, then as long as data is at hand, at most
+//!   half the grace), answers it, stops the stream's receive side with [`SHUTTING_DOWN`], ends
+//!   it with FIN, waits (bounded) for the client to acknowledge the answers, then closes the
+//!   connection with application code 0. New streams within that in-flight window are served
+//!   the same way; later ones are reset and stopped with [`SHUTTING_DOWN`] (nothing on them was
+//!   processed).
 //!
 //! ```no_run
 //! # async fn demo() -> wirelab_core::Result<()> {
@@ -35,3 +39,7 @@ mod server;
 
 pub use client::{QuicChannel, QuicClient};
 pub use server::QuicServer;
+
+/// Application error code on a stream the server refused, or stopped reading, because it is
+/// shutting down: the messages after the last answer were not processed.
+pub const SHUTTING_DOWN: u32 = 1;

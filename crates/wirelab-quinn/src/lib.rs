@@ -278,19 +278,28 @@ impl QuicListener {
         self.cfg.clone()
     }
 
-    /// Accepts connections until `shutdown` fires, running `connection` for each one (with the
-    /// connection possibly still in its handshake: requests may be 0-RTT data). Then stops
+    /// Accepts connections until `shutdown` fires, running `connection` for each one. Then stops
     /// accepting, waits up to the shutdown grace for the connection tasks (which must end on
-    /// `shutdown` themselves), and closes the endpoint.
+    /// `shutdown` themselves, within the grace), and closes the endpoint.
+    ///
+    /// Each connection is set up in its own task, so a slow or stalled handshake never holds up
+    /// the next one. `connection` gets the connection once the client's ClientHello has been
+    /// processed (the handshake may still be in progress, so requests may be 0-RTT data), never
+    /// earlier: only then are the client's transport parameters known. A ClientHello too large
+    /// for one Initial packet (a browser's, with post-quantum key shares) arrives in two; a
+    /// connection handed over after the first would have a peer stream limit of 0, and quinn
+    /// does not wake a task waiting in `open_uni`/`open_bi` when the transport parameters raise
+    /// that limit (it wakes them only for MAX_STREAMS frames), so the task would wait forever.
     pub async fn serve<F, Fut>(
         self,
         name: &'static str,
         shutdown: &CancellationToken,
         connection: F,
     ) where
-        F: Fn(Connection, Confirmed) -> Fut,
+        F: Fn(Connection, Confirmed) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
+        let connection = Arc::new(connection);
         let tasks = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
@@ -321,51 +330,73 @@ impl QuicListener {
                     continue;
                 }
             };
-            let (conn, confirmed) = match connecting.into_0rtt() {
-                Ok((conn, accepted)) => {
-                    // On a server `into_0rtt` always succeeds, and `accepted` resolves when the
-                    // handshake completes (to whether 0-RTT was used) or fails (to false): the
-                    // connection's state tells which.
-                    let (tx, rx) = watch::channel(false);
-                    let c = conn.clone();
-                    tokio::spawn(async move {
-                        let _ = accepted.await;
-                        if c.close_reason().is_none() {
-                            let _ = tx.send(true);
-                        }
-                    });
-                    (conn, Confirmed(rx))
-                }
-                Err(connecting) => {
-                    let handshake = self.cfg.timeouts.handshake;
-                    match tokio::time::timeout(handshake, connecting).await {
-                        Ok(Ok(conn)) => (conn, Confirmed(watch::channel(true).1)),
-                        Ok(Err(e)) => {
-                            debug!("{name}: handshake with {remote} failed: {e}");
-                            continue;
-                        }
-                        Err(_) => {
-                            debug!("{name}: handshake with {remote} timed out");
-                            continue;
-                        }
-                    }
-                }
-            };
-            let fut = connection(conn, confirmed);
+            let (connection, shutdown) = (connection.clone(), shutdown.clone());
+            let handshake = self.cfg.timeouts.handshake;
             tasks.spawn(async move {
-                if let Err(e) = fut.await {
+                let set_up = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = tokio::time::timeout(handshake, hand_over(connecting)) => r,
+                };
+                let (conn, confirmed) = match set_up {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        debug!("{name}: handshake with {remote} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        // Dropping the last handle closes the connection.
+                        debug!("{name}: handshake with {remote} timed out");
+                        return;
+                    }
+                };
+                if let Err(e) = connection(conn, confirmed).await {
                     debug!("{name}: connection from {remote}: {e}");
                 }
             });
         }
         tasks.close();
         let grace = self.cfg.timeouts.shutdown_grace;
-        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("{name}: connections still open after the {grace:?} shutdown grace; closing");
         }
         self.endpoint
             .close(VarInt::from_u32(CLOSE_OK), b"server shutdown");
-        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+        // The CONNECTION_CLOSE packets leave at once; quinn then keeps each closing connection
+        // for 3 PTOs (up to ≈3 s before a round-trip sample) only to repeat them: not awaited.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, self.endpoint.wait_idle()).await;
+    }
+}
+
+/// How long a closing server endpoint waits for its connections to finish closing.
+const CLOSE_FLUSH: Duration = Duration::from_millis(200);
+
+/// Waits until the client's ClientHello has been processed (so its transport parameters are
+/// known), then hands the connection over: at once if 0-RTT is possible, otherwise when the
+/// handshake completes. See [`QuicListener::serve`] for why not earlier.
+async fn hand_over(
+    mut connecting: quinn::Connecting,
+) -> std::result::Result<(Connection, Confirmed), ConnectionError> {
+    connecting.handshake_data().await?;
+    match connecting.into_0rtt() {
+        Ok((conn, accepted)) => {
+            // On a server `into_0rtt` always succeeds, and `accepted` resolves when the
+            // handshake completes (to whether 0-RTT was used) or fails (to false): the
+            // connection's state tells which.
+            let (tx, rx) = watch::channel(false);
+            let c = conn.clone();
+            tokio::spawn(async move {
+                let _ = accepted.await;
+                if c.close_reason().is_none() {
+                    let _ = tx.send(true);
+                }
+            });
+            Ok((conn, Confirmed(rx)))
+        }
+        Err(connecting) => Ok((connecting.await?, Confirmed(watch::channel(true).1))),
     }
 }
 
@@ -521,5 +552,89 @@ pub fn connection_error(e: ConnectionError) -> Error {
         ConnectionError::LocallyClosed => Error::ConnectionClosed,
         ConnectionError::TimedOut => Error::Timeout("idle QUIC connection"),
         other => Error::Protocol(other.to_string()),
+    }
+}
+
+/// When a server stream that is being read should stop reading after a shutdown began, so that
+/// what the client sent before the shutdown is still answered and the shutdown stays bounded.
+///
+/// Until the shutdown, and for an in-flight window after it (two round trips plus 10 ms, enough
+/// for anything the client sent before it could know of the shutdown to arrive), the stream
+/// is read as usual. After the window, reading goes on while data is at hand and stops at the
+/// first wait for more; [`Drain::limit`] after the shutdown it stops regardless (a client that
+/// never pauses). The caller then tells the client with STOP_SENDING and ends its answer cleanly.
+pub struct Drain {
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    conn: Connection,
+    limit: Duration,
+    /// Set once the shutdown has been seen: the end of the in-flight window and the hard stop.
+    timers: Option<(Timer, Timer)>,
+}
+
+type Timer = std::pin::Pin<Box<tokio::time::Sleep>>;
+
+impl std::fmt::Debug for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drain")
+            .field("shutdown_seen", &self.timers.is_some())
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drain {
+    /// A drain for one stream of `conn`, stopping at the latest `limit` after `shutdown` fires.
+    pub fn new(shutdown: CancellationToken, conn: Connection, limit: Duration) -> Self {
+        Self {
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+            conn,
+            limit,
+            timers: None,
+        }
+    }
+
+    /// The time a server waits after a shutdown for what a client sent before it to arrive:
+    /// two round trips of `conn` plus 10 ms, at most `limit`.
+    pub fn in_flight_window(conn: &Connection, limit: Duration) -> Duration {
+        (conn.rtt() * 2 + Duration::from_millis(10)).min(limit)
+    }
+
+    /// The hard limit after the shutdown.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Polls the shutdown and the timers; returns `(in_flight_window_over, hard_limit_reached)`,
+    /// both false before the shutdown. Registers the waker for whichever can still change.
+    fn poll_state(&mut self, cx: &mut std::task::Context<'_>) -> (bool, bool) {
+        if self.timers.is_none() {
+            if self.shutdown.as_mut().poll(cx).is_pending() {
+                return (false, false);
+            }
+            let now = tokio::time::Instant::now();
+            let window = Self::in_flight_window(&self.conn, self.limit);
+            self.timers = Some((
+                Box::pin(tokio::time::sleep_until(now + window)),
+                Box::pin(tokio::time::sleep_until(now + self.limit)),
+            ));
+        }
+        let Some((window, hard)) = self.timers.as_mut() else {
+            return (false, false);
+        };
+        let hard = hard.as_mut().poll(cx).is_ready();
+        let window = hard || window.as_mut().poll(cx).is_ready();
+        (window, hard)
+    }
+
+    /// Call before each read: `true` when reading must stop now (the hard limit has passed).
+    pub fn poll_must_stop(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.poll_state(cx).1
+    }
+
+    /// Call when a read would wait: `true` when reading should stop instead (the shutdown began
+    /// and its in-flight window is over). Otherwise the waker is registered for the shutdown
+    /// and the window's end, so a pending read is woken to stop.
+    pub fn poll_stop_when_idle(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.poll_state(cx).0
     }
 }
