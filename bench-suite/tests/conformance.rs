@@ -235,8 +235,12 @@ pub(crate) enum End {
     /// HTTP/2 request-response: GOAWAY (NO_ERROR), then requests above the last stream id are
     /// cancelled by hyper's client ("canceled", "channel closed"): never started, safe to retry.
     Http2Rr,
-    /// QUIC and HTTP/3: whatever the client reports for a close with the no-error code.
-    QuicClose,
+    /// Raw QUIC: each stream answered, then stopped with `SHUTTING_DOWN`; the connection
+    /// closed with code 0.
+    Quic,
+    /// HTTP/3: GOAWAY; requests at or above its id rejected with H3_REQUEST_REJECTED, the
+    /// connection closed with H3_NO_ERROR.
+    H3,
 }
 
 impl End {
@@ -273,13 +277,18 @@ impl End {
                         "broken pipe",
                     ])
             }
-            End::QuicClose => {
+            End::Quic => {
+                // The stream's receive side stopped with SHUTTING_DOWN after its answers, the
+                // connection closed with code 0, or the stream simply ended.
+                let stopped = format!("Stopped({})", wirelab_quic::SHUTTING_DOWN);
                 matches!(e, Error::ConnectionClosed)
-                    || proto(&["H3_NO_ERROR", "Remote reset: 0x0", "Remote is closing"])
                     || matches!(e, Error::Io(io) if matches!(io.kind(),
                         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected)
-                        && (io.to_string().contains("Stopped(0)") || io.to_string().contains("error_code: 0")
-                            || format!("{io:?}").contains("Stopped(0)") || format!("{io:?}").contains("error_code: 0")))
+                        && (format!("{io:?}").contains(&stopped) || format!("{io:?}").contains("error_code: 0")))
+            }
+            End::H3 => {
+                matches!(e, Error::ConnectionClosed)
+                    || proto(&["H3_NO_ERROR", "H3_REQUEST_REJECTED", "Remote is closing"])
             }
         }
     }
@@ -491,7 +500,7 @@ conformance!(
     wirelab_quic::QuicServer,
     wirelab_quic::QuicClient,
     QUIC,
-    end = End::QuicClose
+    end = End::Quic
 );
 
 const H3_RR: Variant = Variant {
@@ -510,12 +519,12 @@ conformance!(
     wirelab_h3::H3Server,
     wirelab_h3::H3Client,
     H3_RR,
-    end = End::QuicClose
+    end = End::H3
 );
 conformance!(
     h3_duplex,
     wirelab_h3::H3Server,
     wirelab_h3::H3Client,
     H3_DUPLEX,
-    end = End::QuicClose
+    end = End::H3
 );

@@ -20,7 +20,6 @@ use h3::error::Code;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
 use quinn::VarInt;
 use tokio::sync::mpsc;
-use tokio_util::sync::ReusableBoxFuture;
 
 /// Resolves when the client has acknowledged every byte of a finished response (or stopped the
 /// stream, or the connection ended).
@@ -186,12 +185,7 @@ impl Request {
                 writing: None,
                 delivered,
             },
-            recv: Recv {
-                stream: Some(recv),
-                read: ReusableBoxFuture::new(async {
-                    unreachable!("replaced before the first poll")
-                }),
-            },
+            recv: Recv { stream: recv },
         }
     }
 }
@@ -305,16 +299,12 @@ impl quic::SendStream<Bytes> for SendHalf {
     }
 }
 
-/// The receive half of a request stream (the request).
+/// The receive half of a request stream (the request). It always holds its quinn stream, so
+/// `stop_sending` reaches it even while a read is pending: an owned read future would hold the
+/// stream, the stop would be lost, and quinn's drop would then send STOP_SENDING with code 0,
+/// which is no HTTP/3 code.
 pub(crate) struct Recv {
-    stream: Option<quinn::RecvStream>,
-    read: ReusableBoxFuture<
-        'static,
-        (
-            quinn::RecvStream,
-            Result<Option<quinn::Chunk>, quinn::ReadError>,
-        ),
-    >,
+    stream: quinn::RecvStream,
 }
 
 impl quic::RecvStream for Recv {
@@ -324,31 +314,22 @@ impl quic::RecvStream for Recv {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        if let Some(mut s) = self.stream.take() {
-            self.read.set(async move {
-                let chunk = s.read_chunk(usize::MAX, true).await;
-                (s, chunk)
-            });
-        }
-        let (s, chunk) = ready!(self.read.poll(cx));
-        self.stream = Some(s);
+        // quinn's `read_chunk` is cancel-safe and keeps no state of its own, so a fresh future
+        // per poll is the poll function it wraps.
+        let read = self.stream.read_chunk(usize::MAX, true);
+        tokio::pin!(read);
+        let chunk = ready!(std::future::Future::poll(read, cx));
         Poll::Ready(Ok(chunk.map_err(read_error)?.map(|c| c.bytes)))
     }
 
     fn stop_sending(&mut self, error_code: u64) {
-        if let Some(s) = self.stream.as_mut() {
-            let _ = s.stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
-        }
+        let _ = self
+            .stream
+            .stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
     }
 
     fn recv_id(&self) -> StreamId {
-        // `stream` is only taken inside `poll_data`, which puts it back before returning.
-        stream_id(
-            self.stream
-                .as_ref()
-                .expect("stream present between polls")
-                .id(),
-        )
+        stream_id(self.stream.id())
     }
 }
 
