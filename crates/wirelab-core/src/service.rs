@@ -106,6 +106,12 @@ where
     Ok(())
 }
 
+/// At shutdown, [`serve_messages`] answers messages until the connection has been quiet this
+/// long (messages already in the socket's buffer arrive at once).
+pub const DRAIN_QUIET: Duration = Duration::from_millis(5);
+/// The longest [`serve_messages`] drains at shutdown, however busy the connection.
+pub const DRAIN_MAX: Duration = Duration::from_millis(200);
+
 /// Serves one ordered message connection whose framing the caller has already set up: a tcp
 /// connection, or one QUIC stream. Echoes are written back in order, server streams are
 /// interleaved with them as they are paced.
@@ -114,8 +120,9 @@ where
 ///   timeout).
 /// - `before_stream` runs before each server stream starts (QUIC uses it to hold streams back
 ///   until the handshake is confirmed: a replayed 0-RTT request must not make the server send).
-/// - On `shutdown` it stops reading, writes every answer already due, ends in-flight server
-///   streams and closes the writer (FIN).
+/// - On `shutdown` it answers the echoes that already reached it (until the connection is quiet
+///   for [`DRAIN_QUIET`], at most [`DRAIN_MAX`]), then stops reading, writes every answer
+///   already due, ends in-flight server streams and closes the writer (FIN).
 ///
 /// Returns the closed writer, so a caller can wait for the peer's acknowledgement, and the
 /// first error: the read side's, else the write side's.
@@ -149,6 +156,7 @@ where
         (writer, r)
     });
     let streams = TaskTracker::new();
+    let mut draining = false;
     let result = loop {
         let next = async {
             match idle {
@@ -157,7 +165,10 @@ where
             }
         };
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled() => {
+                draining = true;
+                break Ok(());
+            }
             f = next => f,
         };
         let msg = match frame {
@@ -191,6 +202,24 @@ where
             Err(e) => break Err(Error::Codec(e)),
         }
     };
+    if draining {
+        // Shutdown: echoes that already reached us are answered before the end. Read until
+        // the connection has been quiet for DRAIN_QUIET (what is in the socket's buffer comes
+        // at once; the wait lets the reactor see it), for at most DRAIN_MAX; no new server
+        // stream starts. What arrives later meets the FIN: this protocol has no GOAWAY.
+        let until = tokio::time::Instant::now() + DRAIN_MAX;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(
+            until.min(tokio::time::Instant::now() + DRAIN_QUIET),
+            reader.next(),
+        )
+        .await
+        {
+            let m = m.freeze();
+            if classify(&m, &limits) != Ok(Action::Echo) || tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    }
     streams.close();
     streams.wait().await;
     drop(tx);
