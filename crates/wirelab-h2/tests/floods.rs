@@ -391,3 +391,27 @@ async fn shutdown_finishes_in_flight_requests_after_goaway() {
         );
     }
 }
+
+/// SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1. RFC 9113 §6.5.2: "Values above the maximum
+/// flow-control window size of 2^31-1 MUST be treated as a connection error (Section 5.4.1)
+/// of type FLOW_CONTROL_ERROR." h2 0.4.20 answers GOAWAY PROTOCOL_ERROR instead: every SETTINGS
+/// frame it cannot load becomes PROTOCOL_ERROR (`codec/framed_read.rs`). The lab documents
+/// that choice (the HTTP/2 chapter) rather than patching the library; this test pins it, so an
+/// h2 release that changes it shows here.
+#[tokio::test]
+async fn initial_window_over_2_31_minus_1_is_a_connection_error() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    const PROTOCOL_ERROR: u32 = 0x1;
+    let (addr, _stop) = server(|_| {}).await;
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut setting = 0x4u16.to_be_bytes().to_vec(); // SETTINGS_INITIAL_WINDOW_SIZE
+    setting.extend_from_slice(&(1u32 << 31).to_be_bytes());
+    wr.write_all(PREFACE).await.unwrap();
+    wr.write_all(&frame(SETTINGS, 0, 0, &setting))
+        .await
+        .unwrap();
+    let frames = read_until(&mut rd, |t, _, _| t == GOAWAY).await;
+    let g = goaways(&frames);
+    assert_eq!(g, [(0, PROTOCOL_ERROR)], "{frames:?}");
+}
