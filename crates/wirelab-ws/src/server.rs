@@ -5,8 +5,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use wirelab_core::net;
 use wirelab_core::{Error, Result, Server, ServerConfig};
@@ -114,14 +112,8 @@ where
     io.flush().await?;
     // Frames the client sent right behind its request are not lost.
     let leftover = buf.split_off(head_len).to_vec();
-    let ws = WebSocketStream::from_partially_read(
-        io,
-        leftover,
-        Role::Server,
-        Some(wirelab_websocket::config(&cfg.limits)),
-    )
-    .await;
-    wirelab_websocket::server::session(ws, cfg, shutdown).await
+    drop(buf);
+    wirelab_websocket::server::run(io, leftover, cfg, shutdown).await
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, reject: &Reject) {
