@@ -44,6 +44,8 @@ struct Args {
     n: usize,
     warm: usize,
     tls: bool,
+    /// Server `Limits::read_buffer` override, to show the trade-off.
+    read_buffer: Option<usize>,
     /// Set in the child: the server's address and certificate file.
     client: Option<(SocketAddr, Option<PathBuf>)>,
 }
@@ -54,6 +56,7 @@ fn parse_args() -> AnyResult<Args> {
         n: 2000,
         warm: 100,
         tls: false,
+        read_buffer: None,
         client: None,
     };
     let mut it = std::env::args().skip(1);
@@ -66,10 +69,14 @@ fn parse_args() -> AnyResult<Args> {
             "--n" => a.n = val()?.parse()?,
             "--warm" => a.warm = val()?.parse()?,
             "--tls" => a.tls = true,
+            "--read-buffer" => a.read_buffer = Some(val()?.parse()?),
             "--client" => addr = Some(val()?.parse()?),
             "--cert" => cert = Some(PathBuf::from(val()?)),
             "--help" | "-h" => {
-                println!("idle_memory [--transport ws|h2ws|h1|h2|h3] [--n N] [--warm W] [--tls]");
+                println!(
+                    "idle_memory [--transport ws|h2ws|h1|h2|h3] [--n N] [--warm W] [--tls] \
+                     [--read-buffer BYTES]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument '{other}'").into()),
@@ -146,6 +153,9 @@ fn server_main(args: &Args) -> AnyResult<()> {
         .build()?;
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse()?);
     cfg.timeouts.idle = Duration::from_secs(600);
+    if let Some(rb) = args.read_buffer {
+        cfg.limits.read_buffer = rb;
+    }
     let cert_path = std::env::temp_dir().join(format!("wirelab-idle-{}.pem", std::process::id()));
     if args.tls {
         let id = Identity::self_signed(&["localhost"])?;
