@@ -53,13 +53,26 @@ fn server_process() {
         .enable_all()
         .build()
         .unwrap();
+    let kind = std::env::var(CHILD_ENV).unwrap();
     rt.block_on(async {
-        let server = wirelab_ws::WsServer::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
-        println!("addr {}", server.local_addr());
+        let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
         let shutdown = CancellationToken::new();
-        tokio::spawn(server.serve(shutdown.clone()));
+        let addr = match kind.as_str() {
+            "ws" => {
+                let server = wirelab_ws::WsServer::bind(cfg).await.unwrap();
+                let addr = server.local_addr();
+                tokio::spawn(server.serve(shutdown.clone()));
+                addr
+            }
+            _ => {
+                // h2c, prior knowledge.
+                let server = wirelab_h2::H2Server::bind(cfg).await.unwrap();
+                let addr = server.local_addr();
+                tokio::spawn(server.serve(shutdown.clone()));
+                addr
+            }
+        };
+        println!("addr {addr}");
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(l)) = lines.next_line().await {
             if l == "rss" {
@@ -78,11 +91,11 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    async fn start() -> Self {
+    async fn start(kind: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["server_process", "--exact", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
-            .env(CHILD_ENV, "ws")
+            .env(CHILD_ENV, kind)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -122,12 +135,18 @@ impl ServerProcess {
 }
 
 /// A client socket with a small receive buffer (so the kernel cannot absorb much of what the
-/// server sends), past the WebSocket handshake.
-async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+/// server sends).
+async fn small_socket(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpSocket::new_v4().unwrap();
     s.set_recv_buffer_size(4096).unwrap();
-    let mut sock = s.connect(addr).await.unwrap();
+    let sock = s.connect(addr).await.unwrap();
     sock.set_nodelay(true).unwrap();
+    sock
+}
+
+/// A small-buffered client socket past the WebSocket handshake.
+async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let mut sock = small_socket(addr).await;
     sock.write_all(
         b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -167,7 +186,9 @@ async fn flood(mut sock: TcpStream, chunk: &[u8]) -> (TcpStream, usize) {
     let mut sent = 0;
     while sent < FLOOD {
         match tokio::time::timeout(STALL, sock.write_all(chunk)).await {
-            Ok(r) => r.unwrap(),
+            Ok(Ok(())) => {}
+            // The server closed the connection (h2: a peer that ignores flow control).
+            Ok(Err(_)) => break,
             Err(_) => break,
         }
         sent += chunk.len();
@@ -178,10 +199,22 @@ async fn flood(mut sock: TcpStream, chunk: &[u8]) -> (TcpStream, usize) {
 /// Opens [`CLIENTS`] connections, floods with `chunk` from all at once, and returns the server's
 /// RSS growth in KiB and the bytes the clients got in.
 async fn flood_from_all(chunk: Vec<u8>) -> (u64, usize) {
-    let mut server = ServerProcess::start().await;
+    flood_from_all_of("ws", chunk, Vec::new()).await
+}
+
+/// [`flood_from_all`] against a `kind` server ("ws", or "h2" for h2c), each connection starting
+/// with `opening` (h2: the preface).
+async fn flood_from_all_of(kind: &str, chunk: Vec<u8>, opening: Vec<u8>) -> (u64, usize) {
+    let mut server = ServerProcess::start(kind).await;
     let mut socks = Vec::new();
     for _ in 0..CLIENTS {
-        socks.push(connect(server.addr).await);
+        let mut s = if kind == "ws" {
+            connect(server.addr).await
+        } else {
+            small_socket(server.addr).await
+        };
+        s.write_all(&opening).await.unwrap();
+        socks.push(s);
     }
     let before = server.rss_kib().await;
     eprintln!("{CLIENTS} clients connected; server RSS {before} KiB");
@@ -204,6 +237,11 @@ async fn flood_from_all(chunk: Vec<u8>) -> (u64, usize) {
     eprintln!("floods done: {} KiB sent", total >> 10);
     let after = server.rss_kib().await;
     eprintln!("server RSS {after} KiB");
+    if kind != "ws" {
+        drop(held);
+        let _ = server.child.kill().await;
+        return (after.saturating_sub(before), total);
+    }
     // The server still serves others while the floods are held back.
     let mut fresh = connect(server.addr).await;
     let msg = codec::encode(0, 1, 0, Kind::Echo, 64).unwrap();
@@ -268,4 +306,54 @@ async fn echo_flood_from_clients_that_never_read_is_bounded() {
         .collect();
     let (grew, sent) = flood_from_all(chunk).await;
     check("echo flood", grew, sent);
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn h2_preface() -> Vec<u8> {
+    let mut v = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    v.extend(h2_frame(0x4, 0, 0, &[]));
+    v
+}
+
+/// HTTP/2 is flow controlled: h2 answers PINGs one pending PONG at a time and stops reading
+/// while it cannot write, so a PING flood from clients that never read is bounded by h2
+/// itself. Verified here rather than assumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_ping_flood_from_clients_that_never_read_is_bounded() {
+    let ping = h2_frame(0x6, 0, 0, &[7; 8]);
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 4096)
+        .collect();
+    let (grew, sent) = flood_from_all_of("h2", chunk, h2_preface()).await;
+    check("h2 ping flood", grew, sent);
+}
+
+/// `POST /duplex` echoes from clients that never read the response: the response body is
+/// bounded in bytes, the request body stops being read, and h2 stops granting window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_duplex_echo_flood_from_clients_that_never_read_is_bounded() {
+    let mut opening = h2_preface();
+    // HEADERS, END_HEADERS: POST /duplex (HPACK: static :method POST, :scheme http, literal
+    // :path and :authority without indexing).
+    let mut block = vec![0x83, 0x86, 0x04, 7];
+    block.extend_from_slice(b"/duplex");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    opening.extend(h2_frame(0x1, 0x4, 1, &block));
+    let msg = codec::encode(1, 1, 0, Kind::Echo, 16 << 10).unwrap();
+    let data = h2_frame(0x0, 0, 1, &msg);
+    let chunk: Vec<u8> = data.iter().copied().cycle().take(data.len() * 4).collect();
+    let (grew, sent) = flood_from_all_of("h2", chunk, opening).await;
+    check("h2 duplex echo flood", grew, sent);
 }
