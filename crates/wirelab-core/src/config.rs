@@ -235,6 +235,12 @@ pub struct Limits {
     /// WebSocket read buffer per connection, in bytes. Default 8 KiB (tungstenite's own default
     /// of 128 KiB, allocated up front, is too much for runs with many connections).
     pub read_buffer: usize,
+    /// Outbound bytes a WebSocket session queues for its peer before it stops producing answers
+    /// and stops reading from that peer (backpressure); also the size tungstenite batches writes
+    /// up to. Default 64 KiB (uWebSockets' `maxBackpressure`). A message larger than this is
+    /// queued alone. With the transport's buffers this bounds what a peer that does not read
+    /// can make the server hold.
+    pub write_queue: usize,
 }
 
 impl Default for Limits {
@@ -245,6 +251,7 @@ impl Default for Limits {
             max_header_bytes: 16 << 10,
             max_stream_count: 1_000_000,
             read_buffer: 8 << 10,
+            write_queue: 64 << 10,
         }
     }
 }

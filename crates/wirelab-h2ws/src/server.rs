@@ -8,8 +8,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -136,13 +134,8 @@ fn handle(
             Ok(u) => u,
             Err(e) => return debug!("h2ws: stream not handed over: {e}"),
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(wirelab_websocket::config(&cfg.limits)),
-        )
-        .await;
-        if let Err(e) = wirelab_websocket::server::session(ws, cfg, shutdown).await {
+        let io = TokioIo::new(upgraded);
+        if let Err(e) = wirelab_websocket::server::run(io, Vec::new(), cfg, shutdown).await {
             debug!("h2ws session ended: {e}");
         }
     });

@@ -18,7 +18,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Frame;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wirelab_core::codec::{self, StreamRequest};
@@ -73,7 +73,46 @@ pub const STREAM_HEADER: &str = "x-wirelab-stream";
 /// The response body type of every route.
 pub type Body = BoxBody<Bytes, Infallible>;
 
-type FrameTx = mpsc::Sender<std::result::Result<Frame<Bytes>, Infallible>>;
+/// The sending end of a streaming response body, bounded in bytes
+/// ([`wirelab_core::Limits::write_queue`]): a message waits for budget before it is queued and
+/// gives it back when hyper takes it from the body, which hyper does only as fast as the
+/// connection drains (HTTP/1.1 write buffer, HTTP/2 and HTTP/3 flow control). So a client that
+/// does not read its response holds the server streams and echoes aimed at it, not memory.
+#[derive(Clone)]
+struct FrameTx {
+    tx: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+    cap: u32,
+}
+
+impl FrameTx {
+    /// Queues one message once the budget allows. Fails when the response is gone.
+    async fn send(&self, msg: Bytes) -> std::result::Result<(), ()> {
+        // A message over the whole budget waits for an empty queue, then goes alone.
+        let cost = u32::try_from(msg.len().max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.cap);
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| ())?;
+        self.tx.send((msg, permit)).map_err(|_| ())
+    }
+}
+
+/// Closes the budget when the body is dropped, so that producers waiting for it stop.
+struct BodyRx {
+    rx: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+impl Drop for BodyRx {
+    fn drop(&mut self) {
+        self.budget.close();
+    }
+}
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
     Response::builder()
@@ -121,7 +160,7 @@ where
                 .and_then(|r| r.validate(max, cfg.limits.max_stream_count).map(|_| r));
             match parsed {
                 Ok(r) => {
-                    let (tx, body) = streaming_body();
+                    let (tx, body) = streaming_body(cfg.limits.write_queue);
                     tokio::spawn(paced(StreamPlan { stream, req: r }, false, tx, stop));
                     response(body)
                 }
@@ -129,7 +168,7 @@ where
             }
         }
         (&Method::POST, "/duplex") => {
-            let (tx, body) = streaming_body();
+            let (tx, body) = streaming_body(cfg.limits.write_queue);
             tokio::spawn(duplex(req.into_body(), cfg, tx, stop));
             response(body)
         }
@@ -156,17 +195,29 @@ fn response(body: Body) -> Response<Body> {
         .unwrap_or_default()
 }
 
-fn streaming_body() -> (FrameTx, Body) {
-    let (tx, rx) = mpsc::channel(64);
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
-    (tx, BodyExt::boxed(StreamBody::new(stream)))
+fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
+    let cap = u32::try_from(write_queue.max(1)).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(cap as usize));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = BodyRx {
+        rx,
+        budget: budget.clone(),
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        // The permit drops here: hyper has the bytes now.
+        let (msg, _permit) = rx.rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(msg)), rx))
+    });
+    (
+        FrameTx { tx, budget, cap },
+        BodyExt::boxed(StreamBody::new(stream)),
+    )
 }
 
 async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: CancellationToken) {
     let send = |m| {
         let tx = tx.clone();
-        async move { tx.send(Ok(Frame::data(m))).await.map_err(|_| ()) }
+        async move { tx.send(m).await }
     };
     tokio::select! {
         _ = stop.cancelled() => {}
@@ -204,7 +255,12 @@ where
             let msg = buf.split_to(len).freeze();
             match service::classify(&msg, &cfg.limits) {
                 Ok(Action::Echo) => {
-                    if tx.send(Ok(Frame::data(msg))).await.is_err() {
+                    // Waiting here stops reading the request body: backpressure to the client.
+                    let sent = tokio::select! {
+                        r = tx.send(msg) => r,
+                        _ = stop.cancelled() => Err(()),
+                    };
+                    if sent.is_err() {
                         break 'read;
                     }
                 }

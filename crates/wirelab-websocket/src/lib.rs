@@ -8,20 +8,27 @@
 //!   (FIN, or END_STREAM on HTTP/2) and reads to the end;
 //! - [`client::open`]: a [`wirelab_core::mux`] connection over a WebSocket, reporting 1006 when
 //!   the transport dies without a close frame and ending its sending side after its close frame;
+//! - [`gate`]: backpressure under tungstenite, so a peer that does not read (and floods pings
+//!   or messages) is not read from either;
 //! - [`config`]: tungstenite's limits from the lab's.
 
 pub mod client;
+pub mod gate;
 pub mod server;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wirelab_core::Limits;
 
 /// tungstenite's config from the lab's limits: frame and message caps, a small read buffer, and a
-/// capped write buffer so a peer that stops reading cannot grow memory without bound.
+/// write buffer that starts writing at [`Limits::write_queue`] bytes. Its hard cap stays above
+/// one whole message plus that much (tungstenite fails a write over the cap); what keeps a
+/// server's write buffer small is [`gate::Gated`] and the session's byte-bounded queue.
 pub fn config(l: &Limits) -> WebSocketConfig {
+    let write = l.write_queue.max(1);
     WebSocketConfig::default()
         .read_buffer_size(l.read_buffer)
-        .max_write_buffer_size(l.max_message.saturating_mul(2).max(1 << 20))
+        .write_buffer_size(write)
+        .max_write_buffer_size(l.max_message.saturating_add(write).saturating_mul(2))
         .max_message_size(Some(l.max_message))
         .max_frame_size(Some(l.max_frame))
 }

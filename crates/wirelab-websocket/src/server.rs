@@ -6,10 +6,11 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,8 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 use wirelab_core::service::{self, Action};
 use wirelab_core::{Error, Result, ServerConfig};
+
+use crate::gate::Gated;
 
 fn close_frame(code: CloseCode, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
@@ -36,24 +39,98 @@ fn close_for(e: &WsError) -> Option<Message> {
     }
 }
 
-type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+type Sink<S> = SplitSink<WebSocketStream<Gated<S>>, Message>;
+
+/// A message on its way to the writer, holding its share of the write budget until tungstenite
+/// has taken it.
+struct Queued {
+    msg: Message,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The session's outbound queue, bounded in bytes ([`wirelab_core::Limits::write_queue`]): a
+/// message waits for budget before it is queued, and gives it back once the writer has handed it
+/// to tungstenite. So echoes stop being produced, and the session stops reading, while a peer
+/// does not read what it is sent; server streams pause the same way.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
+    cap: u32,
+}
+
+impl Outbox {
+    fn new(cap: usize) -> (Self, mpsc::UnboundedReceiver<Queued>) {
+        let cap = u32::try_from(cap.max(1)).unwrap_or(u32::MAX);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(cap as usize));
+        (Self { tx, budget, cap }, rx)
+    }
+
+    fn cost(&self, m: &Message) -> u32 {
+        // A message over the whole budget waits until the queue is empty, then goes alone.
+        u32::try_from(m.len().max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.cap)
+    }
+
+    /// Queues `m` once the budget allows. Fails when the writer is gone.
+    async fn send(&self, m: Message) -> std::result::Result<(), ()> {
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(self.cost(&m))
+            .await
+            .map_err(|_| ())?;
+        self.tx
+            .send(Queued {
+                msg: m,
+                _budget: Some(permit),
+            })
+            .map_err(|_| ())
+    }
+
+    /// Queues `m` only if the budget allows it now (keepalive pings: pointless to a peer that
+    /// is not reading).
+    fn try_send(&self, m: Message) {
+        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(self.cost(&m)) {
+            let _ = self.tx.send(Queued {
+                msg: m,
+                _budget: Some(permit),
+            });
+        }
+    }
+
+    /// Queues `m` outside the budget: the one close frame, which must not wait behind it.
+    fn send_unbudgeted(&self, m: Message) {
+        let _ = self.tx.send(Queued {
+            msg: m,
+            _budget: None,
+        });
+    }
+}
 
 /// Writes queued messages, batching whatever is queued into one flush; stops after a close
 /// frame (RFC 6455 §5.5.1: nothing is sent after it). Returns the sink for the final shutdown.
-async fn write_loop<S>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Message>) -> (Sink<S>, Result<()>)
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    budget: Arc<Semaphore>,
+) -> (Sink<S>, Result<()>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let r = async {
-        while let Some(mut m) = rx.recv().await {
+        while let Some(mut q) = rx.recv().await {
             loop {
-                let closing = matches!(m, Message::Close(_));
-                sink.feed(m).await.map_err(ws_err)?;
+                let closing = matches!(q.msg, Message::Close(_));
+                // The budget is returned when `q` drops, after tungstenite took the frame.
+                sink.feed(q.msg).await.map_err(ws_err)?;
                 if closing {
                     return sink.flush().await.map_err(ws_err);
                 }
                 match rx.try_recv() {
-                    Ok(next) => m = next,
+                    Ok(next) => q = next,
                     Err(_) => break,
                 }
             }
@@ -62,6 +139,8 @@ where
         Ok(())
     }
     .await;
+    // Nobody waits for budget that can no longer be used.
+    budget.close();
     (sink, r)
 }
 
@@ -69,12 +148,35 @@ fn ws_err(e: WsError) -> Error {
     Error::Protocol(e.to_string())
 }
 
+/// Runs the server side of a WebSocket over `io`, whose handshake is done; `leftover` is what
+/// was read past the handshake (frames the client sent right behind its request). The
+/// WebSocket reads through [`Gated`], so a peer that does not read what it is sent is not read
+/// from either.
+pub async fn run<S>(
+    io: S,
+    leftover: Vec<u8>,
+    cfg: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = WebSocketStream::from_partially_read(
+        Gated::new(io),
+        leftover,
+        Role::Server,
+        Some(crate::config(&cfg.limits)),
+    )
+    .await;
+    session(ws, cfg, shutdown).await
+}
+
 /// Runs one WebSocket session after its handshake: echoes (or, with
 /// [`ServerConfig::raw_echo`], verbatim echoes of any message), server streams, keepalive, and a
 /// truthful close. Returns when the session is over, bounded by the shutdown grace once
 /// `shutdown` fires.
 pub async fn session<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Gated<S>>,
     cfg: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<()>
@@ -82,8 +184,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::channel::<Message>(256);
-    let writer = tokio::spawn(write_loop(sink, rx));
+    let (tx, rx) = Outbox::new(cfg.limits.write_queue);
+    let writer = tokio::spawn(write_loop(sink, rx, tx.budget.clone()));
     let streams = TaskTracker::new();
     let stop_streams = shutdown.child_token();
     let t = cfg.timeouts;
@@ -100,7 +202,7 @@ where
         let item = tokio::select! {
             _ = shutdown.cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
             _ = ping.tick(), if t.ping_interval.is_some() => {
-                let _ = tx.send(Message::Ping(Bytes::new())).await;
+                tx.try_send(Message::Ping(Bytes::new()));
                 continue;
             }
             _ = tokio::time::sleep_until(idle_deadline) => break Some(close_frame(CloseCode::Away, "idle timeout")),
@@ -131,7 +233,7 @@ where
                     streams.spawn(async move {
                         let send = |m| {
                             let tx = tx.clone();
-                            async move { tx.send(Message::Binary(m)).await.map_err(|_| ()) }
+                            async move { tx.send(Message::Binary(m)).await }
                         };
                         tokio::select! {
                             _ = stop.cancelled() => {}
@@ -146,7 +248,15 @@ where
             // close reply is flushed, then the stream ends.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => continue,
         };
-        if tx.send(reply).await.is_err() {
+        // Waiting for budget is waiting for the peer to read: bounded by the idle timeout.
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                break Some(close_frame(CloseCode::Policy, "peer stopped reading"))
+            }
+            r = tx.send(reply) => r,
+        };
+        if sent.is_err() {
             break None;
         }
     };
@@ -156,14 +266,20 @@ where
     let sent_close = our_close.is_some();
     if let Some(close) = our_close {
         // Queued behind every answer already due: in-flight messages finish first.
-        let _ = tx.send(close).await;
+        tx.send_unbudgeted(close);
     }
     drop(tx);
     let grace = t.shutdown_grace;
-    let (sink, written) = match tokio::time::timeout(grace, writer).await {
+    let mut writer = writer;
+    let (sink, written) = match tokio::time::timeout(grace, &mut writer).await {
         Ok(Ok((sink, r))) => (sink, r),
         Ok(Err(e)) => return Err(Error::Protocol(format!("writer task: {e}"))),
-        Err(_) => return Err(Error::Timeout("writing the close")),
+        Err(_) => {
+            // A peer that reads nothing would otherwise keep the writer, and the connection,
+            // alive for as long as it likes.
+            writer.abort();
+            return Err(Error::Timeout("writing the close"));
+        }
     };
     if sent_close {
         // Wait (bounded) for the peer's close reply.
@@ -179,7 +295,7 @@ where
     // End our sending side (FIN on TCP, END_STREAM on an HTTP/2 stream) and read to the end, so
     // neither side resets a stream the other still reads.
     if let Ok(ws) = stream.reunite(sink) {
-        let mut io = ws.into_inner();
+        let mut io = ws.into_inner().into_inner();
         let _ = tokio::time::timeout(grace, async {
             io.shutdown().await?;
             let mut sink = [0u8; 512];

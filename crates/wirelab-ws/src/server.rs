@@ -5,10 +5,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use wirelab_core::net;
+use wirelab_core::net::{self, MaybeTls};
 use wirelab_core::{Error, Result, Server, ServerConfig};
 
 use crate::handshake::{self, Reject};
@@ -49,16 +47,20 @@ async fn accept(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + cfg.timeouts.handshake;
-    match tls {
-        None => upgrade(sock, deadline, cfg, shutdown).await,
+    // One `upgrade` for both: its state lives as long as the connection, so it is not sized for
+    // a TLS stream held inline (the TLS state is boxed, and only there when used).
+    let io = match tls {
+        None => MaybeTls::Plain(sock),
         Some(acceptor) => {
-            let tls = tokio::time::timeout_at(deadline, acceptor.accept(sock))
+            // Boxed: the handshake's state is large and needed only until it completes.
+            let tls = tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(sock)))
                 .await
                 .map_err(|_| Error::Timeout("TLS handshake"))?
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            upgrade(tls, deadline, cfg, shutdown).await
+            MaybeTls::Tls(Box::new(tls))
         }
-    }
+    };
+    upgrade(io, deadline, cfg, shutdown).await
 }
 
 /// Reads the request head (bounded in size and time), answers it, and runs the session.
@@ -114,14 +116,8 @@ where
     io.flush().await?;
     // Frames the client sent right behind its request are not lost.
     let leftover = buf.split_off(head_len).to_vec();
-    let ws = WebSocketStream::from_partially_read(
-        io,
-        leftover,
-        Role::Server,
-        Some(wirelab_websocket::config(&cfg.limits)),
-    )
-    .await;
-    wirelab_websocket::server::session(ws, cfg, shutdown).await
+    drop(buf);
+    wirelab_websocket::server::run(io, leftover, cfg, shutdown).await
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, reject: &Reject) {
