@@ -73,7 +73,8 @@ class Page(html.parser.HTMLParser):
 pages = {}
 for root, _, files in os.walk(book):
     for f in files:
-        if f.endswith(".html"):
+        # 404.html is served from any path, so mdBook gives it absolute links under site-url.
+        if f.endswith(".html") and not (root == book and f == "404.html"):
             p = os.path.normpath(os.path.join(root, f))
             parser = Page()
             parser.feed(open(p, encoding="utf-8").read())
@@ -84,6 +85,9 @@ if not pages:
 checked = 0
 for page, parsed in sorted(pages.items()):
     for attr, link, line in parsed.links:
+        if link.startswith("/"):
+            errors.append(f"{os.path.relpath(page, book)}:{line}: absolute link {link!r}")
+            continue
         u = urllib.parse.urlsplit(link)
         if u.scheme or link.startswith("//") or link.startswith("javascript:"):
             continue  # external: not fetched
