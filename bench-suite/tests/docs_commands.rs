@@ -168,10 +168,14 @@ fn prepare(cmd: &str, bin: &Path) -> Option<Line> {
     } else {
         false
     };
-    let args = ["cargo run --release -p wirelab -- ", "target/release/wirelab ", "wirelab "]
-        .iter()
-        .find_map(|p| rest.strip_prefix(p))?
-        .trim_start();
+    let args = [
+        "cargo run --release -p wirelab -- ",
+        "target/release/wirelab ",
+        "wirelab ",
+    ]
+    .iter()
+    .find_map(|p| rest.strip_prefix(p))?
+    .trim_start();
     let subcommand = args
         .split_whitespace()
         .find(|w| !w.starts_with('-'))
@@ -257,7 +261,7 @@ impl Server {
                 let _ = tx2.send(format!("stderr: {l}"));
             }
         });
-        let mut server = Server {
+        let server = Server {
             child: Some(child),
             what: what.to_string(),
             output: rx,
@@ -295,8 +299,15 @@ impl Server {
         let rest: Vec<String> = self.output.try_iter().collect();
         match st {
             Some(st) if st.success() => {}
-            Some(st) => panic!("`{}`: exited {st} after SIGTERM:\n{}", self.what, rest.join("\n")),
-            None => panic!("`{}`: still running {SERVE_STOP:?} after SIGTERM", self.what),
+            Some(st) => panic!(
+                "`{}`: exited {st} after SIGTERM:\n{}",
+                self.what,
+                rest.join("\n")
+            ),
+            None => panic!(
+                "`{}`: still running {SERVE_STOP:?} after SIGTERM",
+                self.what
+            ),
         }
     }
 }
@@ -391,19 +402,36 @@ fn convention_parses() {
     let text = "a\n<!-- docs-test -->\n```sh\nwirelab serve -t ws   # c\n\nsudo wirelab hol \\\n  --quick\n```\n";
     let b = blocks("x.md", text);
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].commands, vec!["wirelab serve -t ws", "sudo wirelab hol    --quick"]);
+    assert_eq!(
+        b[0].commands,
+        vec!["wirelab serve -t ws", "sudo wirelab hol    --quick"]
+    );
     let bin = Path::new("/bin/wl");
-    let l = prepare("SSLKEYLOGFILE=/tmp/k wirelab client -t h3 -c 1.2.3.4:5", bin).unwrap();
-    assert_eq!(l.shell, "SSLKEYLOGFILE=/tmp/k exec '/bin/wl' client -t h3 -c 1.2.3.4:5");
+    let l = prepare(
+        "SSLKEYLOGFILE=/tmp/k wirelab client -t h3 -c 1.2.3.4:5",
+        bin,
+    )
+    .unwrap();
+    assert_eq!(
+        l.shell,
+        "SSLKEYLOGFILE=/tmp/k exec '/bin/wl' client -t h3 -c 1.2.3.4:5"
+    );
     assert_eq!(l.action, Action::Run);
-    let l = prepare("sudo target/release/wirelab hol --only \"tcp shared,quic\"", bin).unwrap();
+    let l = prepare(
+        "sudo target/release/wirelab hol --only \"tcp shared,quic\"",
+        bin,
+    )
+    .unwrap();
     assert!(l.root);
     assert_eq!(l.action, Action::Parse("--help"));
     let l = prepare("cargo run --release -p wirelab -- run --quick", bin).unwrap();
     assert_eq!(l.shell, "exec '/bin/wl' run --quick --list");
     assert!(prepare("cargo bench -p wirelab", bin).is_none());
     assert_eq!(strip_comment("a '#x' b # c"), "a '#x' b ");
-    assert_eq!(cert_pid_of("self-signed certificate: /tmp/wirelab-cert-42.pem (clients"), Some(42));
+    assert_eq!(
+        cert_pid_of("self-signed certificate: /tmp/wirelab-cert-42.pem (clients"),
+        Some(42)
+    );
     assert_eq!(
         scenario_names("run --scenario echo_64B_c8_shared,x.toml,setup_1rtt"),
         vec!["echo_64B_c8_shared", "setup_1rtt"]
@@ -420,7 +448,10 @@ fn book_commands_work() {
         let name = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
         all.extend(blocks(&name, &text));
     }
-    assert!(!all.is_empty(), "no `{MARKER}` blocks in the book: the test would check nothing");
+    assert!(
+        !all.is_empty(),
+        "no `{MARKER}` blocks in the book: the test would check nothing"
+    );
     let started = Instant::now();
     let (mut ran, mut parsed, mut skipped, mut unchecked) = (0, 0, 0, 0);
     let mut scenario_list: Option<String> = None;
