@@ -197,10 +197,14 @@ where
     ping.reset();
     let mut idle_deadline = tokio::time::Instant::now() + t.idle;
 
+    let mut shutting_down = false;
     // `Some(close)` when we start the close handshake; `None` when the peer did or TCP died.
     let our_close = loop {
         let item = tokio::select! {
-            _ = shutdown.cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
+            _ = shutdown.cancelled() => {
+                shutting_down = true;
+                break Some(close_frame(CloseCode::Away, "server shutting down"));
+            }
             _ = ping.tick(), if t.ping_interval.is_some() => {
                 tx.try_send(Message::Ping(Bytes::new()));
                 continue;
@@ -250,7 +254,10 @@ where
         };
         // Waiting for budget is waiting for the peer to read: bounded by the idle timeout.
         let sent = tokio::select! {
-            _ = shutdown.cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
+            _ = shutdown.cancelled() => {
+                shutting_down = true;
+                break Some(close_frame(CloseCode::Away, "server shutting down"));
+            }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 break Some(close_frame(CloseCode::Policy, "peer stopped reading"))
             }
@@ -261,6 +268,9 @@ where
         }
     };
     stop_streams.cancel();
+    if shutting_down {
+        drain(&mut stream, &tx, &cfg).await;
+    }
     streams.close();
     streams.wait().await;
     let sent_close = our_close.is_some();
@@ -305,4 +315,38 @@ where
         .await;
     }
     written
+}
+
+/// At shutdown, before the close frame: echoes that already reached the server are answered.
+/// Reads until the connection has been quiet for [`service::DRAIN_QUIET`], for at most
+/// [`service::DRAIN_MAX`]; a server stream request, a text message or the peer's close ends
+/// it (no new stream starts once the server is going away).
+async fn drain<S>(
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream<Gated<S>>>,
+    tx: &Outbox,
+    cfg: &ServerConfig,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let until = tokio::time::Instant::now() + service::DRAIN_MAX;
+    loop {
+        let quiet = until.min(tokio::time::Instant::now() + service::DRAIN_QUIET);
+        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(quiet, stream.next()).await else {
+            return;
+        };
+        let reply = match msg {
+            Message::Binary(b) if cfg.raw_echo => Message::Binary(b),
+            Message::Binary(b) if service::classify(&b, &cfg.limits) == Ok(Action::Echo) => {
+                Message::Binary(b)
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            _ => return,
+        };
+        if !matches!(
+            tokio::time::timeout_at(until, tx.send(reply)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
 }
