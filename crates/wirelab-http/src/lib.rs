@@ -227,16 +227,34 @@ async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: Cancellation
 
 /// Answers the messages of a streaming request body in the response body. The response ends
 /// once the request body has ended and every server stream it asked for is done.
+///
+/// On `stop` (shutdown), messages that already reached the server are still answered: the
+/// body is read until it has been quiet for [`service::DRAIN_QUIET`], for at most
+/// [`service::DRAIN_MAX`], and no new server stream starts; then the response ends.
 async fn duplex<B>(mut body: B, cfg: Arc<ServerConfig>, tx: FrameTx, stop: CancellationToken)
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
+    use tokio::time::{timeout_at, Instant};
     let streams = tokio_util::task::TaskTracker::new();
     let mut buf = BytesMut::new();
-    'read: while let Some(frame) = tokio::select! {
-        f = body.frame() => f,
-        _ = stop.cancelled() => None,
-    } {
+    // Set once `stop` fires: the end of the drain.
+    let mut draining: Option<Instant> = None;
+    'read: loop {
+        let frame = match draining {
+            None => tokio::select! {
+                f = body.frame() => f,
+                _ = stop.cancelled() => {
+                    draining = Some(Instant::now() + service::DRAIN_MAX);
+                    continue;
+                }
+            },
+            Some(until) => {
+                let quiet = until.min(Instant::now() + service::DRAIN_QUIET);
+                timeout_at(quiet, body.frame()).await.ok().flatten()
+            }
+        };
+        let Some(frame) = frame else { break };
         let data = match frame.map(Frame::into_data) {
             Ok(Ok(data)) => data,
             // Trailers carry no messages.
@@ -256,14 +274,22 @@ where
             match service::classify(&msg, &cfg.limits) {
                 Ok(Action::Echo) => {
                     // Waiting here stops reading the request body: backpressure to the client.
-                    let sent = tokio::select! {
-                        r = tx.send(msg) => r,
-                        _ = stop.cancelled() => Err(()),
+                    let sent = match draining {
+                        None => tokio::select! {
+                            r = tx.send(msg.clone()) => r,
+                            _ = stop.cancelled() => {
+                                let until = Instant::now() + service::DRAIN_MAX;
+                                draining = Some(until);
+                                timeout_at(until, tx.send(msg)).await.unwrap_or(Err(()))
+                            }
+                        },
+                        Some(until) => timeout_at(until, tx.send(msg)).await.unwrap_or(Err(())),
                     };
                     if sent.is_err() {
                         break 'read;
                     }
                 }
+                Ok(Action::Stream(_)) if draining.is_some() => break 'read,
                 Ok(Action::Stream(plan)) => {
                     streams.spawn(paced(plan, true, tx.clone(), stop.clone()));
                 }
