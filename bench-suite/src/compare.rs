@@ -18,6 +18,11 @@ fn key_metrics(kind: Kind) -> &'static [(&'static str, f64, usize)] {
         Kind::Saturate => &[("sustained_per_s", 1.0, 0)],
         Kind::Stream => &[("goodput_mib_s", 1.0, 1)],
         Kind::Setup => &[("p50_us", 1e-3, 2)],
+        Kind::Scale => &[
+            ("server_kib_per_idle_conn", 1.0, 1),
+            ("conns_per_s", 1.0, 0),
+            ("server_cpu_us_per_msg", 1.0, 1),
+        ],
     }
 }
 

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod scale;
 pub mod scenario;
 pub mod stats;
 pub mod transports;

@@ -47,6 +47,25 @@ fn columns(kind: Kind) -> Vec<Col> {
             Col("p90 ms", "p90_us", 1e-3, 2),
             Col("max ms", "max_us", 1e-3, 2),
         ],
+        Kind::Scale => vec![
+            Col("server KiB/idle conn", "server_kib_per_idle_conn", 1.0, 1),
+            Col(
+                "server KiB/active conn",
+                "server_kib_per_active_conn",
+                1.0,
+                1,
+            ),
+            Col("conns/s at set-up", "conns_per_s", 1.0, 0),
+            Col(
+                "server CPU µs/conn set-up",
+                "server_cpu_us_per_conn_setup",
+                1.0,
+                0,
+            ),
+            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 1),
+            Col("p50 µs", "p50_us", 1.0, 1),
+            Col("p99 µs", "p99_us", 1.0, 1),
+        ],
     }
 }
 
@@ -234,6 +253,13 @@ fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, Str
             "ms",
             "p50_us",
             1e-3,
+        )?,
+        Kind::Scale => bar(
+            "memory.svg",
+            format!("{name}: server memory per idle connection"),
+            "KiB/connection",
+            "server_kib_per_idle_conn",
+            1.0,
         )?,
     }
     if matches!(kind, Kind::Echo | Kind::Open) {

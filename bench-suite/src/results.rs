@@ -74,6 +74,26 @@ pub struct Rep {
     pub steps: Vec<Step>,
     /// Saturation: highest sustained rate, messages/s.
     pub sustained_per_s: Option<f64>,
+    /// Scale: what N connections cost the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleRep>,
+}
+
+/// What N connections cost a server in its own process (scale scenarios).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRep {
+    /// Connections opened (each with one echo answered).
+    pub connections: u64,
+    /// Wall time to open them all, s.
+    pub setup_s: f64,
+    /// Server resident memory before the connections, KiB.
+    pub rss_base_kib: u64,
+    /// Server resident memory with every connection open and idle, KiB.
+    pub rss_idle_kib: u64,
+    /// Server resident memory right after the active phase, KiB.
+    pub rss_active_kib: u64,
+    /// Server CPU time while the connections were opened, ns.
+    pub setup_cpu_ns: u64,
 }
 
 /// One result file.
@@ -174,6 +194,24 @@ pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
     }
     if let Some(r) = rep.sustained_per_s {
         put("sustained_per_s", r);
+    }
+    if let Some(s) = rep.scale.filter(|s| s.connections > 0) {
+        let n = s.connections as f64;
+        put(
+            "server_kib_per_idle_conn",
+            s.rss_idle_kib.saturating_sub(s.rss_base_kib) as f64 / n,
+        );
+        put(
+            "server_kib_per_active_conn",
+            s.rss_active_kib.saturating_sub(s.rss_base_kib) as f64 / n,
+        );
+        if s.setup_s > 0.0 {
+            put("conns_per_s", n / s.setup_s);
+        }
+        put(
+            "server_cpu_us_per_conn_setup",
+            s.setup_cpu_ns as f64 / n / 1000.0,
+        );
     }
     m
 }
@@ -285,6 +323,7 @@ fn kind_order(k: Kind) -> u8 {
         Kind::Saturate => 2,
         Kind::Stream => 3,
         Kind::Setup => 4,
+        Kind::Scale => 5,
     }
 }
 

@@ -151,6 +151,9 @@ pub(crate) async fn run(
     let (results, failures) = runner::execute(&plan, &servers, &pb).await?;
     pb.finish_and_clear();
     if results.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED {} · {}: {}", f.scenario, f.variant, f.error);
+        }
         bail!("no measurement succeeded ({} failed)", failures.len());
     }
     let path = report::write(&plan.out, &results)?;

@@ -151,8 +151,23 @@ pub async fn execute(
     let certs = Certs::new()?;
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    // Scale scenarios serve from a child process on this host's loopback, which the client
+    // namespace of an emulated link cannot reach: over a link they are left out, and said so.
+    let over_link = servers.link.is_some();
+    if over_link && plan.scenarios.iter().any(|s| s.kind == Kind::Scale) {
+        let note = "note: scale scenarios run on loopback only; left out over --link";
+        if pb.is_hidden() {
+            eprintln!("{note}");
+        } else {
+            pb.println(note);
+        }
+    }
     for v in &plan.variants {
-        let scenarios: Vec<_> = plan.scenarios.iter().filter(|s| applies(s, v)).collect();
+        let scenarios: Vec<_> = plan
+            .scenarios
+            .iter()
+            .filter(|s| applies(s, v) && !(over_link && s.kind == Kind::Scale))
+            .collect();
         if scenarios.is_empty() {
             continue;
         }
@@ -170,7 +185,12 @@ pub async fn execute(
                 let mut cfg = ClientConfig::new(server.addr);
                 cfg.tls = server.client_tls.clone();
                 cfg.mode = v.mode;
-                match one_rep(s, v, cfg, servers.separate).await {
+                let rep = if s.kind == Kind::Scale {
+                    crate::scale::one_rep(s, v).await
+                } else {
+                    one_rep(s, v, cfg, servers.separate).await
+                };
+                match rep {
                     Ok(rep) => {
                         if let Some(why) = &rep.behind {
                             let which = if r < plan.warmup_reps {
@@ -308,6 +328,7 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, cpu: bool) ->
                 ..Rep::default()
             })
         }
+        Kind::Scale => crate::scale::one_rep(s, v).await,
         Kind::Stream => {
             cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;

@@ -23,6 +23,10 @@ pub enum Kind {
     Setup,
     /// One server stream, as fast as the transport takes it: goodput.
     Stream,
+    /// N connections (one logical stream each), first idle, then active at a low total rate:
+    /// server memory and CPU per connection, and connections per second at set-up. The server
+    /// runs in a child process (`wirelab serve`) so its memory is its own.
+    Scale,
 }
 
 /// How K logical streams map onto connections, as written in scenario files.
@@ -93,6 +97,9 @@ pub struct Scenario {
     /// setup: resume with 0-RTT (quic, h3 only).
     #[serde(default)]
     pub zero_rtt: bool,
+    /// scale: connections opened (each one logical stream).
+    #[serde(default)]
+    pub connections: u64,
 }
 
 /// Formats a size the way scenario names write it: `64B`, `1KiB`, `64KiB`, `1MiB`.
@@ -162,6 +169,7 @@ impl Scenario {
             Kind::Setup if self.zero_rtt => "setup_0rtt".into(),
             Kind::Setup => "setup_1rtt".into(),
             Kind::Stream => format!("stream_{}", self.size),
+            Kind::Scale => format!("scale_c{}", self.connections),
         }
     }
 
@@ -199,7 +207,18 @@ impl Scenario {
             Kind::Saturate if !self.slo_ms.is_finite() || self.slo_ms <= 0.0 => {
                 return err("needs slo_ms > 0")
             }
+            Kind::Scale
+                if !((1..=100_000).contains(&self.connections)
+                    && self.rate.is_finite()
+                    && self.rate > 0.0
+                    && self.duration_ms > 0) =>
+            {
+                return err("needs connections in 1..=100000, rate > 0 and duration_ms > 0")
+            }
             _ => {}
+        }
+        if self.connections != 0 && self.kind != Kind::Scale {
+            return err("connections is for scale scenarios");
         }
         if self.zero_rtt && self.kind != Kind::Setup {
             return err("zero_rtt is for setup scenarios");
@@ -265,6 +284,11 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "stream_64KiB",
         include_str!("../scenarios/stream_64KiB.toml"),
+    ),
+    ("scale_c500", include_str!("../scenarios/scale_c500.toml")),
+    (
+        "scale_c10000",
+        include_str!("../scenarios/scale_c10000.toml"),
     ),
 ];
 

@@ -459,3 +459,79 @@ async fn run_report_and_compare_refuse_bad_input_clearly() {
     .await;
     let _ = std::fs::remove_dir_all(&empty);
 }
+
+/// The scale scenario measures a server in its own process: memory per connection and
+/// connections per second come out positive and plausible for the tcp floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_measures_a_server_process() {
+    let dir = std::env::temp_dir().join(format!("wirelab-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        wirelab()
+            .args(["run", "--scenario", "scale_c500", "--transports", "tcp,ws"])
+            .args(["--reps", "2", "--warmup", "0", "--out"])
+            .arg(&dir)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results = wirelab::results::load_dir(&dir).unwrap();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        for rep in &r.reps {
+            let s = rep.scale.expect("a scale record");
+            assert_eq!(s.connections, 500);
+            assert!(s.rss_idle_kib > s.rss_base_kib, "{s:?}");
+        }
+        let kib = r.summary["server_kib_per_idle_conn"].median;
+        // Each connection holds at least its socket buffers' bookkeeping and a task; a figure
+        // of megabytes would mean the client side was counted.
+        assert!(
+            (1.0..200.0).contains(&kib),
+            "{}: {kib} KiB",
+            r.variant.label
+        );
+        assert!(r.summary["conns_per_s"].median > 10.0);
+        assert!(r.summary["server_cpu_us_per_conn_setup"].median > 0.0);
+        assert_eq!(
+            r.reps[0].messages, 500,
+            "one echo per connection in the active phase"
+        );
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("server KiB/idle conn"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file-descriptor limit too low for the scale scenario is a clear error, not a panic or a
+/// half-measured result.
+#[tokio::test]
+async fn scale_says_when_the_open_file_limit_is_too_low() {
+    let Some(prlimit) = wirelab_test_support::find_program(
+        "prlimit",
+        "prlimit (util-linux)",
+        "apt-get install util-linux",
+    ) else {
+        return;
+    };
+    let out = tokio::process::Command::new(prlimit)
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_wirelab"))
+        .args(["run", "--scenario", "scale_c10000", "--transports", "tcp"])
+        .args(["--reps", "1", "--warmup", "0", "--out"])
+        .arg(std::env::temp_dir().join(format!("wirelab-nofile-{}", std::process::id())))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("open files, and the hard limit is 256"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
