@@ -218,17 +218,20 @@ impl ResultFile {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks the text of one result file (pure: what [`ResultFile::load`] does
+    /// after reading the file). `origin` names the file in error messages.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).with_context(|| format!("{origin} is not JSON"))?;
         match v.get("schema").and_then(|s| s.as_str()) {
             Some(SCHEMA) => {}
-            Some(other) => bail!(
-                "{}: schema {other}, this wirelab reads {SCHEMA}",
-                path.display()
-            ),
-            None => bail!("{}: not a wirelab result (no schema)", path.display()),
+            Some(other) => bail!("{origin}: schema {other}, this wirelab reads {SCHEMA}"),
+            None => bail!("{origin}: not a wirelab result (no schema)"),
         }
-        serde_json::from_value(v).with_context(|| format!("{}: bad result file", path.display()))
+        serde_json::from_value(v).with_context(|| format!("{origin}: bad result file"))
     }
 }
 
