@@ -4,10 +4,13 @@
 //! the link's RTT.
 //!
 //! Asserts: no panic; an accepted file has the schema, and printed as JSON and loaded again it
-//! is the same result.
+//! is the same result (a float may move by one unit in the last place: see `json_eq`); every
+//! metric of a repetition is finite.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+mod json_eq;
 use wirelab::results::{self, ResultFile, SCHEMA};
 use wirelab::{compare, report};
 
@@ -22,7 +25,16 @@ fuzz_target!(|data: &[u8]| {
     let printed = serde_json::to_string(&r).unwrap();
     let back = ResultFile::from_json(&printed, "printed.json")
         .unwrap_or_else(|e| panic!("printed as {printed:?}, which fails: {e:#}"));
-    assert_eq!(back, r, "printed as {printed:?}");
+    if back != r {
+        // Only a float may differ, by one unit in the last place (see json_eq).
+        let (a, b) = (
+            serde_json::to_value(&r).unwrap(),
+            serde_json::to_value(&back).unwrap(),
+        );
+        if let Some(d) = json_eq::diff(&a, &b, "$") {
+            panic!("printed and loaded again it differs at {d}; printed as {printed:?}");
+        }
+    }
 
     let one = std::slice::from_ref(&r);
     let _ = report::terminal(one);
