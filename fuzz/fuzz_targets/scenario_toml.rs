@@ -4,11 +4,14 @@
 //! name its parameters give it, so validation is reached past the name check.
 //!
 //! Asserts: no panic; an accepted scenario is valid, is named by its parameters, has a size
-//! label that is canonical and in range, and survives TOML serialisation: printed and parsed
-//! again it is the same scenario.
+//! label that is canonical and in range, and survives TOML serialisation (printed and parsed
+//! again it is the same scenario) and JSON, as result files hold it (a float may move by one
+//! unit in the last place: see `json_eq`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+mod json_eq;
 use wirelab::scenario::{size_label, Scenario};
 
 fn check(s: &Scenario, name: &str) {
@@ -23,6 +26,14 @@ fn check(s: &Scenario, name: &str) {
     let back = Scenario::parse(name, &text)
         .unwrap_or_else(|e| panic!("{s:?} printed as {text:?}, which fails: {e}"));
     assert_eq!(&back, s, "printed as {text:?}");
+    // As it is copied into every result file.
+    let json = serde_json::to_value(s).unwrap();
+    let loaded: Scenario = serde_json::from_value(json.clone())
+        .unwrap_or_else(|e| panic!("{s:?} does not load back from JSON {json}: {e}"));
+    if let Some(d) = json_eq::diff(&json, &serde_json::to_value(&loaded).unwrap(), "$") {
+        panic!("{s:?} changes through JSON at {d}");
+    }
+    assert_eq!(loaded.validate(), Ok(()));
 }
 
 fuzz_target!(|data: &[u8]| {
