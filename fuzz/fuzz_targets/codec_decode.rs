@@ -80,14 +80,11 @@ fuzz_target!(|data: &[u8]| {
     };
 
     // One delivered message.
-    match codec::decode(data, max) {
-        Ok(h) => {
-            assert_eq!(h.len as usize, data.len());
-            assert!(data.len() <= max);
-            check_header(&h, data);
-            assert_eq!(codec::peek_header(data), Ok(h));
-        }
-        Err(_) => {}
+    if let Ok(h) = codec::decode(data, max) {
+        assert_eq!(h.len as usize, data.len());
+        assert!(data.len() <= max);
+        check_header(&h, data);
+        assert_eq!(codec::peek_header(data), Ok(h));
     }
     if let Ok(h) = codec::peek_header(data) {
         check_header(&h, data);
