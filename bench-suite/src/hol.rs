@@ -312,6 +312,17 @@ pub struct HolResult {
 }
 
 impl HolResult {
+    /// Parses and checks the bytes of one HOL result file (pure: what [`load_dir`] does with
+    /// each file it reads). `origin` names the file in error messages.
+    pub fn from_json(bytes: &[u8], origin: &str) -> Result<Self> {
+        let r: HolResult = serde_json::from_slice(bytes)
+            .with_context(|| format!("{origin} is not a HOL result"))?;
+        if r.schema != SCHEMA {
+            bail!("{origin}: schema {} is not {SCHEMA}", r.schema);
+        }
+        Ok(r)
+    }
+
     /// Median over repetitions of `f` (repetitions where it is defined).
     pub fn median(&self, f: impl Fn(&HolRep) -> Option<f64>) -> Option<f64> {
         let mut v: Vec<f64> = self.reps.iter().filter_map(f).collect();
@@ -554,12 +565,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<HolResult>> {
         for f in std::fs::read_dir(c.path())?.flatten() {
             let p = f.path();
             if p.extension().is_some_and(|e| e == "json") {
-                let r: HolResult = serde_json::from_slice(&std::fs::read(&p)?)
-                    .with_context(|| format!("{} is not a HOL result", p.display()))?;
-                if r.schema != SCHEMA {
-                    bail!("{}: schema {} is not {SCHEMA}", p.display(), r.schema);
-                }
-                out.push(r);
+                out.push(HolResult::from_json(
+                    &std::fs::read(&p)?,
+                    &p.display().to_string(),
+                )?);
             }
         }
     }

@@ -180,7 +180,8 @@ pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
     if let (Some(c), true) = (&rep.cost, rep.messages > 0) {
         let per = |v: u64| v as f64 / rep.messages as f64;
         if let (Some(tx), Some(rx)) = (c.tx_bytes, c.rx_bytes) {
-            put("wire_bytes_per_msg", per(tx + rx));
+            // Each side on its own: a loaded file's counters may not add up within u64.
+            put("wire_bytes_per_msg", per(tx) + per(rx));
         }
         if let Some(d) = c.datagrams.filter(|d| *d > 0) {
             put("datagrams_per_msg", per(d));
@@ -264,17 +265,20 @@ impl ResultFile {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks the text of one result file (pure: what [`ResultFile::load`] does
+    /// after reading the file). `origin` names the file in error messages.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).with_context(|| format!("{origin} is not JSON"))?;
         match v.get("schema").and_then(|s| s.as_str()) {
             Some(SCHEMA) => {}
-            Some(other) => bail!(
-                "{}: schema {other}, this wirelab reads {SCHEMA}",
-                path.display()
-            ),
-            None => bail!("{}: not a wirelab result (no schema)", path.display()),
+            Some(other) => bail!("{origin}: schema {other}, this wirelab reads {SCHEMA}"),
+            None => bail!("{origin}: not a wirelab result (no schema)"),
         }
-        serde_json::from_value(v).with_context(|| format!("{}: bad result file", path.display()))
+        serde_json::from_value(v).with_context(|| format!("{origin}: bad result file"))
     }
 }
 
@@ -370,5 +374,18 @@ mod tests {
         let s = summarize(&vec![rep; 6]);
         assert_eq!(s["msg_per_s"].median, 200.0);
         assert_eq!(s["msg_per_s"].n, 6);
+    }
+
+    /// An input of the `result_json` fuzz target (fuzz/fuzz_targets/result_json.rs): a real
+    /// result file whose first repetition's socket counters are at the top of u64. Its metrics
+    /// overflowed adding the two directions.
+    #[test]
+    fn metrics_of_a_loaded_file_with_huge_counters() {
+        const INPUT: &str = r#"{"schema":"wirelab.result/1","scenario":{"name":"echo_64B_c1_shared","about":"64-byte echoes on one stream (fuzz seed: few messages)","kind":"echo","sets":[],"size":"64B","streams":1,"sharing":"shared","messages":40,"rate":0.0,"duration_ms":0,"slo_ms":0.0,"zero_rtt":false},"variant":{"label":"tcp","slug":"tcp","transport":"tcp","tls":false,"mode":"duplex","floor":null},"env":{"wirelab":"0.1.0","git_rev":"4bf4ffb5ce3fbdf8c9c5f5631c5f04dcbe3a8178","git_state":"dirty","rustc":"rustc 1.95.0 (59807616e 2026-04-14)","profile":"debug","crates":{},"cpu_model":"AMD EPYC","cores":2,"cpus_allowed":"0-1","kernel":"6.18.44-fc-v657","tcp_congestion_control":"bbr","started":"2026-11-30T03:50:37Z","command":"target/debug/wirelab run --scenario /tmp/scn/echo_64B_c1_shared.toml --transports tcp,quic --reps 2 --warmup 0 --out /tmp/wl-res"},"warmup_reps":0,"reps":[{"messages":40,"elapsed_s":0.001666003,"payload_bytes":2560,"latency":null,"service":null,"lateness":null,"offered_per_s":null,"behind":null,"cost":{"tx_bytes":18446744073709551615,"rx_bytes":2720,"datagrams":0,"server_cpu_ns":710607,"client_cpu_ns":1060524},"steps":[],"sustained_per_s":null}],"summary":{},"notes":[]}"#;
+        let r = ResultFile::from_json(INPUT, "fuzz input").unwrap();
+        let m = metrics(&r.reps[0]);
+        let want = (u64::MAX as f64 + 2720.0) / 40.0;
+        assert!((m["wire_bytes_per_msg"] / want - 1.0).abs() < 1e-12);
+        assert!(summarize(&r.reps).contains_key("wire_bytes_per_msg"));
     }
 }

@@ -187,6 +187,14 @@ impl Scenario {
         if self.streams == 0 || self.streams > 1000 {
             return err("streams must be 1..=1000");
         }
+        // Also where the kind does not use them: the scenario is copied into every result file,
+        // and JSON has no NaN or infinity (serde_json writes null, which does not load back).
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return err("rate must be a finite number, not negative");
+        }
+        if !(self.slo_ms.is_finite() && self.slo_ms >= 0.0) {
+            return err("slo_ms must be a finite number, not negative");
+        }
         for set in &self.sets {
             if set != "quick" && set != "default" {
                 return err(&format!(
@@ -368,6 +376,27 @@ mod tests {
         assert!(e.contains("1KiB"), "{e}");
         let e = Scenario::parse("x", "about='x'\nkind='echo'\nmessages=1\ncolour=3\n").unwrap_err();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    /// The `scenario_toml` fuzz target's input (fuzz/fuzz_targets/scenario_toml.rs: the file
+    /// stem, then the TOML). An echo scenario with `slo_ms = nan` was accepted; its result files
+    /// then held `null` there and did not load.
+    #[test]
+    fn non_finite_or_negative_numbers_are_refused() {
+        let input =
+            "echo_64B_c1_shared\nabout = \"x\"\nkind = \"echo\"\nmessages = 1\nslo_ms = nan\n";
+        let (name, text) = input.split_once('\n').unwrap();
+        let e = Scenario::parse(name, text).unwrap_err();
+        assert!(e.contains("slo_ms"), "{e}");
+        for (extra, says) in [
+            ("rate = inf", "rate"),
+            ("rate = -1.0", "rate"),
+            ("slo_ms = -inf", "slo_ms"),
+        ] {
+            let text = format!("about = 'x'\nkind = 'echo'\nmessages = 1\n{extra}\n");
+            let e = Scenario::parse("echo_64B_c1_shared", &text).unwrap_err();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -103,6 +103,12 @@ impl LinkSpec {
     }
 }
 
+/// Longest duration a spec takes (rtt, delay, jitter, queue time): one day. Longer values are
+/// typing errors, and up to here every value prints back exactly (see [`LinkSpec`]'s `Display`).
+const MAX_DURATION_NS: f64 = 86_400e9;
+/// Highest rate a spec takes: 1000 gbit/s (and so every rate prints back exactly).
+const MAX_RATE_BPS: f64 = 1e12;
+
 fn duration_ns(v: &str) -> Result<u64, String> {
     let (num, mult) = if let Some(n) = v.strip_suffix("ms") {
         (n, 1e6)
@@ -119,7 +125,11 @@ fn duration_ns(v: &str) -> Result<u64, String> {
     if !(x.is_finite() && x >= 0.0) {
         return Err(format!("'{v}' is not a duration"));
     }
-    Ok((x * mult).round() as u64)
+    let ns = (x * mult).round();
+    if ns > MAX_DURATION_NS {
+        return Err(format!("'{v}' is over the limit of one day"));
+    }
+    Ok(ns as u64)
 }
 
 fn rate_bps(v: &str) -> Result<u64, String> {
@@ -134,10 +144,15 @@ fn rate_bps(v: &str) -> Result<u64, String> {
         return Err(format!("'{v}' needs a unit: kbit, mbit or gbit"));
     };
     let x: f64 = num.parse().map_err(|_| format!("'{v}' is not a rate"))?;
-    if !(x.is_finite() && x > 0.0) {
+    let bps = (x * mult).round();
+    // Checked after rounding: a rate that rounds to 0 bit/s is no rate.
+    if !(x.is_finite() && bps >= 1.0) {
         return Err(format!("rate '{v}' must be above 0"));
     }
-    Ok((x * mult).round() as u64)
+    if bps > MAX_RATE_BPS {
+        return Err(format!("rate '{v}' is over the limit of 1000gbit"));
+    }
+    Ok(bps as u64)
 }
 
 fn percent(v: &str) -> Result<f64, String> {
@@ -163,7 +178,15 @@ impl FromStr for LinkSpec {
                 .ok_or_else(|| format!("'{part}' is not key=value"))?;
             match k {
                 "rtt" => spec.rtt_ns = duration_ns(v)?,
-                "delay" => spec.rtt_ns = 2 * duration_ns(v)?,
+                "delay" => {
+                    // At most a day, so doubling cannot overflow; the RTT must be in range too.
+                    spec.rtt_ns = 2 * duration_ns(v)?;
+                    if spec.rtt_ns as f64 > MAX_DURATION_NS {
+                        return Err(format!(
+                            "delay '{v}' makes an RTT over the limit of one day"
+                        ));
+                    }
+                }
                 "jitter" => spec.jitter_ns = duration_ns(v)?,
                 "loss" => spec.loss = percent(v)?,
                 "burst" => {
@@ -176,14 +199,18 @@ impl FromStr for LinkSpec {
                     spec.burst = Some(b);
                 }
                 "rate" => spec.rate_bps = Some(rate_bps(v)?),
+                // As with every key the last one counts: a queue in bytes replaces one in time
+                // and the other way round.
                 "queue" => {
                     if let Some(b) = v.strip_suffix('B') {
                         spec.queue_bytes = Some(
                             b.parse()
                                 .map_err(|_| format!("queue '{v}' is not a byte count"))?,
                         );
+                        spec.queue_ns = None;
                     } else {
                         spec.queue_ns = Some(duration_ns(v)?);
+                        spec.queue_bytes = None;
                     }
                 }
                 "seed" => spec.seed = v.parse().map_err(|_| format!("seed '{v}' is not a u64"))?,
@@ -204,6 +231,7 @@ impl FromStr for LinkSpec {
     }
 }
 
+/// Prints the spec in the `--link` syntax; the text parses back to the same value.
 impl fmt::Display for LinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |ns: u64| {
@@ -218,7 +246,14 @@ impl fmt::Display for LinkSpec {
         if self.jitter_ns > 0 {
             write!(f, ",jitter={}", ms(self.jitter_ns))?;
         }
-        write!(f, ",loss={}%", self.loss * 100.0)?;
+        // As a percentage when that reads back as the same number, else as the fraction
+        // (0.082 is 8.200000000000001%, which reads back as 0.08200000000000002).
+        let pct = self.loss * 100.0;
+        if pct / 100.0 == self.loss {
+            write!(f, ",loss={pct}%")?;
+        } else {
+            write!(f, ",loss={}", self.loss)?;
+        }
         if let Some(b) = self.burst {
             write!(f, ",burst={b}")?;
         }
@@ -276,9 +311,44 @@ mod tests {
             ("rtt=10ms,jitter=6ms", "jitter"),
             ("loss", "key=value"),
             ("burst=0.5", "at least 1"),
+            ("rate=0.0001kbit", "above 0"),
+            ("rtt=2d", "unit"),
+            ("rtt=86401s", "one day"),
+            ("delay=43200.001s", "one day"),
+            ("rate=1001gbit", "1000gbit"),
         ] {
             let e = bad.parse::<LinkSpec>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    /// Inputs the `link_spec` fuzz target found (fuzz/fuzz_targets/link_spec.rs): each must print
+    /// back to a spec that parses to the same value.
+    #[test]
+    fn fuzz_regressions_print_back_to_the_same_spec() {
+        for input in [
+            // A loss whose percentage does not read back: printed as 8.200000000000001%.
+            "loss=.082",
+            // A queue in time, then one in bytes: the time was kept but not printed.
+            "rate=1mbit,\r,,,,,,,\r\r,\r\r,\r\rrtt=40ms,,,rtt=0ms,,,,,rate=200mbit,,\r,,,,,,,,,,,\r\r,\r\r,,,,,,,,,,\r\r,\r\r,,,,,,,,,\r\r,\r\r,,,queue=20ms,seed=7,,,,,,burst=4,rate=322mbit,,,,,,,,,,,,,,,,,,,,,,\r\r,\r\r,\r\t,,,\r\r,\r\r,,,,,,,,,,\r\r,\r\r,,,,,,,\r\r,\r\r,\r\rrtt=40ms,,,rtt=0ms,,,,,rate=200mbit,,queue=10655B,queue=00000001065992627B",
+            "queue=20ms,queue=100B",
+            "queue=100B,queue=20ms,rate=1mbit",
+            // Found by reading the parser while writing the target: a doubled delay overflowed,
+            // and durations past u64 were clamped silently (both refused now, see above).
+            "delay=43200s,jitter=1s",
+            "rtt=86400s,rate=1000gbit,queue=86400s",
+            "rate=0.001kbit",
+        ] {
+            let spec: LinkSpec = input.parse().unwrap();
+            let printed = spec.to_string();
+            assert_eq!(printed.parse::<LinkSpec>(), Ok(spec), "{input:?} -> {printed:?}");
+            for dir in [spec.config().up, spec.config().down] {
+                dir.check().unwrap();
+            }
+        }
+        let s: LinkSpec = "queue=20ms,queue=100B".parse().unwrap();
+        assert_eq!((s.queue_bytes, s.queue_ns), (Some(100), None));
+        assert_eq!("loss=.082".parse::<LinkSpec>().unwrap().loss, 0.082);
+        assert!("delay=1e10s".parse::<LinkSpec>().is_err());
     }
 }
