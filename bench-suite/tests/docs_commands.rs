@@ -37,7 +37,11 @@
 //! - A line that is not a wirelab invocation (`cargo bench`, `curl`, `python3`) is listed as not
 //!   checked. Blocks with placeholders that cannot run (`-t T -c ADDR`) are not marked.
 //!
-//! Servers use the ports the book names (7700-7706, 9000), so this test needs them free.
+//! The book names fixed ports (7700-7706, 9000) and paths under `/tmp`; the test runs each
+//! block on ports the OS has free (the book's ports mapped onto them, and `--listen` added to a
+//! `serve` that relies on the default), and with `/tmp/` mapped to a fresh directory of its
+//! own (`TMPDIR` too, where `serve` writes its certificate), so it never meets another
+//! process's ports or files.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -242,6 +246,7 @@ impl Server {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(shell)
+            .env("TMPDIR", scratch())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,11 +332,92 @@ fn cert_pid_of(line: &str) -> Option<u32> {
     rest.split(".pem").next()?.parse().ok()
 }
 
+/// This test's own directory for what the book puts under `/tmp`.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wirelab-docs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// The ports the book names: `serve`'s default consecutive ports, and the one of its TLS
+/// example.
+const BOOK_BASE: u16 = 7700;
+const BOOK_PORTS: u16 = 7;
+const BOOK_OTHER: u16 = 9000;
+
+/// A first port of `n` consecutive ones that are free for TCP and UDP on 127.0.0.1 now.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an OS-chosen port")
+            .port();
+        if u32::from(p) + u32::from(n) > 65_535 {
+            continue;
+        }
+        let free = (p..p + n).all(|q| {
+            std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
+        });
+        if free {
+            return p;
+        }
+    }
+    panic!("no {n} consecutive free ports found");
+}
+
+/// `cmd` with the book's ports mapped to `base` (7700 + i to base + i) and `other` (9000),
+/// `/tmp/` to this test's directory, and `--listen 127.0.0.1:base` added to a `serve` that
+/// relies on the default address.
+fn localise(cmd: &str, base: u16, other: u16) -> String {
+    let mut out = String::new();
+    let mut rest = cmd;
+    // A port is 4 digits right after ':'.
+    while let Some(i) = rest.find(':') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(p) = digits.parse::<u16>() {
+            let mapped = if (BOOK_BASE..BOOK_BASE + BOOK_PORTS).contains(&p) {
+                Some(base + (p - BOOK_BASE))
+            } else if p == BOOK_OTHER {
+                Some(other)
+            } else {
+                None
+            };
+            if let Some(m) = mapped {
+                out.push_str(&m.to_string());
+                rest = &rest[digits.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    let mut out = out.replace("/tmp/", &format!("{}/", scratch().display()));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let serves = words
+        .windows(2)
+        .any(|w| w[0].ends_with("wirelab") && w[1] == "serve")
+        || words.windows(2).any(|w| w == ["--", "serve"]);
+    if serves && !words.iter().any(|w| *w == "--listen" || *w == "-l") {
+        // Before a trailing comment or `&`.
+        let cut = out.find(" #").unwrap_or(out.len());
+        let (head, tail) = out.split_at(cut);
+        let head = head.trim_end();
+        let (head, amp) = match head.strip_suffix('&') {
+            Some(h) => (h.trim_end().to_string(), " &"),
+            None => (head.to_string(), ""),
+        };
+        out = format!("{head} --listen 127.0.0.1:{base}{amp}{tail}");
+    }
+    out
+}
+
 /// Runs `shell` to completion; returns its stdout, or panics with its output.
 fn run(shell: &str, what: &str) -> String {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(shell)
+        .env("TMPDIR", scratch())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -439,6 +525,43 @@ fn convention_parses() {
 }
 
 #[test]
+fn book_ports_and_paths_are_mapped() {
+    let dir = scratch().display().to_string();
+    assert_eq!(
+        localise(
+            "wirelab client -t h3 -c 127.0.0.1:7706 --ca /tmp/c.pem",
+            40000,
+            50000
+        ),
+        format!("wirelab client -t h3 -c 127.0.0.1:40006 --ca {dir}/c.pem")
+    );
+    assert_eq!(
+        localise(
+            "wirelab serve --cert-out /tmp/c.pem   # all seven",
+            40000,
+            50000
+        ),
+        format!("wirelab serve --cert-out {dir}/c.pem --listen 127.0.0.1:40000 # all seven")
+    );
+    assert_eq!(
+        localise(
+            "wirelab serve -t ws --listen 0.0.0.0:9000 --tls &",
+            40000,
+            50000
+        ),
+        "wirelab serve -t ws --listen 0.0.0.0:50000 --tls &"
+    );
+    assert_eq!(
+        localise("cargo run --release -p wirelab -- serve &", 40000, 50000),
+        "cargo run --release -p wirelab -- serve --listen 127.0.0.1:40000 &"
+    );
+    assert_eq!(
+        localise("wirelab run --link rtt=40ms", 1, 2),
+        "wirelab run --link rtt=40ms"
+    );
+}
+
+#[test]
 fn book_commands_work() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_wirelab"));
     let root = repo();
@@ -459,7 +582,9 @@ fn book_commands_work() {
         eprintln!("{}:{}", b.file, b.line);
         let mut servers: Vec<Server> = Vec::new();
         let mut cert_pid: Option<u32> = None;
+        let (base, other) = (free_ports(BOOK_PORTS), free_ports(1));
         for cmd in &b.commands {
+            let cmd = localise(cmd, base, other);
             let cmd = match cert_pid {
                 Some(pid) => cmd.replace("wirelab-cert-PID", &format!("wirelab-cert-{pid}")),
                 None => cmd.clone(),
@@ -516,4 +641,5 @@ fn book_commands_work() {
         all.len(),
         started.elapsed().as_secs_f64()
     );
+    let _ = std::fs::remove_dir_all(scratch());
 }
