@@ -1,57 +1,36 @@
 //! HTTP/3 behaviour beyond the conformance module: the header-size limit, GOAWAY on shutdown
 //! with in-flight requests finishing, 0-RTT. Every wait is bounded; ports come from the OS.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{Method, Request, StatusCode};
 use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::tls::{client_config, Identity, Trust, ALPN_H3};
-use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Mode, Server, ServerConfig};
+use wirelab_core::tls::ALPN_H3;
+use wirelab_core::{Channel, Client, Mode};
 use wirelab_h3::{H3Client, H3Server};
 use wirelab_quinn::QuicConnector;
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+    wirelab_test_support::within(what, BOUND, f).await
 }
 
-struct Lab {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<wirelab_core::Result<()>>,
-    client_tls: Arc<rustls::ClientConfig>,
+/// The served server and the client TLS that trusts it (`wirelab_test_support::TlsLab`).
+struct Lab(wirelab_test_support::TlsLab);
+
+impl std::ops::Deref for Lab {
+    type Target = wirelab_test_support::TlsLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Lab {
     async fn start() -> Self {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
-        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-        cfg.tls = Some(id.server_config(&[ALPN_H3]).unwrap());
-        let server = H3Server::bind(cfg).await.unwrap();
-        let addr = server.local_addr();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.serve(stop.clone()));
-        let client_tls =
-            client_config(&Trust::Certificates(vec![id.certificate()]), &[ALPN_H3]).unwrap();
-        Self {
-            addr,
-            stop,
-            task,
-            client_tls,
-        }
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(self.addr);
-        c.tls = Some(self.client_tls.clone());
-        c
+        Self(wirelab_test_support::TlsLab::start::<H3Server>(ALPN_H3, |_| {}).await)
     }
 
     /// A raw h3 connection whose driver the caller polls (or not).
@@ -101,6 +80,7 @@ async fn read_body<S: h3::quic::RecvStream>(
 
 #[tokio::test]
 async fn a_header_section_over_16k_is_answered_431() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     let (connector, driver, mut sender) = lab.raw().await;
     // The driver is not polled yet, so the client has not read the server's SETTINGS and does
@@ -136,11 +116,15 @@ async fn a_header_section_over_16k_is_answered_431() {
     drop(sender);
     connector.close(BOUND).await;
     lab.stop.cancel();
-    within("server shutdown", lab.task).await.unwrap().unwrap();
+    within("server shutdown", lab.0.task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn shutdown_sends_goaway_and_lets_accepted_requests_finish() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     let (connector, driver, mut sender) = lab.raw().await;
     let _driver = drive(driver);
@@ -182,13 +166,17 @@ async fn shutdown_sends_goaway_and_lets_accepted_requests_finish() {
         within("late request", late).await.is_err(),
         "a request after GOAWAY was served"
     );
-    within("server shutdown", lab.task).await.unwrap().unwrap();
+    within("server shutdown", lab.0.task)
+        .await
+        .unwrap()
+        .unwrap();
     drop(sender);
     connector.close(BOUND).await;
 }
 
 #[tokio::test]
 async fn zero_rtt_resumes_in_both_modes() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     for mode in [Mode::Rr, Mode::Duplex] {
         let mut cfg = lab.client();
@@ -207,5 +195,8 @@ async fn zero_rtt_resumes_in_both_modes() {
         }
     }
     lab.stop.cancel();
-    within("server shutdown", lab.task).await.unwrap().unwrap();
+    within("server shutdown", lab.0.task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -3,7 +3,6 @@
 //! told which by the GOAWAY (RFC 9114 §5.2). The test's h3 client reads the server's control
 //! stream through a tap to learn the GOAWAY id. Every wait is bounded; ports come from the OS.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,8 +15,7 @@ use http::Request;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::tls::{client_config, Identity, Trust, ALPN_H3};
-use wirelab_core::{CancellationToken, ClientConfig, Server, ServerConfig};
+use wirelab_core::tls::ALPN_H3;
 use wirelab_h3::H3Server;
 use wirelab_quinn::{quinn, QuicConnector};
 
@@ -26,9 +24,7 @@ const BOUND: Duration = Duration::from_secs(10);
 const MAX_REQUEST_ID: u64 = (1 << 62) - 4;
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+    wirelab_test_support::within(what, BOUND, f).await
 }
 
 // ---- a tap on the server's control stream -------------------------------------------------
@@ -164,11 +160,14 @@ impl quic::RecvStream for TapRecv {
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
-struct Lab {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<wirelab_core::Result<()>>,
-    client_tls: Arc<rustls::ClientConfig>,
+/// The served server and the client TLS that trusts it (`wirelab_test_support::TlsLab`).
+struct Lab(wirelab_test_support::TlsLab);
+
+impl std::ops::Deref for Lab {
+    type Target = wirelab_test_support::TlsLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 struct H3 {
@@ -181,27 +180,16 @@ struct H3 {
 
 impl Lab {
     async fn start() -> Self {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
-        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-        cfg.tls = Some(id.server_config(&[ALPN_H3]).unwrap());
-        cfg.timeouts.shutdown_grace = Duration::from_secs(5);
-        let server = H3Server::bind(cfg).await.unwrap();
-        let addr = server.local_addr();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.serve(stop.clone()));
-        let client_tls =
-            client_config(&Trust::Certificates(vec![id.certificate()]), &[ALPN_H3]).unwrap();
-        Self {
-            addr,
-            stop,
-            task,
-            client_tls,
-        }
+        Self(
+            wirelab_test_support::TlsLab::start::<H3Server>(ALPN_H3, |c| {
+                c.timeouts.shutdown_grace = Duration::from_secs(5)
+            })
+            .await,
+        )
     }
 
     async fn connect(&self) -> H3 {
-        let mut c = ClientConfig::new(self.addr);
-        c.tls = Some(self.client_tls.clone());
+        let c = self.client();
         let connector = QuicConnector::new(&c, ALPN_H3, 8).unwrap();
         let (conn, _) = within("connect", connector.connect()).await.unwrap();
         let (tx, goaway) = watch::channel(None);
@@ -230,7 +218,7 @@ impl Lab {
     }
 
     async fn stopped(self) {
-        within("server shutdown", self.task).await.unwrap().unwrap();
+        self.0.stopped(BOUND).await;
     }
 }
 
@@ -281,6 +269,7 @@ async fn answer(s: &mut ClientStream, rest: Option<&[u8]>) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn requests_in_flight_at_shutdown_are_answered_or_refused_by_the_goaway_id() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     let mut h3 = lab.connect().await;
     let url = lab.url("/echo");
@@ -383,6 +372,7 @@ async fn requests_in_flight_at_shutdown_are_answered_or_refused_by_the_goaway_id
 
 #[tokio::test]
 async fn a_duplex_request_answers_its_messages_in_flight_then_ends_cleanly() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     let mut h3 = lab.connect().await;
     let mut s = h3
@@ -437,6 +427,7 @@ async fn a_duplex_request_answers_its_messages_in_flight_then_ends_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_shutdowns_under_load_lose_no_accepted_request() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let (mut total, mut answered, mut refused, mut lost) = (0, 0, 0, 0);
     for round in 0..10 {
         let lab = Lab::start().await;

@@ -2,66 +2,40 @@
 //! limit, the idle timeout, junk datagrams, qlog files. Every wait is bounded by an event or
 //! `BOUND`; ports come from the OS.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind, StreamRequest};
-use wirelab_core::tls::{client_config, Identity, Trust, ALPN_WIRELAB_QUIC};
-use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Error, Server, ServerConfig};
+use wirelab_core::tls::{client_config, Trust, ALPN_WIRELAB_QUIC};
+use wirelab_core::{Channel, Client, ClientConfig, Error, Server, ServerConfig};
 use wirelab_quic::{QuicClient, QuicServer};
 use wirelab_quinn::QuicConnector;
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+    wirelab_test_support::within(what, BOUND, f).await
 }
 
-struct Lab {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<wirelab_core::Result<()>>,
-    client_tls: Arc<rustls::ClientConfig>,
+/// The served server and the client TLS that trusts it (`wirelab_test_support::TlsLab`).
+struct Lab(wirelab_test_support::TlsLab);
+
+impl std::ops::Deref for Lab {
+    type Target = wirelab_test_support::TlsLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Lab {
     async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Self {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
-        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-        cfg.tls = Some(id.server_config(&[ALPN_WIRELAB_QUIC]).unwrap());
-        tune(&mut cfg);
-        let server = QuicServer::bind(cfg).await.unwrap();
-        let addr = server.local_addr();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.serve(stop.clone()));
-        let client_tls = client_config(
-            &Trust::Certificates(vec![id.certificate()]),
-            &[ALPN_WIRELAB_QUIC],
-        )
-        .unwrap();
-        Self {
-            addr,
-            stop,
-            task,
-            client_tls,
-        }
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(self.addr);
-        c.tls = Some(self.client_tls.clone());
-        c
+        Self(wirelab_test_support::TlsLab::start::<QuicServer>(ALPN_WIRELAB_QUIC, tune).await)
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        within("server shutdown", self.task).await.unwrap().unwrap();
+        self.0.stop(BOUND).await;
     }
 }
 
@@ -82,6 +56,7 @@ async fn one_echo(cfg: &ClientConfig) -> Option<bool> {
 
 #[tokio::test]
 async fn zero_rtt_resumes_with_a_ticket_and_not_without() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start(|_| {}).await;
     let mut cfg = lab.client();
     // First contact: a full handshake, which leaves a ticket in the shared TLS config.
@@ -98,6 +73,7 @@ async fn zero_rtt_resumes_with_a_ticket_and_not_without() {
 
 #[tokio::test]
 async fn a_server_stream_asked_for_in_0rtt_is_still_served_completely() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start(|_| {}).await;
     let mut cfg = lab.client();
     one_echo(&cfg).await;
@@ -119,6 +95,7 @@ async fn a_server_stream_asked_for_in_0rtt_is_still_served_completely() {
 
 #[tokio::test]
 async fn a_client_is_held_to_the_stream_limit() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start(|c| c.quic.max_concurrent_streams = 4).await;
     let cfg = lab.client();
     let connector = QuicConnector::new(&cfg, ALPN_WIRELAB_QUIC, 0).unwrap();
@@ -167,6 +144,7 @@ async fn a_client_is_held_to_the_stream_limit() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_by_the_idle_timeout() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start(|c| c.timeouts.idle = Duration::from_millis(300)).await;
     let mut cfg = lab.client();
     // No keep-alive PINGs: the client stays silent after connecting.
@@ -183,6 +161,7 @@ async fn a_silent_connection_is_closed_by_the_idle_timeout() {
 
 #[tokio::test]
 async fn junk_datagrams_are_ignored_and_the_server_keeps_serving() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start(|_| {}).await;
     let mut c = within("connect", QuicClient::connect(&lab.client()))
         .await
@@ -220,6 +199,7 @@ async fn junk_datagrams_are_ignored_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn qlog_files_are_written_per_connection() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let dir = std::env::temp_dir().join(format!("wirelab-qlog-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let server_dir = dir.join("server");
@@ -252,6 +232,7 @@ async fn qlog_files_are_written_per_connection() {
 
 #[tokio::test]
 async fn cleartext_is_refused_with_a_clear_error() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let e = QuicServer::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap_err();

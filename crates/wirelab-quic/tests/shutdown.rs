@@ -3,7 +3,6 @@
 //! (`SHUTTING_DOWN`), that nothing after the last answer was processed. Nothing is lost
 //! silently. Every wait is bounded; ports come from the OS.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,61 +10,46 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{ReadError, ReadExactError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::tls::{client_config, Identity, Trust, ALPN_WIRELAB_QUIC};
-use wirelab_core::{CancellationToken, ClientConfig, Server, ServerConfig};
+use wirelab_core::tls::ALPN_WIRELAB_QUIC;
 use wirelab_quic::{QuicServer, SHUTTING_DOWN};
 use wirelab_quinn::{quinn, QuicConnector};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {BOUND:?}"))
+    wirelab_test_support::within(what, BOUND, f).await
 }
 
-struct Lab {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<wirelab_core::Result<()>>,
-    client_tls: Arc<rustls::ClientConfig>,
+/// The served server and the client TLS that trusts it (`wirelab_test_support::TlsLab`).
+struct Lab(wirelab_test_support::TlsLab);
+
+impl std::ops::Deref for Lab {
+    type Target = wirelab_test_support::TlsLab;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Lab {
     async fn start() -> Self {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
-        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-        cfg.tls = Some(id.server_config(&[ALPN_WIRELAB_QUIC]).unwrap());
-        cfg.timeouts.shutdown_grace = Duration::from_secs(5);
-        let server = QuicServer::bind(cfg).await.unwrap();
-        let addr = server.local_addr();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.serve(stop.clone()));
-        let client_tls = client_config(
-            &Trust::Certificates(vec![id.certificate()]),
-            &[ALPN_WIRELAB_QUIC],
+        Self(
+            wirelab_test_support::TlsLab::start::<QuicServer>(ALPN_WIRELAB_QUIC, |c| {
+                c.timeouts.shutdown_grace = Duration::from_secs(5)
+            })
+            .await,
         )
-        .unwrap();
-        Self {
-            addr,
-            stop,
-            task,
-            client_tls,
-        }
     }
 
     async fn connect(&self) -> (QuicConnector, quinn::Connection) {
-        let mut c = ClientConfig::new(self.addr);
-        c.tls = Some(self.client_tls.clone());
+        let c = self.client();
         let connector = QuicConnector::new(&c, ALPN_WIRELAB_QUIC, 0).unwrap();
         let (conn, _) = within("connect", connector.connect()).await.unwrap();
         (connector, conn)
     }
 
     async fn stopped(self) {
-        within("server shutdown", self.task).await.unwrap().unwrap();
+        self.0.stopped(BOUND).await;
     }
 }
 
@@ -97,6 +81,7 @@ async fn read_msg(r: &mut RecvStream) -> Result<Option<Vec<u8>>, ReadError> {
 
 #[tokio::test]
 async fn messages_in_flight_at_shutdown_are_answered_then_each_stream_ends_cleanly() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let lab = Lab::start().await;
     let (connector, conn) = lab.connect().await;
     let mut streams = Vec::new();
@@ -216,6 +201,7 @@ async fn echo_loop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_shutdowns_under_load_lose_nothing_silently() {
+    let _panics = wirelab_test_support::panics::no_panics();
     let mut all = Tally::default();
     for _ in 0..10 {
         let lab = Lab::start().await;

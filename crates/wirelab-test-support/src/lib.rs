@@ -231,3 +231,56 @@ pub fn test_tls(alpn: &[u8]) -> TestTls {
         client,
     }
 }
+
+/// A served TLS server (QUIC and HTTP/3 tests, or any transport over TLS) and the client TLS
+/// config that trusts it: one copy of what the quic and h3 tests each carried.
+#[derive(Debug)]
+pub struct TlsLab {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to shut it down gracefully.
+    pub stop: CancellationToken,
+    /// The serve task.
+    pub task: tokio::task::JoinHandle<wirelab_core::Result<()>>,
+    /// Trusts exactly the server's certificate, offering `alpn`.
+    pub client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl TlsLab {
+    /// Binds `S` on 127.0.0.1 (OS-chosen port) with a fresh self-signed certificate for
+    /// `alpn`, after `tune` has adjusted the configuration, and serves it.
+    pub async fn start<S: Server>(alpn: &[u8], tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        let t = test_tls(alpn);
+        let mut cfg = local();
+        cfg.tls = Some(t.server);
+        tune(&mut cfg);
+        let s = start::<S>(cfg).await;
+        Self {
+            addr: s.addr,
+            stop: s.stop,
+            task: s.task,
+            client_tls: t.client,
+        }
+    }
+
+    /// A client configuration for this server (one stream, TLS set).
+    pub fn client(&self) -> wirelab_core::ClientConfig {
+        let mut c = wirelab_core::ClientConfig::new(self.addr);
+        c.tls = Some(self.client_tls.clone());
+        c
+    }
+
+    /// Cancels the server and waits (at most `bound`) for it to return cleanly.
+    pub async fn stop(self, bound: Duration) {
+        self.stop.cancel();
+        self.stopped(bound).await;
+    }
+
+    /// Waits (at most `bound`) for a server already told to stop to return cleanly.
+    pub async fn stopped(self, bound: Duration) {
+        within("server shutdown", bound, self.task)
+            .await
+            .expect("the serve task")
+            .expect("a clean shutdown");
+    }
+}
