@@ -108,7 +108,7 @@ where
 
 /// At shutdown, [`serve_messages`] answers messages until the connection has been quiet this
 /// long (messages already in the socket's buffer arrive at once).
-pub const DRAIN_QUIET: Duration = Duration::from_millis(5);
+pub const DRAIN_QUIET: Duration = Duration::from_millis(20);
 /// The longest [`serve_messages`] drains at shutdown, however busy the connection.
 pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 

@@ -5,21 +5,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wirelab_core::{CancellationToken, Server, ServerConfig};
+use wirelab_core::ServerConfig;
 use wirelab_h1::H1Server;
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> SocketAddr {
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut cfg = wirelab_test_support::local();
     tweak(&mut cfg);
-    let s = H1Server::bind(cfg).await.unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    // The token is dropped uncancelled; the runtime ends the server with the test.
-    std::mem::forget(stop);
-    addr
+    // The server runs until the test's runtime ends.
+    wirelab_test_support::start::<H1Server>(cfg).await.addr
 }
 
 /// Sends `raw` and reads until the first response's head is complete (or the server closes).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use wirelab_core::{CancellationToken, Server, ServerConfig};
+use wirelab_core::{CancellationToken, ServerConfig};
 use wirelab_h2::H2Server;
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -30,13 +30,10 @@ const NO_ERROR: u32 = 0x0;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> (SocketAddr, CancellationToken) {
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut cfg = wirelab_test_support::local();
     tweak(&mut cfg);
-    let s = H2Server::bind(cfg).await.unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    (addr, stop)
+    let s = wirelab_test_support::start::<H2Server>(cfg).await;
+    (s.addr, s.stop)
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -414,4 +411,52 @@ async fn initial_window_over_2_31_minus_1_is_a_connection_error() {
     let frames = read_until(&mut rd, |t, _, _| t == GOAWAY).await;
     let g = goaways(&frames);
     assert_eq!(g, [(0, PROTOCOL_ERROR)], "{frames:?}");
+}
+
+/// Shutdown with messages in flight on a duplex request (h2c, raw frames, so "reached the
+/// server" is exact): 50 echo messages written and flushed in DATA frames of an open
+/// `POST /duplex`, then the stop. Every one is answered in the response body, in order, and
+/// the response ends cleanly (END_STREAM, no reset), 10 rounds.
+#[tokio::test]
+async fn duplex_messages_in_flight_at_shutdown_are_answered() {
+    use wirelab_core::codec::{self, Kind};
+    let _panics = wirelab_test_support::panics::no_panics();
+    for round in 0..10u64 {
+        let (addr, stop) = server(|c| c.timeouts.shutdown_grace = Duration::from_secs(5)).await;
+        let mut c = Conn::open(addr).await;
+        read_until(&mut c.rd, |t, f, _| t == SETTINGS && f & ACK == 0).await;
+        c.send(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+        let first = codec::encode(0, 0, 0, Kind::Echo, 64).unwrap();
+        let mut out = frame(HEADERS, END_HEADERS, 1, &request_block(true, "/duplex"));
+        out.extend(frame(DATA, 0, 1, &first));
+        c.send(&out).await.unwrap();
+        // The first echo comes back: the request is being served.
+        let mut echoed = Vec::new();
+        let frames = read_until(&mut c.rd, |t, _, p| {
+            if t == DATA {
+                echoed.extend_from_slice(p);
+            }
+            echoed.len() >= first.len()
+        })
+        .await;
+        assert_eq!(echoed, first.to_vec(), "round {round}: {frames:?}");
+        let sent: Vec<u8> = (1..=50u64)
+            .flat_map(|seq| codec::encode(0, seq, 0, Kind::Echo, 64).unwrap().to_vec())
+            .collect();
+        c.send(&frame(DATA, 0, 1, &sent)).await.unwrap();
+        stop.cancel();
+        let frames = read_until(&mut c.rd, |t, f, _| t == DATA && f & END_STREAM != 0).await;
+        let body: Vec<u8> = frames
+            .iter()
+            .filter(|f| f.0 == DATA && f.3 == 1)
+            .flat_map(|f| f.2.clone())
+            .collect();
+        assert_eq!(body.len(), sent.len(), "round {round}: answers missing");
+        assert_eq!(body, sent, "round {round}: answers wrong or out of order");
+        assert!(
+            frames.iter().any(|f| f.0 == DATA && f.1 & END_STREAM != 0),
+            "round {round}: the response did not end cleanly"
+        );
+        assert!(!frames.iter().any(|f| f.0 == RST_STREAM), "round {round}");
+    }
 }

@@ -15,20 +15,16 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::{CancellationToken, Client, ClientConfig, Error, Server, ServerConfig};
+use wirelab_core::{Client, ClientConfig, Error, Server};
 use wirelab_h2ws::{H2wsClient, H2wsServer};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn server() -> SocketAddr {
-    let s = H2wsServer::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+    // The server runs until the test's runtime ends.
+    wirelab_test_support::start::<H2wsServer>(wirelab_test_support::local())
         .await
-        .unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    std::mem::forget(stop);
-    addr
+        .addr
 }
 
 /// A raw hyper HTTP/2 client connection, waiting for the server's extended-CONNECT setting.

@@ -151,9 +151,17 @@ async fn a_silent_connection_is_closed_by_the_idle_timeout() {
     cfg.timeouts.ping_interval = None;
     let connector = QuicConnector::new(&cfg, ALPN_WIRELAB_QUIC, 0).unwrap();
     let (conn, _) = within("connect", connector.connect()).await.unwrap();
+    let t0 = std::time::Instant::now();
     // QUIC uses the smaller of the two idle timeouts (RFC 9000 §10.1): the server's 300 ms.
     let reason = within("idle close", conn.closed()).await;
     assert_eq!(reason, quinn::ConnectionError::TimedOut);
+    // Not before the timeout (a connection that closes at once would pass the line above);
+    // quinn arms the timer from the last packet, at most a handshake's time before t0.
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?} for a 300 ms idle timeout"
+    );
     // The server keeps serving.
     one_echo(&lab.client()).await;
     lab.stop().await;

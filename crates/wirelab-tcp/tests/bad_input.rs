@@ -7,19 +7,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Server, ServerConfig};
+use wirelab_core::{CancellationToken, Channel, Client, ClientConfig};
 use wirelab_tcp::{TcpClient, TcpServer};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn server(max: usize) -> (SocketAddr, CancellationToken) {
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut cfg = wirelab_test_support::local();
     cfg.limits.max_message = max;
-    let s = TcpServer::bind(cfg).await.unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    (addr, stop)
+    let s = wirelab_test_support::start::<TcpServer>(cfg).await;
+    (s.addr, s.stop)
 }
 
 /// Sends `raw` (then half-closes if `fin`) and returns what the server wrote before closing.

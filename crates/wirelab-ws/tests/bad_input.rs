@@ -13,13 +13,10 @@ use wirelab_ws::{WsClient, WsServer};
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> (SocketAddr, CancellationToken) {
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut cfg = wirelab_test_support::local();
     tweak(&mut cfg);
-    let s = WsServer::bind(cfg).await.unwrap();
-    let addr = s.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(s.serve(stop.clone()));
-    (addr, stop)
+    let s = wirelab_test_support::start::<WsServer>(cfg).await;
+    (s.addr, s.stop)
 }
 
 /// Sends `raw` and reads until the server closes; returns everything it answered.
