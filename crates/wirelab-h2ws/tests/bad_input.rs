@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::{Client, ClientConfig, Error, Server};
+use wirelab_core::{Client, ClientConfig, Error};
 use wirelab_h2ws::{H2wsClient, H2wsServer};
 
 const BOUND: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wirelab_core::codec::{self, Kind};
-use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Error, Server, ServerConfig};
+use wirelab_core::{CancellationToken, Channel, Client, ClientConfig, Error, ServerConfig};
 use wirelab_ws::{WsClient, WsServer};
 
 const BOUND: Duration = Duration::from_secs(10);
