@@ -200,3 +200,54 @@ async fn zero_rtt_resumes_in_both_modes() {
         .unwrap()
         .unwrap();
 }
+
+/// A server that refuses the client's early data (a second instance with the same
+/// certificate but its own session cache): the client reports `Some(false)` and its echo,
+/// sent in 0-RTT, still arrives (sent again in 1-RTT), in both modes.
+///
+/// Known defect, so ignored (the test summary lists it): the h3 client built its HTTP/3
+/// connection (control and QPACK streams, the request) in 0-RTT, and after a rejection it
+/// fails the request with "0-RTT rejected" instead of building HTTP/3 again on the now
+/// 1-RTT connection and resending. The raw quic client does resend (its test passes). Run it
+/// with `cargo test -p wirelab-h3 --test behaviour -- --ignored`.
+#[tokio::test]
+#[ignore = "known defect: the h3 client does not resend after a 0-RTT rejection"]
+async fn early_data_a_server_refuses_is_reported_and_the_echo_still_arrives() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_H3);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        wirelab_test_support::start::<H3Server>(cfg).await
+    };
+    let a = serve(tls.server.clone()).await;
+    for mode in [Mode::Rr, Mode::Duplex] {
+        // B: the same certificate, its own rustls server config, so its own session cache.
+        let b = serve(tls.identity.server_config(&[ALPN_H3]).unwrap()).await;
+        for (addr, zero_rtt, want) in [
+            (a.addr, false, None),
+            (a.addr, true, Some(true)),
+            (b.addr, true, Some(false)),
+        ] {
+            let mut cfg = wirelab_core::ClientConfig::new(addr);
+            cfg.tls = Some(tls.client.clone());
+            cfg.mode = mode;
+            cfg.zero_rtt = zero_rtt;
+            let mut c = within("connect", H3Client::connect(&cfg)).await.unwrap();
+            let mut ch = c.channels().remove(0);
+            let m = codec::encode(0, 1, 1, Kind::Echo, 100).unwrap();
+            let back = within("echo", ch.echo(m.clone())).await;
+            assert!(
+                back.as_ref().ok() == Some(&m),
+                "{mode:?} {want:?}: {back:?}"
+            );
+            assert_eq!(within("early data", c.early_data()).await, want, "{mode:?}");
+            drop(ch);
+            within("close", c.close()).await.unwrap();
+        }
+        b.stop.cancel();
+        within("server B shutdown", b.task).await.unwrap().unwrap();
+    }
+    a.stop.cancel();
+    within("server A shutdown", a.task).await.unwrap().unwrap();
+}

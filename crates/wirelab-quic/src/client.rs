@@ -19,11 +19,54 @@ pub struct QuicClient {
 }
 
 /// One logical stream: one bidirectional QUIC stream.
+///
+/// A stream opened in 0-RTT dies with the early data if the server rejects it (quinn then
+/// fails every operation on it with `ZeroRttRejected`). RFC 9001 §4.6.2 leaves the client to
+/// send that data again in 1-RTT, so until the stream proves itself (its first message
+/// received) the channel keeps what it sent, and on rejection opens a new stream, sends it
+/// again and carries on: the caller loses nothing and `Client::early_data` says what happened.
 #[derive(Debug)]
 pub struct QuicChannel {
     id: u32,
     tx: FramedWrite<SendStream, LengthDelimitedCodec>,
     rx: FramedRead<RecvStream, LengthDelimitedCodec>,
+    conn: Connection,
+    max: usize,
+    /// Sent on a stream opened in 0-RTT that has received nothing yet; `None` once the
+    /// stream is known good (or was opened after the handshake).
+    unproven: Option<Vec<Bytes>>,
+}
+
+/// Whether an I/O error from a quinn stream says the server rejected the 0-RTT data.
+fn zero_rtt_rejected(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| {
+        matches!(
+            inner.downcast_ref::<quinn::WriteError>(),
+            Some(quinn::WriteError::ZeroRttRejected)
+        ) || matches!(
+            inner.downcast_ref::<quinn::ReadError>(),
+            Some(quinn::ReadError::ZeroRttRejected)
+        )
+    })
+}
+
+impl QuicChannel {
+    /// After a rejection of 0-RTT: a new stream (1-RTT now), and everything the old one sent,
+    /// sent again.
+    async fn reopen(&mut self) -> Result<()> {
+        let (send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(wirelab_quinn::connection_error)?;
+        self.tx = FramedWrite::new(send, net::length_prefixed(self.max));
+        self.rx = FramedRead::new(recv, net::length_prefixed(self.max));
+        for m in self.unproven.take().unwrap_or_default() {
+            self.tx.feed(m).await?;
+        }
+        SinkExt::<Bytes>::flush(&mut self.tx).await?;
+        Ok(())
+    }
 }
 
 impl Client for QuicClient {
@@ -54,10 +97,14 @@ impl Client for QuicClient {
                 .await
                 .map_err(|_| Error::Timeout("opening a QUIC stream (over the server's limit?)"))?
                 .map_err(wirelab_quinn::connection_error)?;
+            let early = conns[id as usize % n_conns].1.is_early();
             channels.push(QuicChannel {
                 id,
                 tx: FramedWrite::new(send, net::length_prefixed(max)),
                 rx: FramedRead::new(recv, net::length_prefixed(max)),
+                conn: conn.clone(),
+                max,
+                unproven: early.then(Vec::new),
             });
         }
         Ok(Self {
@@ -95,14 +142,28 @@ impl Channel for QuicChannel {
     }
 
     async fn send(&mut self, msg: Bytes) -> Result<()> {
-        Ok(self.tx.send(msg).await?)
+        if let Some(kept) = self.unproven.as_mut() {
+            kept.push(msg.clone());
+        }
+        match self.tx.send(msg).await {
+            Err(e) if self.unproven.is_some() && zero_rtt_rejected(&e) => self.reopen().await,
+            r => Ok(r?),
+        }
     }
 
     async fn recv(&mut self) -> Result<Bytes> {
-        match self.rx.next().await {
-            Some(Ok(m)) => Ok(m.freeze()),
-            Some(Err(e)) => Err(Error::Io(e)),
-            None => Err(Error::ConnectionClosed),
+        loop {
+            match self.rx.next().await {
+                Some(Ok(m)) => {
+                    self.unproven = None;
+                    return Ok(m.freeze());
+                }
+                Some(Err(e)) if self.unproven.is_some() && zero_rtt_rejected(&e) => {
+                    self.reopen().await?;
+                }
+                Some(Err(e)) => return Err(Error::Io(e)),
+                None => return Err(Error::ConnectionClosed),
+            }
         }
     }
 

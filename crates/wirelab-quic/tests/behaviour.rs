@@ -251,3 +251,45 @@ async fn cleartext_is_refused_with_a_clear_error() {
         .unwrap_err();
     assert!(e.to_string().contains("TLS 1.3"), "{e}");
 }
+
+/// A server that refuses the client's early data: a second server instance with the same
+/// certificate does not hold the session the ticket names (rustls's server cache is per
+/// instance), so its handshake falls back to a full one and the 0-RTT data is rejected. The
+/// client must say so (`early_data() == Some(false)`) and still get its echo, sent again in
+/// 1-RTT, not lose it.
+#[tokio::test]
+async fn early_data_a_server_refuses_is_reported_and_the_echo_still_arrives() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    // B: the same certificate, its own rustls server config, so its own session cache.
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let (a, b) = (serve(tls.server.clone()).await, serve(b_tls).await);
+    let mut cfg = ClientConfig::new(a.addr);
+    cfg.tls = Some(tls.client.clone());
+    assert_eq!(
+        one_echo(&cfg).await,
+        None,
+        "first contact: a full handshake"
+    );
+    cfg.zero_rtt = true;
+    assert_eq!(
+        one_echo(&cfg).await,
+        Some(true),
+        "server A accepts its own ticket"
+    );
+    cfg.addr = b.addr;
+    assert_eq!(
+        one_echo(&cfg).await,
+        Some(false),
+        "server B must refuse 0-RTT"
+    );
+    for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}

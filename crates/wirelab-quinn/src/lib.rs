@@ -432,6 +432,12 @@ impl std::fmt::Debug for ZeroRtt {
 }
 
 impl ZeroRtt {
+    /// Whether the connection was opened with early data (its first streams travel in
+    /// 0-RTT, and the server may still reject them).
+    pub fn is_early(&self) -> bool {
+        self.pending.is_some() || self.outcome.is_some()
+    }
+
     /// Waits for the handshake if early data was sent, then says what became of it, in the
     /// shape of `Client::early_data`: `Some(true)` accepted, `Some(false)` rejected, `None` not
     /// sent (not asked for, or no session ticket for this server yet).
