@@ -107,7 +107,9 @@ def msg(stream, seq, size):
     h = struct.pack('>2sBBIQQII', b'WL', 1, 0, stream, seq, time.monotonic_ns(), size, 0)
     return h + bytes((i + seq) & 0xff for i in range(size - 32))
 
-with connect(url, ssl=ctx, max_size=None) as ws:
+# open_timeout: the default 10 s covers TCP, TLS and the HTTP upgrade; a loaded 2-core CI
+# machine once took longer (not reproduced in 21 runs), so allow 30 s: a hang still fails.
+with connect(url, ssl=ctx, max_size=None, open_timeout=30) as ws:
     for seq in range(50):
         for size in (32, 125, 126, 65536, 70000):
             m = msg(0, seq, size)
@@ -116,7 +118,7 @@ with connect(url, ssl=ctx, max_size=None) as ws:
     ws.close()
     assert ws.protocol.close_rcvd.code == 1000, ws.protocol.close_rcvd
 
-with connect(url, ssl=ctx) as ws:
+with connect(url, ssl=ctx, open_timeout=30) as ws:
     ws.send("text is not part of the service")
     try:
         ws.recv(timeout=10)
@@ -135,7 +137,7 @@ async fn websockets_peer(use_tls: bool) {
     let dir = std::env::temp_dir().join(format!("wirelab-peer-{}-{use_tls}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     if use_tls {
-        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, id.certificate_pem()).unwrap();
         cfg.tls = Some(id.server_config(&[tls::ALPN_HTTP11]).unwrap());
@@ -146,7 +148,9 @@ async fn websockets_peer(use_tls: bool) {
     let out = run(tokio::process::Command::new(py)
         .arg("-c")
         .arg(WEBSOCKETS_PEER)
-        .arg(format!("{scheme}://localhost:{}/ws", addr.port()))
+        // The address itself, not `localhost`: nothing listens on ::1, which `localhost`
+        // may try first.
+        .arg(format!("{scheme}://{addr}/ws"))
         .args(&args))
     .await;
     stop.cancel();
