@@ -198,6 +198,8 @@ where
     let mut idle_deadline = tokio::time::Instant::now() + t.idle;
 
     let mut shutting_down = false;
+    // An answer read but not yet queued when the stop came.
+    let mut owed: Option<Message> = None;
     // `Some(close)` when we start the close handshake; `None` when the peer did or TCP died.
     let our_close = loop {
         let item = tokio::select! {
@@ -254,14 +256,16 @@ where
         };
         // Waiting for budget is waiting for the peer to read: bounded by the idle timeout.
         let sent = tokio::select! {
+            // The answer read before the stop is still owed: the drain sends it first.
             _ = shutdown.cancelled() => {
                 shutting_down = true;
+                owed = Some(reply);
                 break Some(close_frame(CloseCode::Away, "server shutting down"));
             }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 break Some(close_frame(CloseCode::Policy, "peer stopped reading"))
             }
-            r = tx.send(reply) => r,
+            r = tx.send(reply.clone()) => r,
         };
         if sent.is_err() {
             break None;
@@ -269,7 +273,7 @@ where
     };
     stop_streams.cancel();
     if shutting_down {
-        drain(&mut stream, &tx, &cfg).await;
+        drain(&mut stream, &tx, &cfg, owed).await;
     }
     streams.close();
     streams.wait().await;
@@ -325,10 +329,19 @@ async fn drain<S>(
     stream: &mut futures_util::stream::SplitStream<WebSocketStream<Gated<S>>>,
     tx: &Outbox,
     cfg: &ServerConfig,
+    owed: Option<Message>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let until = tokio::time::Instant::now() + service::DRAIN_MAX;
+    if let Some(reply) = owed {
+        if !matches!(
+            tokio::time::timeout_at(until, tx.send(reply)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
     loop {
         let quiet = until.min(tokio::time::Instant::now() + service::DRAIN_QUIET);
         let Ok(Some(Ok(msg))) = tokio::time::timeout_at(quiet, stream.next()).await else {

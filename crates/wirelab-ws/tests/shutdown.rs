@@ -16,7 +16,7 @@ const BOUND: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_in_flight_at_shutdown_are_answered_before_1001() {
     let _panics = wirelab_test_support::panics::no_panics();
-    for round in 0..10u64 {
+    for round in 0..30u64 {
         let served = wirelab_test_support::start::<WsServer>(wirelab_test_support::local()).await;
         let url = format!("ws://{}/ws", served.addr);
         let tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
