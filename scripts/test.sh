@@ -54,8 +54,8 @@ for line in broken:
     print(f"ERROR   {line}")
 for name, need, why in skipped:
     print(f"SKIPPED {name} [{need}]: {why}")
-if ignored:
-    print(f"IGNORED {ignored} (marked #[ignore])")
+for name, why in re.findall(r"^test (\S+) \.\.\. ignored(?:, (.*))?$", log, re.M):
+    print(f"IGNORED {name}: {why or 'marked #[ignore]'}")
 # A skipped test returns early and libtest counts it as passed: count it once, as skipped.
 print(f"summary: {passed - len(skipped)} passed, {failed} failed, {len(skipped)} skipped")
 if status != 0 and not failing and not broken:
