@@ -11,7 +11,8 @@
 # Each target runs from a fresh copy of its seeds plus its corpus (fuzz/corpus/<target>, kept
 # between runs, git-ignored); a crash leaves its input in fuzz/artifacts/<target>/ and fails the
 # script, naming the target. One summary line per target gives the executions (libFuzzer's final
-# stat::number_of_executed_units), the time and the corpus size.
+# stat::number_of_executed_units), the time, the corpus size (libFuzzer's: inputs/bytes) and the
+# number of files in fuzz/corpus/<target>. libFuzzer's full output is in fuzz/artifacts/<target>.log.
 #
 # Environment: FUZZ_TARGETS="a b" runs only those; FUZZ_NICE=10 runs under nice -n 10;
 # FUZZ_SANITIZER (default address) is passed to cargo fuzz as --sanitizer; FUZZ_RUNS caps the
@@ -74,17 +75,19 @@ run_one() {
         -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -artifact_prefix="$artifacts" \
         >"$log" 2>&1 || rc=$?
     end=$(date +%s)
-    local execs corpus_n
+    local execs corp files
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    corpus_n=$(find "$corpus" -type f | wc -l)
+    # libFuzzer's own corpus at the end (inputs/bytes), and the files kept in fuzz/corpus.
+    corp=$(grep -oE 'corp: [0-9]+/[0-9]+(b|Kb|Mb)' "$log" | tail -n 1 | cut -d' ' -f2)
+    files=$(find "$corpus" -type f | wc -l)
     if [[ $rc -ne 0 ]]; then
-        printf '%-16s CRASH   execs=%-10s time=%ss corpus=%s log=%s\n' \
-            "$t" "${execs:-?}" "$((end - start))" "$corpus_n" "${log#"$root"/}"
+        printf '%-16s CRASH   execs=%-10s time=%ss corpus=%s files=%s log=%s\n' \
+            "$t" "${execs:-?}" "$((end - start))" "${corp:-?}" "$files" "${log#"$root"/}"
         grep -E '^(==[0-9]+==|SUMMARY|thread .* panicked|.*Test unit written)' "$log" | head -n 8 >&2 || true
         return 1
     fi
-    printf '%-16s ok      execs=%-10s time=%ss corpus=%s\n' \
-        "$t" "${execs:-?}" "$((end - start))" "$corpus_n"
+    printf '%-16s ok      execs=%-10s time=%ss corpus=%s files=%s\n' \
+        "$t" "${execs:-?}" "$((end - start))" "${corp:-?}" "$files"
 }
 
 run_all() {
