@@ -30,7 +30,7 @@ struct Target {
 fn start_all(rt: &Runtime, shutdown: &CancellationToken) -> Vec<Target> {
     let ident = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("certificate");
     let trust = Trust::Certificates(vec![ident.certificate()]);
-    transports::variants(&transports::AVAILABLE, false)
+    transports::variants(&transports::ids(), false)
         .into_iter()
         .map(|v| {
             let mut scfg = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));

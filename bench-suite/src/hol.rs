@@ -14,68 +14,27 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use wirelab_core::{ClientConfig, Mode, Sharing, TransportId};
+use wirelab_core::ClientConfig;
 use wirelab_link::{Link, LinkSpec, LinkStats};
 
 use crate::env::Env;
 use crate::holindex::{self, HolIndex};
 use crate::runner::{Certs, Servers, VariantServer};
 use crate::stats;
-use crate::transports::Variant;
 use crate::with_client;
 use crate::workload::{self, Schedule};
 
 /// Schema id of a HOL result file.
 pub const SCHEMA: &str = "wirelab.hol/1";
 
-/// A way of carrying K streams.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HolVariant {
-    /// Transport, security and h2/h3 mode.
-    pub variant: Variant,
-    /// One connection for all streams, or a pool.
-    pub sharing: Sharing,
-}
+/// A way of carrying K streams (derived from the transports' descriptors).
+pub type HolVariant = crate::transports::StreamsVariant;
 
-impl HolVariant {
-    /// `tcp shared`, `ws pool`, `h1 pool of 6`, `h2 rr`, `quic`.
-    pub fn label(&self) -> String {
-        let base = self.variant.label();
-        match (self.variant.id, self.sharing) {
-            (TransportId::H1, _) => format!("{base} pool of 6"),
-            (TransportId::Tcp | TransportId::Ws, Sharing::Shared) => format!("{base} shared"),
-            (TransportId::Tcp | TransportId::Ws, Sharing::Pool) => format!("{base} pool"),
-            _ => base,
-        }
-    }
-
-    /// The label as a file name.
-    pub fn slug(&self) -> String {
-        self.label().replace(' ', "-")
-    }
-}
-
-/// Every way the transports carry K streams: tcp and ws on one connection and on one
-/// connection per stream, h1 over a keep-alive pool of 6, h2 request/response and duplex,
-/// h2ws, quic, h3 duplex.
+/// Every way the transports carry K streams: each transport at its default security, in each
+/// of its descriptor's sharings and modes (tcp and ws on one connection and on one per
+/// stream, h1 over a keep-alive pool of 6, h2 and h3 request/response and duplex, h2ws, quic).
 pub fn hol_variants() -> Vec<HolVariant> {
-    let v = |id, tls, mode, sharing| HolVariant {
-        variant: Variant { id, tls, mode },
-        sharing,
-    };
-    use TransportId::*;
-    vec![
-        v(Tcp, false, Mode::Duplex, Sharing::Shared),
-        v(Tcp, false, Mode::Duplex, Sharing::Pool),
-        v(Ws, false, Mode::Duplex, Sharing::Shared),
-        v(Ws, false, Mode::Duplex, Sharing::Pool),
-        v(H1, false, Mode::Duplex, Sharing::Pool),
-        v(H2, true, Mode::Rr, Sharing::Shared),
-        v(H2, true, Mode::Duplex, Sharing::Shared),
-        v(H2ws, true, Mode::Duplex, Sharing::Shared),
-        v(Quic, true, Mode::Duplex, Sharing::Shared),
-        v(H3, true, Mode::Duplex, Sharing::Shared),
-    ]
+    crate::transports::streams_variants()
 }
 
 /// Random (Bernoulli) or bursty (Gilbert-Elliott) loss.

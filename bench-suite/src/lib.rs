@@ -14,5 +14,6 @@ pub mod runner;
 pub mod scale;
 pub mod scenario;
 pub mod stats;
+pub mod topology;
 pub mod transports;
 pub mod workload;

@@ -22,6 +22,7 @@ mod serve;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Measure WebSocket, HTTP/1.1, HTTP/2, RFC 8441 and HTTP/3/QUIC with one service and one harness.
@@ -50,34 +51,74 @@ enum Command {
     Client(serve::ClientArgs),
     /// The link emulator (TUN devices in two network namespaces; needs root).
     Link(link_cmd::LinkArgs),
+    /// List the transports this build has: what each is, its TLS policy, modes, 0-RTT, floor,
+    /// and the variants `run` and `hol` measure.
+    Transports(TransportsArgs),
     /// Head-of-line blocking under packet loss: K streams through the emulated link for every
     /// transport, over loss rates, RTTs and loss models; writes JSON, report.md and charts.
     /// Needs root.
     Hol(link_cmd::HolArgs),
 }
 
-/// Builds a multi-threaded runtime whose threads are named `name` and, with a link, live in
-/// its client or server namespace.
-fn runtime(
-    name: &str,
-    link: Option<(&Arc<wirelab_link::Link>, bool)>,
-) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all().thread_name(name);
-    if let Some((l, server)) = link {
-        let l = l.clone();
-        b.on_thread_start(move || {
-            let r = if server {
-                l.enter_server()
-            } else {
-                l.enter_client()
-            };
-            if let Err(e) = r {
-                eprintln!("error: a runtime thread could not enter the link namespace: {e}");
-            }
-        });
+/// Options of `wirelab transports`.
+#[derive(Debug, clap::Args)]
+struct TransportsArgs {
+    /// As JSON (one object per transport), for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+fn transports_cmd(a: &TransportsArgs) -> anyhow::Result<()> {
+    use wirelab::transports::{self, StreamsVariant, Variant};
+    let hol = transports::streams_variants();
+    let mut rows = Vec::new();
+    for d in transports::LIST {
+        let tls = match d.tls {
+            wirelab_core::TlsPolicy::Never => "never",
+            wirelab_core::TlsPolicy::Always => "always",
+            wirelab_core::TlsPolicy::Optional { by_default: true } => "by default",
+            wirelab_core::TlsPolicy::Optional { by_default: false } => "optional",
+        };
+        let run: Vec<String> = transports::variants(&[d.id], true)
+            .iter()
+            .map(Variant::label)
+            .collect();
+        let hol: Vec<String> = hol
+            .iter()
+            .filter(|h| h.variant.id == d.id)
+            .map(StreamsVariant::label)
+            .collect();
+        if a.json {
+            rows.push(serde_json::json!({
+                "id": d.id.as_str(),
+                "summary": d.summary,
+                "alpn": String::from_utf8_lossy(d.alpn),
+                "tls": tls,
+                "zero_rtt": d.zero_rtt,
+                "datagrams": d.datagrams,
+                "floor": d.floor.map(|f| f.as_str()),
+                "variants": run,
+                "hol_variants": hol,
+            }));
+        } else {
+            println!("{:<5} {}", d.id, d.summary);
+            println!(
+                "      TLS {tls}{}; 0-RTT {}; floor {}",
+                if d.alpn.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (ALPN {})", String::from_utf8_lossy(d.alpn))
+                },
+                if d.zero_rtt { "yes" } else { "no" },
+                d.floor.map_or("none (it is one)", |f| f.as_str())
+            );
+            println!("      run: {}; hol: {}", run.join(", "), hol.join(", "));
+        }
     }
-    b.build()
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -116,6 +157,12 @@ fn main() -> ExitCode {
             };
         }
     }
+    if let Command::Transports(a) = &cli.command {
+        return match transports_cmd(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
     if let Command::Link(a) = cli.command {
         return match link_cmd::link(a) {
             Ok(()) => ExitCode::SUCCESS,
@@ -127,55 +174,54 @@ fn main() -> ExitCode {
         Some(Ok(l)) => Some(Arc::new(l)),
         Some(Err(e)) => return fail(e),
     };
-    // `run` and `hol` serve from their own runtime, so server and client CPU time can be told
-    // apart.
-    let server_rt = match &cli.command {
-        Command::Run(_) | Command::Hol(_) => {
-            match runtime(
-                wirelab::probe::SERVER_THREAD,
-                link.as_ref().map(|l| (l, true)),
-            ) {
-                Ok(rt) => Some(rt),
-                Err(e) => return fail(anyhow::anyhow!("cannot start the server runtime: {e}")),
-            }
+    let result = match cli.command {
+        // `run` and `hol` serve from their own runtime, so server and client CPU time can be
+        // told apart; over a link each runtime lives in its side's namespace.
+        Command::Run(a) => {
+            let topo = match wirelab::topology::Topology::start(link, None) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let (servers, link) = (topo.servers(), topo.link().cloned());
+            topo.block_on(run::run(a, servers, link))
         }
-        _ => None,
-    };
-    if let Some(l) = &link {
-        if let Err(e) = l.enter_client() {
-            return fail(anyhow::anyhow!("cannot enter the client namespace: {e}"));
-        }
-    }
-    let rt = match runtime("wl-client", link.as_ref().map(|l| (l, false))) {
-        Ok(rt) => rt,
-        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
-    };
-    let result = rt.block_on(async {
-        match cli.command {
-            Command::Run(a) => {
-                let servers = servers(&server_rt, link.is_some());
-                run::run(a, servers, link.clone()).await
-            }
-            Command::Hol(a) => {
-                let servers = servers(&server_rt, true);
+        Command::Hol(a) => {
+            let topo = match wirelab::topology::Topology::start(link, None) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let (servers, link) = (topo.servers(), topo.link().cloned());
+            topo.block_on(async move {
                 let plan = a.plan()?;
-                let link = link.clone().expect("hol starts a link");
+                let link = link.context("hol starts a link")?;
                 link_cmd::hol(plan, link, servers).await
-            }
-            Command::Link(_) => unreachable!("handled before the runtimes start"),
-            Command::Report(a) => run::report_cmd(a),
-            Command::Compare(a) => run::compare_cmd(a),
-            Command::Serve(a) => serve::serve(a).await,
-            Command::Client(a) => serve::client(a).await,
+            })
         }
-    });
-    // Runtime threads leave the namespaces first, then this thread; dropping the link stops
-    // the forwarder, and the kernel frees the namespaces and devices.
-    drop(rt);
-    drop(server_rt);
-    if let Some(l) = link {
-        let _ = l.leave();
-    }
+        command => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("wl-client")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+            };
+            rt.block_on(async {
+                match command {
+                    Command::Report(a) => run::report_cmd(a),
+                    Command::Compare(a) => run::compare_cmd(a),
+                    Command::Serve(a) => serve::serve(a).await,
+                    Command::Client(a) => serve::client(a).await,
+                    Command::Run(_)
+                    | Command::Hol(_)
+                    | Command::Link(_)
+                    | Command::Transports(_) => {
+                        unreachable!("handled above")
+                    }
+                }
+            })
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
@@ -185,19 +231,4 @@ fn main() -> ExitCode {
 fn fail(e: impl Into<anyhow::Error>) -> ExitCode {
     eprintln!("error: {:#}", e.into());
     ExitCode::FAILURE
-}
-
-fn servers(rt: &Option<tokio::runtime::Runtime>, linked: bool) -> wirelab::runner::Servers {
-    wirelab::runner::Servers {
-        handle: rt
-            .as_ref()
-            .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone()),
-        separate: rt.is_some(),
-        listen: if linked {
-            wirelab_link::SERVER_ADDR.into()
-        } else {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        },
-        link: None,
-    }
 }

@@ -228,6 +228,18 @@ pub(crate) fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7700))
 }
 
+/// Parses a transport id, listing every transport (with its summary) in `--help`.
+pub(crate) fn transport_parser(
+) -> impl clap::builder::TypedValueParser<Value = wirelab_core::TransportId> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        wirelab::transports::LIST
+            .iter()
+            .map(|d| PossibleValue::new(d.id.as_str()).help(d.summary)),
+    )
+    .try_map(|s| wirelab::transports::parse(&s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -332,9 +332,9 @@ fn kind_order(k: Kind) -> u8 {
 }
 
 fn order_of(v: &VariantInfo) -> (usize, String) {
-    let pos = crate::transports::AVAILABLE
+    let pos = crate::transports::LIST
         .iter()
-        .position(|t| t.as_str() == v.transport)
+        .position(|d| d.id.as_str() == v.transport)
         .unwrap_or(usize::MAX);
     (pos, v.label.clone())
 }

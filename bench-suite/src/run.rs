@@ -23,8 +23,8 @@ pub(crate) struct RunArgs {
     /// Scenarios by name (see --list) or as paths to .toml files, comma-separated.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
-    /// Transports to compare (comma-separated: tcp ws h1 h2 h2ws quic h3); default: all.
-    #[arg(long, value_delimiter = ',')]
+    /// Transports to compare, comma-separated; default: all.
+    #[arg(long, value_delimiter = ',', value_parser = crate::opts::transport_parser())]
     transports: Vec<TransportId>,
     /// Directory for the results; default `results/run-<UTC date>-<time>`.
     #[arg(long)]
@@ -103,7 +103,7 @@ pub(crate) async fn run(
         all.into_iter().filter(|s| s.in_set(set)).collect()
     };
     let ids = if a.transports.is_empty() {
-        transports::AVAILABLE.to_vec()
+        transports::ids()
     } else {
         a.transports.clone()
     };

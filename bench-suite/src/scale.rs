@@ -260,10 +260,10 @@ impl ServerProcess {
             .args(["--idle-timeout", "600s"])
             .arg("--cert-out")
             .arg(cert);
-        if v.tls && !transports::tls_by_default(v.id) {
+        if v.tls && !v.descriptor().tls.by_default() {
             cmd.arg("--tls");
         }
-        if !v.tls && transports::tls_by_default(v.id) {
+        if !v.tls && v.descriptor().tls.by_default() {
             cmd.arg("--h2c");
         }
         let mut child = cmd

@@ -16,9 +16,9 @@ use wirelab::{stats, transports};
 /// Options of `wirelab serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// One transport (tcp ws h1 h2 h2ws quic h3). Without it every available transport is served, on
-    /// consecutive ports from --listen's.
-    #[arg(long, short)]
+    /// One transport. Without it every transport is served, on consecutive ports from
+    /// --listen's, in the order listed here.
+    #[arg(long, short, value_parser = opts::transport_parser())]
     transport: Option<TransportId>,
     /// Address to listen on. Port 0 lets the OS choose (each transport its own).
     #[arg(long, short, default_value_t = opts::default_listen())]
@@ -44,8 +44,8 @@ pub(crate) struct ServeArgs {
 /// Options of `wirelab client`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// Transport of the server (tcp ws h1 h2 h2ws quic h3).
-    #[arg(long, short)]
+    /// Transport of the server.
+    #[arg(long, short, value_parser = opts::transport_parser())]
     transport: TransportId,
     /// Server address, e.g. 127.0.0.1:7701.
     #[arg(long, short)]
@@ -96,36 +96,22 @@ pub(crate) fn identity(tls: &ServerTlsOpts, listen: SocketAddr) -> Result<Identi
     Ok(id)
 }
 
-fn scheme(id: TransportId, tls: bool) -> &'static str {
-    match (id, tls) {
-        (TransportId::Ws, false) => "ws://",
-        (TransportId::Ws, true) => "wss://",
-        (TransportId::H1, false) => "http://",
-        (TransportId::H1 | TransportId::H2, true) => "https://",
-        (TransportId::H2 | TransportId::H2ws, false) => "http://",
-        (TransportId::H2ws, true) => "https://",
-        (TransportId::H3, _) => "https://",
-        (TransportId::Quic, _) => "quic://",
-        _ => "tcp://",
-    }
-}
-
 pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     // Installed before anything listens, so a signal sent as soon as the addresses are printed
     // still shuts down gracefully.
     let signals = Signals::install()?;
     let ids: Vec<TransportId> = match a.transport {
         Some(t) => vec![t],
-        None => transports::AVAILABLE.to_vec(),
+        None => transports::ids(),
     };
-    if a.tls.tls && ids.iter().all(|t| !transports::supports_tls(*t)) {
+    if a.tls.tls
+        && ids
+            .iter()
+            .all(|&t| !transports::descriptor(t).tls.supported())
+    {
         bail!("--tls: {} has no TLS mode", ids[0]);
     }
-    let uses_tls = |id: TransportId| {
-        transports::tls_always(id)
-            || (transports::supports_tls(id)
-                && (a.tls.tls || (transports::tls_by_default(id) && !a.h2c)))
-    };
+    let uses_tls = |id: TransportId| transports::descriptor(id).tls.resolve(a.tls.tls, a.h2c);
     let identity = if ids.iter().any(|&id| uses_tls(id)) {
         Some(identity(&a.tls, a.listen)?)
     } else {
@@ -161,19 +147,16 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             &tokio::runtime::Handle::current(),
         )
         .await?;
-        let path = if matches!(id, TransportId::Ws | TransportId::H2ws) {
-            "/ws"
-        } else {
-            ""
-        };
+        let d = transports::descriptor(id);
         let note = if identity.is_some() && tls.is_none() {
             " (cleartext: no TLS mode)"
         } else {
             ""
         };
         println!(
-            "{id:<5} listening on {}{addr}{path}{note}",
-            scheme(id, tls.is_some())
+            "{id:<5} listening on {}{addr}{}{note}",
+            d.scheme(tls.is_some()),
+            d.path
         );
         servers.push((id, task));
     }
@@ -251,15 +234,23 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
     if a.size < HEADER_LEN {
         bail!("--size must be at least the {HEADER_LEN}-byte header");
     }
-    if a.tls.tls && !transports::supports_tls(a.transport) {
+    let d = transports::descriptor(a.transport);
+    if a.tls.tls && !d.tls.supported() {
         bail!("--tls: {} has no TLS mode", a.transport);
     }
-    let use_tls = transports::tls_always(a.transport)
-        || a.tls.tls
-        || (transports::tls_by_default(a.transport) && !a.h2c);
+    let use_tls = d.tls.resolve(a.tls.tls, a.h2c);
     let cfg = client_config(&a, use_tls)?;
-    if cfg.zero_rtt && !transports::has_zero_rtt(a.transport) {
-        bail!("--0rtt: {} has no 0-RTT (only quic and h3)", a.transport);
+    if cfg.zero_rtt && !d.zero_rtt {
+        let with: Vec<_> = transports::LIST
+            .iter()
+            .filter(|d| d.zero_rtt)
+            .map(|d| d.id.as_str())
+            .collect();
+        bail!(
+            "--0rtt: {} has no 0-RTT (only {})",
+            a.transport,
+            with.join(" and ")
+        );
     }
     let work = Work {
         size: a.size,
@@ -279,7 +270,7 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
         a.connect,
         a.session.streams,
         a.session.sharing,
-        if transports::has_modes(a.transport) {
+        if d.has_modes() {
             format!(" {:?}", a.session.mode)
         } else {
             String::new()

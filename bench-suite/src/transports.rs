@@ -1,98 +1,129 @@
-//! The one place that maps a transport id to its crate. Everything else is generic over the
-//! traits in `wirelab-core`.
+//! The one list of transports. Each transport crate describes itself
+//! ([`wirelab_core::Descriptor`], through [`wirelab_core::Transport`]); everything here and
+//! elsewhere in the harness (dispatch, `serve`, `hol` variants, report order, the conformance
+//! instances) is derived from [`transport_list!`]. Adding a transport is its crate plus one
+//! line there.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use wirelab_core::{CancellationToken, ClientConfig, Mode, Server, ServerConfig, TransportId};
+use wirelab_core::{
+    CancellationToken, ClientConfig, Descriptor, Mode, Server, ServerConfig, Sharing, TransportId,
+};
 
 use crate::workload::{self, Outcome, Work};
 
-/// Runs `$body` with `$C` bound to the client type of transport `$id`: the one place a
-/// transport id becomes a type, so workloads stay generic.
+/// THE list of transports, in report order: calls the macro named in brackets with `args`
+/// followed by `id: Type` for every transport (the id as an identifier, for generated names;
+/// the type implements [`wirelab_core::Transport`]). Adding a transport is its crate plus one
+/// line here.
+///
+/// ```
+/// macro_rules! names {
+///     (() $($name:ident: $t:path),*) => { [$(stringify!($name)),*] };
+/// }
+/// let ids = wirelab::transport_list!([names] ());
+/// assert_eq!(ids[0], "tcp");
+/// ```
 #[macro_export]
-macro_rules! with_client {
-    ($id:expr, $C:ident => $body:expr) => {
-        match $id {
-            wirelab_core::TransportId::Tcp => {
-                type $C = wirelab_tcp::TcpClient;
-                $body
-            }
-            wirelab_core::TransportId::Ws => {
-                type $C = wirelab_ws::WsClient;
-                $body
-            }
-            wirelab_core::TransportId::H1 => {
-                type $C = wirelab_h1::H1Client;
-                $body
-            }
-            wirelab_core::TransportId::H2 => {
-                type $C = wirelab_h2::H2Client;
-                $body
-            }
-            wirelab_core::TransportId::H2ws => {
-                type $C = wirelab_h2ws::H2wsClient;
-                $body
-            }
-            wirelab_core::TransportId::Quic => {
-                type $C = wirelab_quic::QuicClient;
-                $body
-            }
-            wirelab_core::TransportId::H3 => {
-                type $C = wirelab_h3::H3Client;
-                $body
-            }
+macro_rules! transport_list {
+    ([$($then:tt)*] $args:tt) => {
+        $($then)* ! {
+            $args
+            tcp: wirelab_tcp::Tcp,
+            ws: wirelab_ws::Ws,
+            h1: wirelab_h1::H1,
+            h2: wirelab_h2::H2,
+            h2ws: wirelab_h2ws::H2ws,
+            quic: wirelab_quic::Quic,
+            h3: wirelab_h3::H3
         }
     };
 }
 
-/// Transports built so far, in report order.
-pub const AVAILABLE: [TransportId; 7] = [
-    TransportId::Tcp,
-    TransportId::Ws,
-    TransportId::H1,
-    TransportId::H2,
-    TransportId::H2ws,
-    TransportId::Quic,
-    TransportId::H3,
-];
-
-/// Whether the transport can run over TLS.
-pub fn supports_tls(id: TransportId) -> bool {
-    !matches!(id, TransportId::Tcp)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wirelab_dispatch {
+    (($id:expr, $T:ident, $body:expr) $($name:ident: $t:path),*) => {{
+        let id: wirelab_core::TransportId = $id;
+        $(
+            if id == <$t as wirelab_core::Transport>::DESCRIPTOR.id {
+                type $T = $t;
+                $body
+            } else
+        )*
+        {
+            unreachable!("transport {id} is not in the list (ids come from transports::parse)")
+        }
+    }};
 }
 
-/// Whether the transport uses TLS unless told otherwise (h2, h2ws: ALPN `h2`; `--h2c` turns it
-/// off).
-pub fn tls_by_default(id: TransportId) -> bool {
-    matches!(id, TransportId::H2 | TransportId::H2ws) || tls_always(id)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wirelab_descriptors {
+    (() $($name:ident: $t:path),*) => {
+        &[$(<$t as wirelab_core::Transport>::DESCRIPTOR),*]
+    };
 }
 
-/// Whether the transport has no cleartext mode at all (QUIC: TLS 1.3 is part of it).
-pub fn tls_always(id: TransportId) -> bool {
-    matches!(id, TransportId::Quic | TransportId::H3)
+/// Runs `$body` with `$T` bound to the [`wirelab_core::Transport`] type of transport `$id`
+/// (use `$T::Client`, `$T::Server`): the one place a transport id becomes a type, so
+/// workloads stay generic. Generated from [`transport_list!`].
+#[macro_export]
+macro_rules! with_transport {
+    ($id:expr, $T:ident => $body:expr) => {
+        $crate::transport_list!([$crate::__wirelab_dispatch]($id, $T, $body))
+    };
+}
+
+/// Runs `$body` with `$C` bound to the client type of transport `$id`.
+#[macro_export]
+macro_rules! with_client {
+    ($id:expr, $C:ident => $body:expr) => {
+        $crate::with_transport!($id, T => {
+            type $C = <T as wirelab_core::Transport>::Client;
+            $body
+        })
+    };
+}
+
+/// Every transport's descriptor, in report order.
+pub const LIST: &[Descriptor] = transport_list!([__wirelab_descriptors]());
+
+/// Every transport id, in report order.
+pub fn ids() -> Vec<TransportId> {
+    LIST.iter().map(|d| d.id).collect()
+}
+
+/// The id named `s`, if a listed transport has it (the only way ids enter the harness from
+/// outside, so every id the harness holds is in the list).
+pub fn parse(s: &str) -> Result<TransportId, String> {
+    LIST.iter()
+        .map(|d| d.id)
+        .find(|id| id.as_str() == s)
+        .ok_or_else(|| {
+            let known: Vec<_> = LIST.iter().map(|d| d.id.as_str()).collect();
+            format!("unknown transport '{s}' (known: {})", known.join(" "))
+        })
+}
+
+/// The descriptor of a listed transport.
+pub fn descriptor(id: TransportId) -> &'static Descriptor {
+    LIST.iter()
+        .find(|d| d.id == id)
+        .unwrap_or_else(|| unreachable!("transport {id} is not in the list"))
 }
 
 /// Whether the transport can resume with 0-RTT.
 pub fn has_zero_rtt(id: TransportId) -> bool {
-    tls_always(id)
-}
-
-/// Whether the transport has the rr and duplex modes.
-pub fn has_modes(id: TransportId) -> bool {
-    matches!(id, TransportId::H2 | TransportId::H3)
+    descriptor(id).zero_rtt
 }
 
 /// The ALPN id the transport offers over TLS.
 pub fn alpn(id: TransportId) -> &'static [u8] {
-    match id {
-        TransportId::H2 | TransportId::H2ws => wirelab_core::tls::ALPN_H2,
-        TransportId::H3 => wirelab_core::tls::ALPN_H3,
-        TransportId::Quic => wirelab_core::tls::ALPN_WIRELAB_QUIC,
-        _ => wirelab_core::tls::ALPN_HTTP11,
-    }
+    descriptor(id).alpn
 }
 
 /// Binds a server and spawns it on `rt`; returns where it listens and its task.
@@ -116,15 +147,7 @@ pub async fn start_server(
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         Ok((s.local_addr(), rt.spawn(s.serve(sd))))
     }
-    match id {
-        TransportId::Tcp => start::<wirelab_tcp::TcpServer>(cfg, shutdown, rt).await,
-        TransportId::Ws => start::<wirelab_ws::WsServer>(cfg, shutdown, rt).await,
-        TransportId::H1 => start::<wirelab_h1::H1Server>(cfg, shutdown, rt).await,
-        TransportId::H2 => start::<wirelab_h2::H2Server>(cfg, shutdown, rt).await,
-        TransportId::H2ws => start::<wirelab_h2ws::H2wsServer>(cfg, shutdown, rt).await,
-        TransportId::Quic => start::<wirelab_quic::QuicServer>(cfg, shutdown, rt).await,
-        TransportId::H3 => start::<wirelab_h3::H3Server>(cfg, shutdown, rt).await,
-    }
+    with_transport!(id, T => start::<<T as wirelab_core::Transport>::Server>(cfg, shutdown, rt).await)
 }
 
 /// Runs `work` as a client of transport `id`.
@@ -144,18 +167,19 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// The transport's descriptor.
+    pub fn descriptor(&self) -> &'static Descriptor {
+        descriptor(self.id)
+    }
+
     /// The label in tables: `h2 rr`, `h2c duplex`, `ws+tls`, `h3 duplex`.
     pub fn label(&self) -> String {
-        let base = match (self.id, self.tls) {
-            (TransportId::H2, false) => "h2c".to_string(),
-            (TransportId::H2ws, false) => "h2ws (h2c)".to_string(),
-            (id, true) if !tls_by_default(id) => format!("{id}+tls"),
-            (id, _) => id.to_string(),
-        };
-        if has_modes(self.id) {
+        let d = self.descriptor();
+        let base = d.label(self.tls);
+        if d.has_modes() {
             format!("{base} {}", mode_name(self.mode))
         } else {
-            base
+            base.to_string()
         }
     }
 
@@ -168,11 +192,7 @@ impl Variant {
 
     /// The floor it is compared with: tcp for TCP transports, quic for h3.
     pub fn floor(&self) -> Option<TransportId> {
-        match self.id {
-            TransportId::Tcp | TransportId::Quic => None,
-            TransportId::H3 => Some(TransportId::Quic),
-            _ => Some(TransportId::Tcp),
-        }
+        self.descriptor().floor
     }
 }
 
@@ -191,30 +211,67 @@ pub fn mode_name(m: Mode) -> &'static str {
 pub fn variants(ids: &[TransportId], other_security: bool) -> Vec<Variant> {
     let mut out = Vec::new();
     for &id in ids {
-        let default_tls = tls_by_default(id);
-        let mut secs = vec![default_tls];
-        if other_security && supports_tls(id) && !tls_always(id) {
-            secs.push(!default_tls);
+        let d = descriptor(id);
+        let mut secs = vec![d.tls.by_default()];
+        if other_security && matches!(d.tls, wirelab_core::TlsPolicy::Optional { .. }) {
+            secs.push(!d.tls.by_default());
         }
         for tls in secs {
-            if has_modes(id) {
-                out.push(Variant {
-                    id,
-                    tls,
-                    mode: Mode::Rr,
-                });
-                out.push(Variant {
-                    id,
-                    tls,
-                    mode: Mode::Duplex,
-                });
-            } else {
-                out.push(Variant {
-                    id,
-                    tls,
-                    mode: Mode::Duplex,
-                });
+            for &mode in d.modes {
+                out.push(Variant { id, tls, mode });
             }
+        }
+    }
+    out
+}
+
+/// A way of carrying K logical streams: a [`Variant`] and its [`Sharing`] (the `hol`
+/// experiment compares these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsVariant {
+    /// Transport, security and h2/h3 mode.
+    pub variant: Variant,
+    /// One connection for all streams, or a pool.
+    pub sharing: Sharing,
+}
+
+impl StreamsVariant {
+    /// `tcp shared`, `ws pool`, `h1 pool of 6`, `h2 rr`, `quic`: the sharing is named where the
+    /// transport is compared in more than one, or where it is a pool.
+    pub fn label(&self) -> String {
+        let base = self.variant.label();
+        let d = self.variant.descriptor();
+        match self.sharing {
+            _ if d.sharings.len() > 1 => format!("{base} {}", sharing_name(self.sharing)),
+            Sharing::Pool => format!("{base} pool of {}", ClientConfig::DEFAULT_POOL_SIZE),
+            Sharing::Shared => base,
+        }
+    }
+
+    /// The label as a file name.
+    pub fn slug(&self) -> String {
+        self.label().replace(' ', "-")
+    }
+}
+
+/// `shared` or `pool`.
+pub fn sharing_name(s: Sharing) -> &'static str {
+    match s {
+        Sharing::Shared => "shared",
+        Sharing::Pool => "pool",
+    }
+}
+
+/// Every way the listed transports carry K streams, at their default security: each
+/// transport's sharings times its modes.
+pub fn streams_variants() -> Vec<StreamsVariant> {
+    let mut out = Vec::new();
+    for v in variants(&ids(), false) {
+        for &sharing in v.descriptor().sharings {
+            out.push(StreamsVariant {
+                variant: v.clone(),
+                sharing,
+            });
         }
     }
     out
@@ -226,7 +283,7 @@ mod tests {
 
     #[test]
     fn labels_and_slugs() {
-        let v = variants(&AVAILABLE, true);
+        let v = variants(&ids(), true);
         let labels: Vec<_> = v.iter().map(Variant::label).collect();
         assert!(labels.contains(&"h2 rr".to_string()));
         assert!(labels.contains(&"h2c duplex".to_string()));
@@ -239,6 +296,55 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), slugs.len());
-        assert_eq!(variants(&AVAILABLE, false).len(), 9);
+        assert_eq!(variants(&ids(), false).len(), 9);
+    }
+
+    #[test]
+    fn every_listed_transport_is_dispatched_and_has_its_variants() {
+        let listed = ids();
+        let mut unique = listed.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), listed.len(), "ids are unique");
+        let hol = streams_variants();
+        for d in LIST {
+            assert_eq!(parse(d.id.as_str()), Ok(d.id));
+            // Dispatch reaches this transport's own types.
+            let via = with_transport!(d.id, T => <T as wirelab_core::Transport>::DESCRIPTOR.id);
+            assert_eq!(via, d.id);
+            let vs = variants(&[d.id], true);
+            for &m in d.modes {
+                assert!(vs.iter().any(|v| v.mode == m), "{} {m:?}", d.id);
+            }
+            for &sh in d.sharings {
+                assert!(
+                    hol.iter().any(|h| h.variant.id == d.id && h.sharing == sh),
+                    "{} is missing from the hol variants in {sh:?}",
+                    d.id
+                );
+            }
+            if let Some(f) = d.floor {
+                assert!(parse(f.as_str()).is_ok(), "{}'s floor {f} is listed", d.id);
+            }
+            assert_eq!(
+                d.tls.supported(),
+                !d.alpn.is_empty(),
+                "{}: ALPN iff TLS",
+                d.id
+            );
+        }
+        assert!(parse("nope").unwrap_err().contains("known: tcp ws"));
+        let labels: Vec<_> = hol.iter().map(StreamsVariant::label).collect();
+        for l in [
+            "tcp shared",
+            "tcp pool",
+            "ws pool",
+            "h1 pool of 6",
+            "h2 rr",
+            "h3 duplex",
+            "quic",
+        ] {
+            assert!(labels.contains(&l.to_string()), "{l} in {labels:?}");
+        }
     }
 }

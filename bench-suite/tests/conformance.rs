@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 use wirelab_core::codec::{self, Kind, StreamRequest, HEADER_LEN};
-use wirelab_core::tls;
 use wirelab_core::{
-    CancellationToken, Channel, Client, ClientConfig, Error, Mode, Server, Sharing,
+    CancellationToken, Channel, Client, ClientConfig, Error, Goodbye, Mode, Server, Sharing,
+    Transport,
 };
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -346,195 +346,109 @@ pub(crate) async fn shutdown_while_busy<S: Server, C: Client>(tls: Variant, end:
     let _ = within("close", client.close()).await;
 }
 
+impl End {
+    /// What a client of `v` sees when its server shuts down, from the transport's descriptor.
+    fn of(v: &wirelab::transports::Variant) -> Self {
+        match (v.descriptor().goodbye, v.mode) {
+            (Goodbye::Eof, _) => End::Eof,
+            (Goodbye::WsGoingAway, _) => End::GoingAway,
+            (Goodbye::Http1Close, _) => End::Http1,
+            (Goodbye::Http2Goaway, Mode::Rr) => End::Http2Rr,
+            (Goodbye::Http2Goaway, Mode::Duplex) => End::Http2Duplex,
+            (Goodbye::QuicStop, _) => End::Quic,
+            (Goodbye::Http3Goaway, _) => End::H3,
+        }
+    }
+}
+
+/// Every variant of transport `T` (each security it has, each mode), as this suite runs it.
+fn variants_of<T: Transport>() -> Vec<(String, Variant, End)> {
+    wirelab::transports::variants(&[T::DESCRIPTOR.id], true)
+        .into_iter()
+        .map(|v| {
+            let run = Variant {
+                tls: v.tls,
+                alpn: T::DESCRIPTOR.alpn,
+                mode: v.mode,
+            };
+            (v.label(), run, End::of(&v))
+        })
+        .collect()
+}
+
+/// One module per listed transport (from `wirelab::transport_list!`, so a new transport is
+/// covered without an edit here); each test runs every variant of it in turn and names the
+/// variant on failure.
 macro_rules! conformance {
-    ($name:ident, $server:ty, $client:ty, $variant:expr, end = $end:expr) => {
+    (() $($name:ident: $t:path),*) => {
+        #[test]
+        fn every_listed_transport_has_a_conformance_module() {
+            let covered: Vec<&str> = vec![$(stringify!($name)),*];
+            let ids: Vec<&str> = vec![$(<$t as Transport>::DESCRIPTOR.id.as_str()),*];
+            let listed: Vec<&str> = wirelab::transports::LIST.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(covered, listed);
+            assert_eq!(ids, listed);
+        }
+        $(conformance!(@one $name, $t);)*
+    };
+    (@one $name:ident, $t:path) => {
         mod $name {
             use super::*;
-            type S = $server;
-            type C = $client;
+            type T = $t;
+            type S = <T as Transport>::Server;
+            type C = <T as Transport>::Client;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn echo_of_every_boundary_size() {
-                echo_sizes::<S, C>($variant).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    echo_sizes::<S, C>(v).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn thousand_messages_in_order() {
-                thousand_in_order::<S, C>($variant).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    thousand_in_order::<S, C>(v).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn eight_shared_streams_without_crosstalk() {
-                streams_without_crosstalk::<S, C>($variant, Sharing::Shared).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    streams_without_crosstalk::<S, C>(v, Sharing::Shared).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn eight_pooled_streams_without_crosstalk() {
-                streams_without_crosstalk::<S, C>($variant, Sharing::Pool).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    streams_without_crosstalk::<S, C>(v, Sharing::Pool).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn server_stream_complete_and_in_order() {
-                server_stream::<S, C>($variant).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    server_stream::<S, C>(v).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clean_close_and_reconnect() {
-                clean_close::<S, C>($variant).await;
+                for (label, v, _) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    clean_close::<S, C>(v).await;
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shutdown_while_clients_are_busy() {
-                shutdown_while_busy::<S, C>($variant, $end).await;
+                for (label, v, end) in variants_of::<T>() {
+                    eprintln!("variant: {label}");
+                    shutdown_while_busy::<S, C>(v, end).await;
+                }
             }
         }
     };
 }
 
-const PLAIN: Variant = Variant {
-    tls: false,
-    alpn: tls::ALPN_HTTP11,
-    mode: Mode::Duplex,
-};
-const TLS11: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_HTTP11,
-    mode: Mode::Duplex,
-};
-const H2_RR: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_H2,
-    mode: Mode::Rr,
-};
-const H2_DUPLEX: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_H2,
-    mode: Mode::Duplex,
-};
-const H2C_RR: Variant = Variant {
-    tls: false,
-    alpn: tls::ALPN_H2,
-    mode: Mode::Rr,
-};
-const H2_TLS: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_H2,
-    mode: Mode::Duplex,
-};
-const H2C_DUPLEX: Variant = Variant {
-    tls: false,
-    alpn: tls::ALPN_H2,
-    mode: Mode::Duplex,
-};
-
-conformance!(
-    tcp,
-    wirelab_tcp::TcpServer,
-    wirelab_tcp::TcpClient,
-    PLAIN,
-    end = End::Eof
-);
-conformance!(
-    ws,
-    wirelab_ws::WsServer,
-    wirelab_ws::WsClient,
-    PLAIN,
-    end = End::GoingAway
-);
-conformance!(
-    wss,
-    wirelab_ws::WsServer,
-    wirelab_ws::WsClient,
-    TLS11,
-    end = End::GoingAway
-);
-conformance!(
-    h1,
-    wirelab_h1::H1Server,
-    wirelab_h1::H1Client,
-    PLAIN,
-    end = End::Http1
-);
-conformance!(
-    h1_tls,
-    wirelab_h1::H1Server,
-    wirelab_h1::H1Client,
-    TLS11,
-    end = End::Http1
-);
-conformance!(
-    h2_rr,
-    wirelab_h2::H2Server,
-    wirelab_h2::H2Client,
-    H2_RR,
-    end = End::Http2Rr
-);
-conformance!(
-    h2_duplex,
-    wirelab_h2::H2Server,
-    wirelab_h2::H2Client,
-    H2_DUPLEX,
-    end = End::Http2Duplex
-);
-conformance!(
-    h2c_rr,
-    wirelab_h2::H2Server,
-    wirelab_h2::H2Client,
-    H2C_RR,
-    end = End::Http2Rr
-);
-conformance!(
-    h2c_duplex,
-    wirelab_h2::H2Server,
-    wirelab_h2::H2Client,
-    H2C_DUPLEX,
-    end = End::Http2Duplex
-);
-conformance!(
-    h2ws,
-    wirelab_h2ws::H2wsServer,
-    wirelab_h2ws::H2wsClient,
-    H2_TLS,
-    end = End::GoingAway
-);
-conformance!(
-    h2ws_h2c,
-    wirelab_h2ws::H2wsServer,
-    wirelab_h2ws::H2wsClient,
-    H2C_DUPLEX,
-    end = End::GoingAway
-);
-
-const QUIC: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_WIRELAB_QUIC,
-    mode: Mode::Duplex,
-};
-
-conformance!(
-    quic,
-    wirelab_quic::QuicServer,
-    wirelab_quic::QuicClient,
-    QUIC,
-    end = End::Quic
-);
-
-const H3_RR: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_H3,
-    mode: Mode::Rr,
-};
-const H3_DUPLEX: Variant = Variant {
-    tls: true,
-    alpn: tls::ALPN_H3,
-    mode: Mode::Duplex,
-};
-
-conformance!(
-    h3_rr,
-    wirelab_h3::H3Server,
-    wirelab_h3::H3Client,
-    H3_RR,
-    end = End::H3
-);
-conformance!(
-    h3_duplex,
-    wirelab_h3::H3Server,
-    wirelab_h3::H3Client,
-    H3_DUPLEX,
-    end = End::H3
-);
+wirelab::transport_list!([conformance]());

@@ -15,9 +15,10 @@
 use std::sync::{Arc, Mutex};
 
 use wirelab::hol::{self, Cell, HolPlan, HolRep, HolVariant, LossKind};
+use wirelab::topology::Topology;
 use wirelab::transports;
 use wirelab_core::tls::{self, Identity, Trust};
-use wirelab_core::{CancellationToken, Mode, ServerConfig, Sharing, TransportId};
+use wirelab_core::{CancellationToken, Mode, ServerConfig, Sharing};
 use wirelab_link::{Link, LinkConfig, LinkOptions};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -28,29 +29,10 @@ fn root() -> bool {
 }
 
 /// Runs one cell on one variant through a fresh link; returns the repetition.
-fn run(id: TransportId, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
+fn run(id: &str, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
+    let id = transports::parse(id).unwrap();
     let link = Arc::new(Link::start(&LinkOptions::default(), LinkConfig::default()).unwrap());
-    let server_rt = {
-        let l = link.clone();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("wl-server-test")
-            .on_thread_start(move || l.enter_server().unwrap())
-            .build()
-            .unwrap()
-    };
-    // This thread drives the client: it enters the client namespace for the run.
-    link.enter_client().unwrap();
-    let client_rt = {
-        let l = link.clone();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .on_thread_start(move || l.enter_client().unwrap())
-            .build()
-            .unwrap()
-    };
+    let topo = Topology::start(Some(link), Some(1)).unwrap();
     let hv = HolVariant {
         variant: transports::Variant {
             id,
@@ -76,7 +58,8 @@ fn run(id: TransportId, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
         loss: 0.02,
         kind: LossKind::Random,
     };
-    let rep = client_rt.block_on(async {
+    let link = topo.link().unwrap().clone();
+    let rep = topo.block_on(async {
         let ident = Identity::self_signed(&["localhost"]).unwrap();
         let mut scfg = ServerConfig::new((wirelab_link::SERVER_ADDR, 0).into());
         let mut client_tls = None;
@@ -86,9 +69,10 @@ fn run(id: TransportId, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
             client_tls = Some(tls::client_config(&trust, &[transports::alpn(id)]).unwrap());
         }
         let sd = CancellationToken::new();
-        let (addr, task) = transports::start_server(id, scfg, sd.clone(), server_rt.handle())
-            .await
-            .unwrap();
+        let (addr, task) =
+            transports::start_server(id, scfg, sd.clone(), topo.server_runtime().handle())
+                .await
+                .unwrap();
         let rep = hol::one_run(&plan, &hv, &cell, 0, &link, addr, client_tls)
             .await
             .unwrap();
@@ -96,9 +80,8 @@ fn run(id: TransportId, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
         let _ = task.await;
         rep
     });
-    drop(client_rt);
-    drop(server_rt);
-    link.leave().unwrap();
+    drop(link);
+    drop(topo);
     eprintln!(
         "{} (seed {seed}): HOL index {:?} over {} stalls, p99 {:.1} ms, losses up/down {}/{}, link valid: {:?}",
         hv.label(),
@@ -124,7 +107,7 @@ fn k_tcp_connections_score_near_zero() {
     if !root() {
         return;
     }
-    let i = index(&run(TransportId::Tcp, false, Sharing::Pool, 1));
+    let i = index(&run("tcp", false, Sharing::Pool, 1));
     assert!(i.abs() < 0.2, "{i}");
 }
 
@@ -134,7 +117,7 @@ fn one_tcp_connection_carrying_k_streams_scores_near_one() {
     if !root() {
         return;
     }
-    let i = index(&run(TransportId::Tcp, false, Sharing::Shared, 1));
+    let i = index(&run("tcp", false, Sharing::Shared, 1));
     assert!(i > 0.8, "{i}");
 }
 
@@ -144,6 +127,6 @@ fn k_quic_streams_score_near_zero() {
     if !root() {
         return;
     }
-    let i = index(&run(TransportId::Quic, true, Sharing::Shared, 1));
+    let i = index(&run("quic", true, Sharing::Shared, 1));
     assert!(i.abs() < 0.2, "{i}");
 }

@@ -2,8 +2,9 @@
 //!
 //! - [`codec`]: the service message format (pure, sans-IO).
 //! - [`service`]: the server side of echo and server streams.
-//! - [`transport`]: the [`Client`], [`Channel`] and [`Server`] traits.
-//! - [`config`]: transport ids, limits, timeouts, client and server configs.
+//! - [`transport`]: the [`Client`], [`Channel`] and [`Server`] traits, and the [`Descriptor`]
+//!   each transport describes itself with.
+//! - [`config`]: limits, timeouts, client and server configs.
 //! - [`tls`]: self-signed or PEM identities, rustls configs with ALPN, `SSLKEYLOGFILE`.
 //! - [`mux`]: K logical streams over one ordered message connection.
 //! - [`net`]: bounded connects and TLS handshakes, the accept loop.
@@ -26,4 +27,4 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;
-pub use transport::{Channel, Client, Received, Server};
+pub use transport::{Channel, Client, Descriptor, Goodbye, Received, Server, TlsPolicy, Transport};

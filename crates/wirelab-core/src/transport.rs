@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::codec::{self, Kind, StreamRequest};
-use crate::config::{ClientConfig, ServerConfig};
+use crate::config::{ClientConfig, Mode, ServerConfig, Sharing, TransportId};
 use crate::error::{Error, Result};
 
 /// One message received by a client, with the client's monotonic receive time.
@@ -111,4 +111,125 @@ pub trait Server: Sized + Send + 'static {
     /// Serves until `shutdown` is cancelled, then stops accepting, finishes in-flight messages,
     /// closes every connection gracefully (bounded by the config's shutdown grace) and returns.
     fn serve(self, shutdown: CancellationToken) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How a transport uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS mode (tcp: the floor is the bare kernel TCP).
+    Never,
+    /// Both modes; `by_default` says which one runs unless told (h2 and h2ws: TLS, since
+    /// browsers speak HTTP/2 only over TLS; `--h2c` turns it off).
+    Optional {
+        /// TLS unless told otherwise.
+        by_default: bool,
+    },
+    /// Always TLS (QUIC: TLS 1.3 is part of the protocol).
+    Always,
+}
+
+impl TlsPolicy {
+    /// Whether the transport can run over TLS at all.
+    pub fn supported(self) -> bool {
+        self != Self::Never
+    }
+
+    /// Whether it runs over TLS unless told otherwise.
+    pub fn by_default(self) -> bool {
+        matches!(self, Self::Always | Self::Optional { by_default: true })
+    }
+
+    /// Whether TLS is used when the user asked for `tls` (`--tls`) or asked to turn a
+    /// TLS-by-default transport's TLS off (`cleartext`, `--h2c`).
+    pub fn resolve(self, tls: bool, cleartext: bool) -> bool {
+        match self {
+            Self::Never => false,
+            Self::Always => true,
+            Self::Optional { by_default } => tls || (by_default && !cleartext),
+        }
+    }
+}
+
+/// What a client sees when the server shuts down gracefully while it is busy: the protocol's
+/// own way of saying "going away", after every message already received is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// The byte stream simply ends (TCP FIN) after the last answer.
+    Eof,
+    /// A WebSocket close frame with 1001 "going away".
+    WsGoingAway,
+    /// HTTP/1.1: the answer carries `Connection: close` and the connection ends.
+    Http1Close,
+    /// HTTP/2 GOAWAY (NO_ERROR): streams at or below its last stream id finish.
+    Http2Goaway,
+    /// Raw QUIC: each stream answered, then STOP_SENDING `SHUTTING_DOWN`, then
+    /// CONNECTION_CLOSE with code 0.
+    QuicStop,
+    /// HTTP/3 GOAWAY: requests below its id answered, the rest H3_REQUEST_REJECTED.
+    Http3Goaway,
+}
+
+/// What a transport is, said in one place: its crate exports one, through [`Transport`], and
+/// the harness derives everything else from its one list of them (dispatch, `serve`'s ports
+/// and schemes, the `hol` variants, the conformance instances, report order, CI counts).
+#[derive(Debug, Clone, Copy)]
+pub struct Descriptor {
+    /// The short id (`--transport`, result paths, crate suffix).
+    pub id: TransportId,
+    /// One line for `--help` and listings.
+    pub summary: &'static str,
+    /// The ALPN id offered over TLS (empty for a transport without TLS).
+    pub alpn: &'static [u8],
+    /// Whether and when it uses TLS.
+    pub tls: TlsPolicy,
+    /// The ways it carries messages, the first being its usual one ([`Mode::Duplex`] only for
+    /// message transports; h2 and h3 also have request/response).
+    pub modes: &'static [Mode],
+    /// The ways of carrying K logical streams it is compared in (every client accepts both
+    /// [`Sharing`]s; these are the ones that differ in kind: tcp and ws one connection or one
+    /// per stream, h1 a keep-alive pool, the multiplexers one connection).
+    pub sharings: &'static [Sharing],
+    /// Whether a resumed session can send its first requests as 0-RTT early data.
+    pub zero_rtt: bool,
+    /// Whether it can carry unreliable datagrams.
+    pub datagrams: bool,
+    /// The floor it is compared with: the bare protocol under it (tcp under the TCP-based
+    /// transports, quic under h3). `None` for a floor itself.
+    pub floor: Option<TransportId>,
+    /// The labels of its cleartext and TLS forms in tables (`h2c`/`h2`, `ws`/`ws+tls`).
+    pub labels: [&'static str; 2],
+    /// URL schemes of its cleartext and TLS forms (`ws://`/`wss://`).
+    pub schemes: [&'static str; 2],
+    /// The request path a peer must use (`/ws`), empty where there is none.
+    pub path: &'static str,
+    /// How it shows a graceful server shutdown to a busy client.
+    pub goodbye: Goodbye,
+}
+
+impl Descriptor {
+    /// Whether it has more than one mode (h2, h3).
+    pub fn has_modes(&self) -> bool {
+        self.modes.len() > 1
+    }
+
+    /// The label of the form with or without TLS.
+    pub fn label(&self, tls: bool) -> &'static str {
+        self.labels[usize::from(tls)]
+    }
+
+    /// The URL scheme of the form with or without TLS.
+    pub fn scheme(&self, tls: bool) -> &'static str {
+        self.schemes[usize::from(tls)]
+    }
+}
+
+/// A transport: its crate's client, server and [`Descriptor`] as one type, so the harness can
+/// turn an id into types in one place.
+pub trait Transport: 'static {
+    /// What it is.
+    const DESCRIPTOR: Descriptor;
+    /// Its client session.
+    type Client: Client;
+    /// Its server.
+    type Server: Server;
 }

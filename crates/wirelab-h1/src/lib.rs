@@ -21,3 +21,30 @@ pub use client::{H1Channel, H1Client};
 pub use server::H1Server;
 
 pub use wirelab_http::STREAM_HEADER;
+
+/// The `h1` transport: HTTP/1.1 keep-alive, one request per message.
+#[derive(Debug, Clone, Copy)]
+pub struct H1;
+
+impl wirelab_core::Transport for H1 {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("h1"),
+            summary: "HTTP/1.1 keep-alive, one request per message",
+            alpn: tls::ALPN_HTTP11,
+            tls: TlsPolicy::Optional { by_default: false },
+            modes: &[Mode::Duplex],
+            sharings: &[Sharing::Pool],
+            zero_rtt: false,
+            datagrams: false,
+            floor: Some(TransportId::new("tcp")),
+            labels: ["h1", "h1+tls"],
+            schemes: ["http://", "https://"],
+            path: "",
+            goodbye: Goodbye::Http1Close,
+        }
+    };
+    type Client = H1Client;
+    type Server = H1Server;
+}

@@ -22,3 +22,30 @@ pub use server::H2Server;
 
 /// Request header carrying the logical stream id of a `GET /stream` or `POST /duplex`.
 pub const STREAM_HEADER: &str = "x-wirelab-stream";
+
+/// The `h2` transport: HTTP/2: a request per message (rr) or full-duplex bodies (duplex).
+#[derive(Debug, Clone, Copy)]
+pub struct H2;
+
+impl wirelab_core::Transport for H2 {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("h2"),
+            summary: "HTTP/2: a request per message (rr) or full-duplex bodies (duplex)",
+            alpn: tls::ALPN_H2,
+            tls: TlsPolicy::Optional { by_default: true },
+            modes: &[Mode::Rr, Mode::Duplex],
+            sharings: &[Sharing::Shared],
+            zero_rtt: false,
+            datagrams: false,
+            floor: Some(TransportId::new("tcp")),
+            labels: ["h2c", "h2"],
+            schemes: ["http://", "https://"],
+            path: "",
+            goodbye: Goodbye::Http2Goaway,
+        }
+    };
+    type Client = H2Client;
+    type Server = H2Server;
+}

@@ -21,3 +21,30 @@ pub use server::H2wsServer;
 
 /// The WebSocket endpoint's path.
 pub const PATH: &str = "/ws";
+
+/// The `h2ws` transport: WebSocket over HTTP/2 extended CONNECT (RFC 8441).
+#[derive(Debug, Clone, Copy)]
+pub struct H2ws;
+
+impl wirelab_core::Transport for H2ws {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("h2ws"),
+            summary: "WebSocket over HTTP/2 extended CONNECT (RFC 8441)",
+            alpn: tls::ALPN_H2,
+            tls: TlsPolicy::Optional { by_default: true },
+            modes: &[Mode::Duplex],
+            sharings: &[Sharing::Shared],
+            zero_rtt: false,
+            datagrams: false,
+            floor: Some(TransportId::new("tcp")),
+            labels: ["h2ws (h2c)", "h2ws"],
+            schemes: ["http://", "https://"],
+            path: "/ws",
+            goodbye: Goodbye::WsGoingAway,
+        }
+    };
+    type Client = H2wsClient;
+    type Server = H2wsServer;
+}

@@ -36,3 +36,30 @@ pub use server::H3Server;
 
 /// HTTP/3's "no error" application code (RFC 9114 §8.1), used for clean closes.
 pub const H3_NO_ERROR: u32 = 0x100;
+
+/// The `h3` transport: HTTP/3: a request per message (rr) or full-duplex bodies (duplex).
+#[derive(Debug, Clone, Copy)]
+pub struct H3;
+
+impl wirelab_core::Transport for H3 {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("h3"),
+            summary: "HTTP/3: a request per message (rr) or full-duplex bodies (duplex)",
+            alpn: tls::ALPN_H3,
+            tls: TlsPolicy::Always,
+            modes: &[Mode::Rr, Mode::Duplex],
+            sharings: &[Sharing::Shared],
+            zero_rtt: true,
+            datagrams: false,
+            floor: Some(TransportId::new("quic")),
+            labels: ["h3", "h3"],
+            schemes: ["https://", "https://"],
+            path: "",
+            goodbye: Goodbye::Http3Goaway,
+        }
+    };
+    type Client = H3Client;
+    type Server = H3Server;
+}

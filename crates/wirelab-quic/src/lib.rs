@@ -43,3 +43,30 @@ pub use server::QuicServer;
 /// Application error code on a stream the server refused, or stopped reading, because it is
 /// shutting down: the messages after the last answer were not processed.
 pub const SHUTTING_DOWN: u32 = 1;
+
+/// The `quic` transport: raw QUIC streams, length-prefixed messages (the QUIC floor).
+#[derive(Debug, Clone, Copy)]
+pub struct Quic;
+
+impl wirelab_core::Transport for Quic {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("quic"),
+            summary: "raw QUIC streams, length-prefixed messages (the QUIC floor)",
+            alpn: tls::ALPN_WIRELAB_QUIC,
+            tls: TlsPolicy::Always,
+            modes: &[Mode::Duplex],
+            sharings: &[Sharing::Shared],
+            zero_rtt: true,
+            datagrams: false,
+            floor: None,
+            labels: ["quic", "quic"],
+            schemes: ["quic://", "quic://"],
+            path: "",
+            goodbye: Goodbye::QuicStop,
+        }
+    };
+    type Client = QuicClient;
+    type Server = QuicServer;
+}

@@ -23,3 +23,30 @@ mod server;
 
 pub use client::TcpClient;
 pub use server::TcpServer;
+
+/// The `tcp` transport: raw TCP, length-prefixed messages (the floor).
+#[derive(Debug, Clone, Copy)]
+pub struct Tcp;
+
+impl wirelab_core::Transport for Tcp {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("tcp"),
+            summary: "raw TCP, length-prefixed messages (the floor)",
+            alpn: b"",
+            tls: TlsPolicy::Never,
+            modes: &[Mode::Duplex],
+            sharings: &[Sharing::Shared, Sharing::Pool],
+            zero_rtt: false,
+            datagrams: false,
+            floor: None,
+            labels: ["tcp", "tcp"],
+            schemes: ["tcp://", "tcp://"],
+            path: "",
+            goodbye: Goodbye::Eof,
+        }
+    };
+    type Client = TcpClient;
+    type Server = TcpServer;
+}

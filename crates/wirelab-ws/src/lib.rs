@@ -31,3 +31,30 @@ pub use client::WsClient;
 pub use handshake::PATH;
 pub use server::WsServer;
 pub use wirelab_websocket::client::ABNORMAL_CLOSURE;
+
+/// The `ws` transport: WebSocket over an HTTP/1.1 Upgrade (RFC 6455).
+#[derive(Debug, Clone, Copy)]
+pub struct Ws;
+
+impl wirelab_core::Transport for Ws {
+    const DESCRIPTOR: wirelab_core::Descriptor = {
+        use wirelab_core::{tls, Goodbye, Mode, Sharing, TlsPolicy, TransportId};
+        wirelab_core::Descriptor {
+            id: TransportId::new("ws"),
+            summary: "WebSocket over an HTTP/1.1 Upgrade (RFC 6455)",
+            alpn: tls::ALPN_HTTP11,
+            tls: TlsPolicy::Optional { by_default: false },
+            modes: &[Mode::Duplex],
+            sharings: &[Sharing::Shared, Sharing::Pool],
+            zero_rtt: false,
+            datagrams: false,
+            floor: Some(TransportId::new("tcp")),
+            labels: ["ws", "ws+tls"],
+            schemes: ["ws://", "wss://"],
+            path: handshake::PATH,
+            goodbye: Goodbye::WsGoingAway,
+        }
+    };
+    type Client = WsClient;
+    type Server = WsServer;
+}
