@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod compare;
+pub mod control;
 pub mod env;
 pub mod hol;
 pub mod holindex;

@@ -59,6 +59,9 @@ pub struct Probe {
     pub wire: Option<Arc<WireCounters>>,
     /// Whether servers run on their own named threads, so CPU time can be split.
     pub cpu: bool,
+    /// A remote server whose CPU time is read from its control endpoint (the whole server
+    /// process; the local threads then all count as the client).
+    pub remote: Option<Arc<crate::control::Remote>>,
 }
 
 /// A [`Probe`] read at one instant.
@@ -86,9 +89,24 @@ pub struct Cost {
 impl Probe {
     /// Reads the counters now.
     pub fn snapshot(&self) -> ProbeSnapshot {
+        let mut cpu = if self.cpu { cpu_times() } else { None };
+        if let Some(r) = &self.remote {
+            // A blocking request of about one round trip, made between the measured phases.
+            cpu = match (cpu, r.cpu_ns()) {
+                (Some(local), Ok(server_ns)) => Some(CpuTimes {
+                    server_ns,
+                    client_ns: local.client_ns + local.server_ns,
+                }),
+                (_, Err(e)) => {
+                    tracing::warn!("server CPU time from {}: {e:#}", r.control);
+                    None
+                }
+                (None, Ok(_)) => None,
+            };
+        }
         ProbeSnapshot {
             wire: self.wire.as_ref().map(|w| w.snapshot()),
-            cpu: if self.cpu { cpu_times() } else { None },
+            cpu,
         }
     }
 }

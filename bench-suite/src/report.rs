@@ -312,6 +312,23 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
         ] {
             let _ = writeln!(md, "| {k} | {v} |");
         }
+        let p = &results[0].placement;
+        let _ = writeln!(md, "| placement | {} (clock {}) |", p.kind, p.clock);
+        if let Some(se) = &p.server_env {
+            let _ = writeln!(
+                md,
+                "| server | {} — wirelab {} ({} {}, {} build); {} × {}; kernel {} (TCP congestion control {}) |",
+                p.server.as_deref().unwrap_or("?"),
+                se.wirelab,
+                se.git_rev,
+                se.git_state,
+                se.profile,
+                se.cores,
+                se.cpu_model,
+                se.kernel,
+                se.tcp_congestion_control
+            );
+        }
         if e.profile != "release" {
             md.push_str("\n**This is a debug build: its figures are not comparable. Use `cargo run --release`.**\n");
         }
@@ -324,9 +341,13 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
         .fold(f64::INFINITY, f64::min);
     let _ = writeln!(
         md,
-        "\nLoopback, client and servers in one process on separate runtimes. Each cell is the median over {reps} \
+        "\n{}. Each cell is the median over {reps} \
          repetitions (after {} warm-up) with a distribution-free confidence interval in brackets \
          (asked: {:.0}%, reached: {:.1}%). Definitions: the methodology chapter (docs/src/methodology.md).\n",
+        results.first().map_or_else(
+            || "No results".to_string(),
+            |r| r.placement.describe(r.link.as_deref())
+        ),
         results.first().map_or(0, |r| r.warmup_reps),
         CONFIDENCE * 100.0,
         if level.is_finite() { level * 100.0 } else { 0.0 },

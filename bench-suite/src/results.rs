@@ -118,6 +118,61 @@ pub struct ResultFile {
     /// The emulated link the run went through (`--link` spec); absent on loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Where it ran (absent in files from before placements: in-process).
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where a measurement ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `in-process` (client and servers in one process on loopback), `link` (the same through
+    /// the link emulator) or `remote` (a server on another host, or namespace, over a real
+    /// network path).
+    pub kind: String,
+    /// The remote server's control endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// `shared` when client and server read one clock (one kernel), so one-way figures are
+    /// valid; `separate` when only round-trip figures are.
+    pub clock: String,
+    /// The remote server's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_env: Option<Env>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            kind: "in-process".into(),
+            server: None,
+            clock: "shared".into(),
+            server_env: None,
+        }
+    }
+}
+
+impl Placement {
+    /// One sentence for reports: where it ran and which figures that allows.
+    pub fn describe(&self, link: Option<&str>) -> String {
+        match self.kind.as_str() {
+            "remote" => format!(
+                "Remote server {} over a real network path ({}); client on {}",
+                self.server.as_deref().unwrap_or("?"),
+                if self.clock == "shared" {
+                    "one kernel, so one clock"
+                } else {
+                    "separate clocks: round-trip figures only"
+                },
+                "this host"
+            ),
+            "link" => format!(
+                "Through the link emulator ({}), client and servers in one process in two network namespaces",
+                link.unwrap_or("?")
+            ),
+            _ => "Loopback, client and servers in one process on separate runtimes".into(),
+        }
+    }
 }
 
 /// How a note that invalidates a result starts (the link emulator fell behind).

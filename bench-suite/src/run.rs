@@ -7,8 +7,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use wirelab::control::Remote;
 use wirelab::runner::{self, Plan, Servers};
 use wirelab::{compare, env, report, results, scenario, transports};
+use wirelab_core::tls::Trust;
 use wirelab_core::TransportId;
 
 /// Options of `wirelab run`.
@@ -45,8 +47,17 @@ pub(crate) struct RunArgs {
     /// Run over the link emulator instead of loopback (needs root), e.g.
     /// `rtt=40ms,loss=1%` (keys: rtt delay jitter loss burst rate queue seed). Setup times
     /// are then also given in round trips.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", conflicts_with = "server")]
     link: Option<String>,
+    /// Measure a remote server over the real network instead of local ones: the control
+    /// endpoint of `wirelab serve --control ADDR` on that host, as HOST or HOST:PORT (port
+    /// 7799 by default). Every transport it serves is measured at the security it serves.
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "tls")]
+    server: Option<String>,
+    /// With --server: trust the server's certificate through this CA (PEM), checking its name
+    /// against HOST, instead of by the fingerprint its control endpoint gives.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
     #[command(flatten)]
     link_setup: crate::link_cmd::LinkSetup,
 }
@@ -113,9 +124,29 @@ pub(crate) async fn run(
             a.reps
         );
     }
+    let variants = match &a.server {
+        None => transports::variants(&ids, a.tls),
+        Some(server) => {
+            let (server, ca) = (server.clone(), a.ca.clone());
+            let remote =
+                tokio::task::spawn_blocking(move || Remote::connect(&server, ca.as_deref()))
+                    .await
+                    .context("control endpoint task")??;
+            describe_remote(&remote);
+            let variants = remote_variants(&remote, &ids);
+            if variants.is_empty() {
+                bail!(
+                    "the remote server serves none of the transports asked for ({})",
+                    ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(" ")
+                );
+            }
+            servers.remote = Some(std::sync::Arc::new(remote));
+            variants
+        }
+    };
     let plan = Plan {
         scenarios,
-        variants: transports::variants(&ids, a.tls),
+        variants,
         reps: a.reps,
         warmup_reps: a.warmup,
         out: a.out.clone().unwrap_or_else(default_out),
@@ -174,6 +205,60 @@ pub(crate) async fn run(
         );
     }
     Ok(())
+}
+
+/// Prints what the remote server said of itself and how it is trusted.
+fn describe_remote(r: &Remote) {
+    let e = &r.info.env;
+    eprintln!(
+        "remote server {}: wirelab {} ({}), {} × {}, kernel {}",
+        r.control, e.wirelab, e.profile, e.cores, e.cpu_model, e.kernel
+    );
+    match (&r.trust, &r.info.cert_sha256) {
+        (Trust::PemFile(p), _) => eprintln!(
+            "  certificate: trusted through {} for the name {}",
+            p.display(),
+            r.server_name
+        ),
+        (_, Some(fp)) => eprintln!(
+            "  certificate sha256 {fp}\n  trusted by this fingerprint from the control endpoint: check it against the one the server printed"
+        ),
+        (_, None) => {}
+    }
+    eprintln!(
+        "  clock: {}",
+        if r.clock_shared {
+            "shared (the same kernel: one-way figures are valid)"
+        } else {
+            "separate (round-trip figures only)"
+        }
+    );
+}
+
+/// The variants of `ids` the remote server serves, at the security it serves them.
+fn remote_variants(r: &Remote, ids: &[TransportId]) -> Vec<transports::Variant> {
+    let mut out = Vec::new();
+    for &id in ids {
+        let served: Vec<_> = r
+            .info
+            .served
+            .iter()
+            .filter(|s| s.transport == id.as_str())
+            .collect();
+        if served.is_empty() {
+            eprintln!("note: the remote server does not serve {id}; left out");
+        }
+        for s in served {
+            for &mode in transports::descriptor(id).modes {
+                out.push(transports::Variant {
+                    id,
+                    tls: s.tls,
+                    mode,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Options of `wirelab report`.

@@ -55,6 +55,28 @@ pub struct Servers {
     pub listen: std::net::IpAddr,
     /// The link emulator the client reaches the servers through, and its settings.
     pub link: Option<(Arc<wirelab_link::Link>, wirelab_link::LinkSpec)>,
+    /// A remote server (the `remote` placement): its transports are measured instead of
+    /// local ones, and its CPU time is read from its control endpoint.
+    pub remote: Option<Arc<crate::control::Remote>>,
+}
+
+impl Servers {
+    /// Where the measurements run, as results record it.
+    pub fn placement(&self) -> results::Placement {
+        match (&self.remote, &self.link) {
+            (Some(r), _) => results::Placement {
+                kind: "remote".into(),
+                server: Some(r.control.to_string()),
+                clock: if r.clock_shared { "shared" } else { "separate" }.into(),
+                server_env: Some(r.info.env.clone()),
+            },
+            (None, Some(_)) => results::Placement {
+                kind: "link".into(),
+                ..results::Placement::default()
+            },
+            (None, None) => results::Placement::default(),
+        }
+    }
 }
 
 /// Whether a scenario applies to a variant (0-RTT needs QUIC).
@@ -106,13 +128,34 @@ pub struct VariantServer {
     pub addr: SocketAddr,
     /// Client TLS config (ALPN of the transport), or `None` for cleartext.
     pub client_tls: Option<Arc<rustls::ClientConfig>>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<wirelab_core::Result<()>>,
+    /// The TLS server name clients use.
+    pub server_name: String,
+    /// A local server's shutdown and task (none for a remote one).
+    local: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<wirelab_core::Result<()>>,
+    )>,
 }
 
 impl VariantServer {
     /// Starts `v`'s server on `servers`, listening on `servers.listen`.
     pub async fn start(v: &Variant, certs: &Certs, servers: &Servers) -> Result<Self> {
+        if let Some(r) = &servers.remote {
+            let addr = r
+                .addr_of(v)
+                .with_context(|| format!("the remote server does not serve {}", v.label()))?;
+            let client_tls = if v.tls {
+                Some(tls::client_config(&r.trust, &[transports::alpn(v.id)])?)
+            } else {
+                None
+            };
+            return Ok(Self {
+                addr,
+                client_tls,
+                server_name: r.server_name.clone(),
+                local: None,
+            });
+        }
         let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
         let mut client_tls = None;
         if v.tls {
@@ -126,15 +169,25 @@ impl VariantServer {
         Ok(Self {
             addr,
             client_tls,
-            shutdown,
-            task,
+            server_name: ClientConfig::new(addr).server_name,
+            local: Some((shutdown, task)),
         })
     }
 
-    /// Shuts it down, waiting up to 10 s.
+    /// A client config for it.
+    pub fn client(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.addr);
+        cfg.tls = self.client_tls.clone();
+        cfg.server_name = self.server_name.clone();
+        cfg
+    }
+
+    /// Shuts a local server down, waiting up to 10 s (a remote one keeps serving).
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        if let Some((shutdown, task)) = self.local {
+            shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
     }
 }
 
@@ -152,10 +205,11 @@ pub async fn execute(
     let mut results = Vec::new();
     let mut failures = Vec::new();
     // Scale scenarios serve from a child process on this host's loopback, which the client
-    // namespace of an emulated link cannot reach: over a link they are left out, and said so.
-    let over_link = servers.link.is_some();
+    // namespace of an emulated link cannot reach and a remote server is not: over a link or
+    // against a remote server they are left out, and said so.
+    let over_link = servers.link.is_some() || servers.remote.is_some();
     if over_link && plan.scenarios.iter().any(|s| s.kind == Kind::Scale) {
-        let note = "note: scale scenarios run on loopback only; left out over --link";
+        let note = "note: scale scenarios run on loopback only; left out over --link and --server";
         if pb.is_hidden() {
             eprintln!("{note}");
         } else {
@@ -182,13 +236,17 @@ pub async fn execute(
                 l.configure(spec.config())?;
             }
             for r in 0..plan.warmup_reps + plan.reps {
-                let mut cfg = ClientConfig::new(server.addr);
-                cfg.tls = server.client_tls.clone();
+                let mut cfg = server.client();
                 cfg.mode = v.mode;
                 let rep = if s.kind == Kind::Scale {
                     crate::scale::one_rep(s, v).await
                 } else {
-                    one_rep(s, v, cfg, servers.separate).await
+                    let probe = Probe {
+                        wire: None,
+                        cpu: servers.separate,
+                        remote: servers.remote.clone(),
+                    };
+                    one_rep(s, v, cfg, probe).await
                 };
                 match rep {
                     Ok(rep) => {
@@ -231,6 +289,7 @@ pub async fn execute(
             }
             let rf = ResultFile {
                 link: servers.link.as_ref().map(|(_, s)| s.to_string()),
+                placement: servers.placement(),
                 schema: results::SCHEMA.into(),
                 scenario: s.clone(),
                 variant: VariantInfo {
@@ -259,11 +318,11 @@ pub async fn execute(
 }
 
 /// One repetition of `s` on a fresh session.
-async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, cpu: bool) -> Result<Rep> {
+async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe) -> Result<Rep> {
     let wire = WireCounters::new();
     let probe = Probe {
         wire: Some(wire.clone()),
-        cpu,
+        ..probe
     };
     cfg.wire = Some(wire);
     cfg.streams = s.streams;

@@ -39,6 +39,15 @@ pub(crate) struct ServeArgs {
     /// conformance suites) instead of closing text messages with 1003.
     #[arg(long)]
     raw_echo: bool,
+    /// Also answer a control endpoint here (plain HTTP: GET /v1/info, GET /v1/cpu, POST
+    /// /v1/shutdown), so `wirelab run --server HOST` on another host can measure this server:
+    /// e.g. 0.0.0.0:7799. It reveals versions, ports and CPU time to anyone who can reach it.
+    #[arg(long, value_name = "ADDR")]
+    control: Option<SocketAddr>,
+    /// Addresses (CIDR, repeatable) allowed to stop this server through the control endpoint,
+    /// besides loopback. Everything else can only read it.
+    #[arg(long, value_name = "CIDR", requires = "control")]
+    control_allow: Vec<wirelab::control::Cidr>,
 }
 
 /// Options of `wirelab client`.
@@ -117,8 +126,13 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    if let Some(ident) = &identity {
+        let fp = tls::fingerprint(&ident.certificate());
+        println!("certificate sha256 {}", tls::fingerprint_hex(&fp));
+    }
     let shutdown = CancellationToken::new();
     let mut servers = Vec::new();
+    let mut served = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         let mut listen = a.listen;
         if listen.port() != 0 {
@@ -153,15 +167,53 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         } else {
             ""
         };
-        println!(
-            "{id:<5} listening on {}{addr}{}{note}",
-            d.scheme(tls.is_some()),
-            d.path
-        );
+        let url = format!("{}{addr}{}", d.scheme(tls.is_some()), d.path);
+        println!("{id:<5} listening on {url}{note}");
+        served.push(wirelab::control::Served {
+            transport: id.to_string(),
+            tls: tls.is_some(),
+            port: addr.port(),
+            url,
+        });
         servers.push((id, task));
     }
+    // A trusted POST /v1/shutdown stops the server like a signal.
+    let remote_stop = CancellationToken::new();
+    let control_done = CancellationToken::new();
+    let control = match a.control {
+        None => None,
+        Some(listen) => {
+            let info = wirelab::control::Info {
+                schema: wirelab::control::SCHEMA.into(),
+                env: wirelab::env::Env::capture(),
+                boot_id: wirelab::control::boot_id(),
+                served,
+                cert_sha256: identity
+                    .as_ref()
+                    .map(|i| tls::fingerprint_hex(&tls::fingerprint(&i.certificate()))),
+                trusted: Vec::new(),
+            };
+            let mut trusted = wirelab::control::loopback();
+            trusted.extend(a.control_allow.iter().copied());
+            let (addr, task) = wirelab::control::serve(
+                listen,
+                info,
+                trusted,
+                remote_stop.clone(),
+                control_done.clone(),
+            )
+            .await?;
+            println!(
+                "control listening on http://{addr} (GET /v1/info, GET /v1/cpu, POST /v1/shutdown)"
+            );
+            Some(task)
+        }
+    };
     println!("serving; Ctrl-C or SIGTERM to stop");
-    signals.wait().await;
+    tokio::select! {
+        () = signals.wait() => {}
+        () = remote_stop.cancelled() => println!("stop requested through the control endpoint"),
+    }
     println!("shutting down: finishing in-flight messages");
     shutdown.cancel();
     for (id, task) in servers {
@@ -170,6 +222,10 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             Ok(Err(e)) => eprintln!("{id}: {e}"),
             Err(e) => eprintln!("{id}: server task failed: {e}"),
         }
+    }
+    control_done.cancel();
+    if let Some(task) = control {
+        let _ = task.await;
     }
     println!("stopped");
     Ok(())

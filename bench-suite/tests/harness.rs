@@ -196,6 +196,7 @@ async fn wire_bytes_are_counted_at_the_socket() {
     let probe = Probe {
         wire: Some(wire),
         cpu: false,
+        remote: None,
     };
     let r = workload::closed_loop::<wirelab_tcp::TcpClient>(&cfg, 64, 5, 200, Some(&probe))
         .await
@@ -226,6 +227,7 @@ async fn quic_datagrams_are_counted_too() {
     let probe = Probe {
         wire: Some(wire),
         cpu: false,
+        remote: None,
     };
     let r = workload::closed_loop::<wirelab_quic::QuicClient>(&cfg, 64, 5, 100, Some(&probe))
         .await

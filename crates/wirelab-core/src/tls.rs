@@ -109,6 +109,43 @@ pub enum Trust {
     /// Any certificate. For lab use against a self-signed server whose certificate you do not
     /// have; the handshake signature is still verified.
     InsecureAnyCertificate,
+    /// Exactly the certificate with this SHA-256 fingerprint ([`fingerprint`]), whatever names
+    /// it holds: for a remote lab server reached by an address its self-signed certificate
+    /// does not name. The handshake signature is verified with that certificate's key.
+    Fingerprint([u8; 32]),
+}
+
+/// The SHA-256 fingerprint of a certificate (its DER bytes).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, cert);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A fingerprint as colon-separated uppercase hex pairs (`AB:CD:...`), as `openssl x509
+/// -fingerprint -sha256` prints it.
+pub fn fingerprint_hex(fp: &[u8; 32]) -> String {
+    let pairs: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+    pairs.join(":")
+}
+
+/// Parses a fingerprint written as 64 hex digits, with or without colons.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    let bad = || {
+        Error::Config(format!(
+            "'{s}' is not a SHA-256 fingerprint (64 hex digits)"
+        ))
+    };
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 /// A client config offering `alpn`, with `SSLKEYLOGFILE` honoured.
@@ -124,7 +161,11 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<Arc<rustls::Client
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::Tls(format!("{}: {e}", p.display())))?,
         ),
-        Trust::InsecureAnyCertificate => None,
+        Trust::InsecureAnyCertificate | Trust::Fingerprint(_) => None,
+    };
+    let pin = match trust {
+        Trust::Fingerprint(fp) => Some(*fp),
+        _ => None,
     };
     let mut cfg = match certs {
         Some(certs) => {
@@ -136,7 +177,7 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<Arc<rustls::Client
         }
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider(), pin)))
             .with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -144,20 +185,28 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<Arc<rustls::Client
     Ok(Arc::new(cfg))
 }
 
-/// Accepts any certificate but still checks the handshake signatures.
+/// Accepts any certificate, or only the one with the pinned fingerprint, and still checks the
+/// handshake signatures.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+struct AnyCertificate(Arc<CryptoProvider>, Option<[u8; 32]>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match self.1 {
+            Some(pin) if fingerprint(end_entity) != pin => Err(rustls::Error::General(format!(
+                "the server's certificate has SHA-256 fingerprint {}, not the pinned {}",
+                fingerprint_hex(&fingerprint(end_entity)),
+                fingerprint_hex(&pin)
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -245,5 +294,51 @@ mod tests {
         let e =
             Identity::from_pem_files(Path::new("/nonexistent/c.pem"), Path::new("/x")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_known_answer_and_round_trip() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let fp = fingerprint(&CertificateDer::from(b"abc".to_vec()));
+        let hex = fingerprint_hex(&fp);
+        assert!(hex.starts_with("BA:78:16:BF:8F:01:CF:EA"), "{hex}");
+        assert_eq!(parse_fingerprint(&hex).unwrap(), fp);
+        assert_eq!(
+            parse_fingerprint(&hex.replace(':', "").to_lowercase()).unwrap(),
+            fp
+        );
+        assert!(parse_fingerprint("AB:CD").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    /// A TLS handshake over an in-memory pipe; the client trusts `trust` and names a host the
+    /// certificate does not hold, as a client of a remote lab server does.
+    async fn handshake(server: &Identity, trust: Trust) -> std::io::Result<()> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config(&[ALPN_H2]).unwrap());
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&trust, &[ALPN_H2]).unwrap());
+        let name = ServerName::try_from("198.18.0.2").unwrap();
+        let srv = tokio::spawn(async move { acceptor.accept(b).await.map(drop) });
+        let cli = connector.connect(name, a).await.map(drop);
+        let _ = srv.await;
+        cli
+    }
+
+    #[tokio::test]
+    async fn a_pinned_fingerprint_trusts_that_certificate_only() {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let other = Identity::self_signed(&["localhost"]).unwrap();
+        let pin = fingerprint(&id.certificate());
+        handshake(&id, Trust::Fingerprint(pin)).await.unwrap();
+        let e = handshake(&other, Trust::Fingerprint(pin))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not the pinned"), "{e}");
+        // The same certificate by CA trust fails on the name it does not hold.
+        let e = handshake(&id, Trust::Certificates(vec![id.certificate()]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("name"), "{e}");
     }
 }
