@@ -3,25 +3,25 @@
 use std::fmt::Write as _;
 
 use crate::report::fmt_estimate;
-use crate::results::ResultFile;
+use crate::results::{Metric, ResultFile};
 use crate::scenario::Kind;
 
-fn key_metrics(kind: Kind) -> &'static [(&'static str, f64, usize)] {
+fn key_metrics(kind: Kind) -> &'static [(Metric, f64, usize)] {
     match kind {
         Kind::Echo => &[
-            ("p50_us", 1.0, 1),
-            ("p99_us", 1.0, 1),
-            ("msg_per_s", 1.0, 0),
-            ("wire_bytes_per_msg", 1.0, 0),
+            (Metric::P50Us, 1.0, 1),
+            (Metric::P99Us, 1.0, 1),
+            (Metric::MsgPerS, 1.0, 0),
+            (Metric::WireBytesPerMsg, 1.0, 0),
         ],
-        Kind::Open => &[("p50_us", 1.0, 1), ("p99_us", 1.0, 1)],
-        Kind::Saturate => &[("sustained_per_s", 1.0, 0)],
-        Kind::Stream => &[("goodput_mib_s", 1.0, 1)],
-        Kind::Setup => &[("p50_us", 1e-3, 2)],
+        Kind::Open => &[(Metric::P50Us, 1.0, 1), (Metric::P99Us, 1.0, 1)],
+        Kind::Saturate => &[(Metric::SustainedPerS, 1.0, 0)],
+        Kind::Stream => &[(Metric::GoodputMibS, 1.0, 1)],
+        Kind::Setup => &[(Metric::P50Us, 1e-3, 2)],
         Kind::Scale => &[
-            ("server_kib_per_idle_conn", 1.0, 1),
-            ("conns_per_s", 1.0, 0),
-            ("server_cpu_us_per_msg", 1.0, 1),
+            (Metric::ServerKibPerIdleConn, 1.0, 1),
+            (Metric::ConnsPerS, 1.0, 0),
+            (Metric::ServerCpuUsPerMsg, 1.0, 1),
         ],
     }
 }
@@ -45,7 +45,7 @@ pub fn compare(a: &[ResultFile], b: &[ResultFile]) -> String {
             continue;
         };
         for (m, scale, d) in key_metrics(ra.scenario.kind) {
-            let (Some(ea), Some(eb)) = (ra.summary.get(*m), rb.summary.get(*m)) else {
+            let (Some(ea), Some(eb)) = (ra.summary.get(m), rb.summary.get(m)) else {
                 continue;
             };
             let change = if ea.median != 0.0 {
@@ -58,7 +58,9 @@ pub fn compare(a: &[ResultFile], b: &[ResultFile]) -> String {
             } else {
                 "**clear**"
             };
-            let metric = m.replace("_us", if *scale == 1.0 { " µs" } else { " ms" });
+            let metric = m
+                .name()
+                .replace("_us", if *scale == 1.0 { " µs" } else { " ms" });
             let _ = writeln!(
                 s,
                 "| {} | {} | {metric} | {} | {} | {change} | {verdict} |",

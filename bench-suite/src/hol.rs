@@ -7,19 +7,18 @@
 //! ([`crate::holindex`]), a chart of p99 against loss per transport and timelines.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use wirelab_core::ClientConfig;
 use wirelab_link::{Link, LinkSpec, LinkStats};
 
+use crate::driver::{Experiment, Failure, Repetition, Saved};
 use crate::env::Env;
 use crate::holindex::{self, HolIndex};
-use crate::runner::{Certs, Servers, VariantServer};
+use crate::runner::{Servers, VariantServer};
 use crate::stats;
 use crate::with_client;
 use crate::workload::{self, Schedule};
@@ -266,20 +265,56 @@ pub struct HolResult {
     pub size: usize,
     /// Environment.
     pub env: Env,
+    /// Where it ran.
+    #[serde(default)]
+    pub placement: crate::results::Placement,
+    /// Median and confidence interval over the repetitions of `hol_index`, `stalls`,
+    /// `p50_ms`, `p99_ms`, `p999_ms`, `max_ms` (absent in files from before the driver).
+    #[serde(default)]
+    pub summary: std::collections::BTreeMap<String, crate::stats::Estimate>,
     /// Repetitions.
     pub reps: Vec<HolRep>,
+}
+
+/// Median and confidence interval of each HOL metric over `reps` (the driver's statistics,
+/// as `run` computes them).
+pub fn summarize(reps: &[HolRep]) -> std::collections::BTreeMap<String, crate::stats::Estimate> {
+    type Of = fn(&HolRep) -> Option<f64>;
+    let metrics: [(&str, Of); 6] = [
+        ("hol_index", |r| r.hol_index),
+        ("stalls", |r| Some(r.stalls as f64)),
+        ("p50_ms", |r| Some(r.p50_ms)),
+        ("p99_ms", |r| Some(r.p99_ms)),
+        ("p999_ms", |r| Some(r.p999_ms)),
+        ("max_ms", |r| Some(r.max_ms)),
+    ];
+    metrics
+        .iter()
+        .filter_map(|(name, f)| {
+            let xs: Vec<f64> = reps.iter().filter_map(f).collect();
+            crate::stats::median_ci(&xs, crate::results::CONFIDENCE).map(|e| (name.to_string(), e))
+        })
+        .collect()
+}
+
+impl Saved for HolResult {
+    const SCHEMA: &'static str = SCHEMA;
+    const WHAT: &'static str = "HOL result";
+
+    /// `DIR/<cell>/<variant slug>.json`.
+    fn path_in(&self, dir: &Path) -> PathBuf {
+        dir.join(self.cell.name())
+            .join(format!("{}.json", self.variant.replace(' ', "-")))
+    }
 }
 
 impl HolResult {
     /// Parses and checks the bytes of one HOL result file (pure: what [`load_dir`] does with
     /// each file it reads). `origin` names the file in error messages.
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Self> {
-        let r: HolResult = serde_json::from_slice(bytes)
-            .with_context(|| format!("{origin} is not a HOL result"))?;
-        if r.schema != SCHEMA {
-            bail!("{origin}: schema {} is not {SCHEMA}", r.schema);
-        }
-        Ok(r)
+        let text = std::str::from_utf8(bytes)
+            .with_context(|| format!("{origin} is not a HOL result (not UTF-8)"))?;
+        <Self as Saved>::from_json(text, origin)
     }
 
     /// Median over repetitions of `f` (repetitions where it is defined).
@@ -386,13 +421,11 @@ pub async fn one_run(
     cell: &Cell,
     rep: u32,
     link: &Link,
-    addr: std::net::SocketAddr,
-    client_tls: Option<Arc<rustls::ClientConfig>>,
+    server: &VariantServer,
 ) -> Result<HolRep> {
     let spec = plan.link_spec(cell, rep);
     link.configure(spec.config())?;
-    let mut cfg = ClientConfig::new(addr);
-    cfg.tls = client_tls;
+    let mut cfg = server.client();
     cfg.mode = hv.variant.mode;
     cfg.streams = plan.streams;
     cfg.sharing = hv.sharing;
@@ -421,121 +454,121 @@ pub async fn one_run(
     )
 }
 
-/// A run that failed.
-#[derive(Debug)]
-pub struct HolFailure {
-    /// Cell name.
-    pub cell: String,
-    /// Variant label.
-    pub variant: String,
-    /// Why.
-    pub error: String,
+/// `wirelab hol` on the driver: rows are ways of carrying K streams, cases are grid cells.
+struct HolExperiment<'a> {
+    plan: &'a HolPlan,
+    link: &'a Link,
+    env: Env,
+    placement: crate::results::Placement,
 }
 
-/// Runs the plan through `link` (servers on `servers`, listening on the link's server
-/// address); writes `out/<cell>/<variant>.json` as each finishes.
+impl Experiment for HolExperiment<'_> {
+    type Row = HolVariant;
+    type Case = Cell;
+    type Rep = HolRep;
+    type Result = HolResult;
+
+    fn rows(&self) -> &[HolVariant] {
+        &self.plan.variants
+    }
+
+    fn variant<'a>(&self, row: &'a HolVariant) -> &'a crate::transports::Variant {
+        &row.variant
+    }
+
+    fn row_label(&self, row: &HolVariant) -> String {
+        row.label()
+    }
+
+    fn cases(&self, _row: &HolVariant) -> Vec<&Cell> {
+        self.plan.cells.iter().collect()
+    }
+
+    fn case_name(&self, cell: &Cell) -> String {
+        cell.name()
+    }
+
+    fn repetitions(&self) -> (u32, u32) {
+        (0, self.plan.reps)
+    }
+
+    fn out(&self) -> &Path {
+        &self.plan.out
+    }
+
+    async fn one(&self, r: Repetition<'_, HolVariant, Cell>) -> Result<HolRep> {
+        one_run(self.plan, r.row, r.case, r.index, self.link, r.server).await
+    }
+
+    fn note(&self, rep: &HolRep) -> Option<String> {
+        rep.behind.clone()
+    }
+
+    fn finish(
+        &self,
+        row: &HolVariant,
+        cell: &Cell,
+        reps: Vec<HolRep>,
+        _notes: Vec<String>,
+    ) -> Result<HolResult> {
+        Ok(HolResult {
+            schema: SCHEMA.into(),
+            variant: row.label(),
+            cell: *cell,
+            streams: self.plan.streams,
+            rate_per_stream: self.plan.rate_per_stream(cell),
+            size: self.plan.size,
+            env: self.env.clone(),
+            placement: self.placement.clone(),
+            summary: summarize(&reps),
+            reps,
+        })
+    }
+}
+
+/// Runs the plan on the driver through `link` (servers on `servers`, listening on the link's
+/// server address); writes `out/<cell>/<variant>.json` as each finishes.
 pub async fn execute(
     plan: &HolPlan,
     link: &Link,
     servers: &Servers,
     pb: &ProgressBar,
-) -> Result<(Vec<HolResult>, Vec<HolFailure>)> {
-    std::fs::create_dir_all(&plan.out)
-        .with_context(|| format!("cannot create {}", plan.out.display()))?;
-    let env = Env::capture();
-    let certs = Certs::new()?;
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
-    for hv in &plan.variants {
-        let server = VariantServer::start(&hv.variant, &certs, servers).await?;
-        for cell in &plan.cells {
-            pb.set_message(format!("{} · {}", cell.name(), hv.label()));
-            let mut reps = Vec::new();
-            let mut error = None;
-            for rep in 0..plan.reps {
-                match one_run(
-                    plan,
-                    hv,
-                    cell,
-                    rep,
-                    link,
-                    server.addr,
-                    server.client_tls.clone(),
-                )
-                .await
-                {
-                    Ok(r) => reps.push(r),
-                    Err(e) => {
-                        error = Some(format!("{e:#}"));
-                        pb.inc(u64::from(plan.reps - rep));
-                        break;
-                    }
-                }
-                pb.inc(1);
-            }
-            if let Some(error) = error {
-                pb.println(format!("FAILED {} · {}: {error}", cell.name(), hv.label()));
-                failures.push(HolFailure {
-                    cell: cell.name(),
-                    variant: hv.label(),
-                    error,
-                });
-                continue;
-            }
-            let res = HolResult {
-                schema: SCHEMA.into(),
-                variant: hv.label(),
-                cell: *cell,
-                streams: plan.streams,
-                rate_per_stream: plan.rate_per_stream(cell),
-                size: plan.size,
-                env: env.clone(),
-                reps,
-            };
-            save(&plan.out, hv, &res)?;
-            if pb.is_hidden() {
-                eprintln!("done {} · {}", cell.name(), hv.label());
-            }
-            results.push(res);
-        }
-        server.stop().await;
-    }
-    Ok((results, failures))
-}
-
-fn save(out: &Path, hv: &HolVariant, r: &HolResult) -> Result<()> {
-    let dir = out.join(r.cell.name());
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.json", hv.slug()));
-    std::fs::write(&path, serde_json::to_vec(r)?)
-        .with_context(|| format!("cannot write {}", path.display()))
+) -> Result<(Vec<HolResult>, Vec<Failure>)> {
+    let e = HolExperiment {
+        plan,
+        link,
+        env: Env::capture(),
+        placement: crate::results::Placement {
+            kind: "link".into(),
+            ..crate::results::Placement::default()
+        },
+    };
+    crate::driver::execute(&e, servers, pb).await
 }
 
 /// Loads every HOL result under `dir`.
 pub fn load_dir(dir: &Path) -> Result<Vec<HolResult>> {
-    let mut out = Vec::new();
-    let mut cells: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    cells.sort_by_key(|e| e.path());
-    for c in cells {
-        for f in std::fs::read_dir(c.path())?.flatten() {
-            let p = f.path();
-            if p.extension().is_some_and(|e| e == "json") {
-                out.push(HolResult::from_json(
-                    &std::fs::read(&p)?,
-                    &p.display().to_string(),
-                )?);
-            }
-        }
-    }
-    Ok(out)
+    crate::driver::load_dir(dir)
 }
 
 fn fmt_index(i: Option<f64>) -> String {
     i.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
+}
+
+/// The per-stream rate at each RTT of the results, from the data: `20 ms: 100 msg/s, ...`.
+fn rates(results: &[HolResult]) -> String {
+    let mut seen: Vec<(u64, f64)> = Vec::new();
+    for r in results {
+        if !seen.iter().any(|(rtt, _)| *rtt == r.cell.rtt_ms) {
+            seen.push((r.cell.rtt_ms, r.rate_per_stream));
+        }
+    }
+    seen.sort_by_key(|x| x.0);
+    let parts: Vec<String> = seen
+        .iter()
+        .map(|(rtt, rate)| format!("RTT {rtt} ms: {rate:.0} msg/s"))
+        .collect();
+    parts.join(", ")
 }
 
 /// Writes `report.md` and the charts into `dir`; returns the report's path.
@@ -547,14 +580,15 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
         let e = &r.env;
         let _ = writeln!(
             md,
-            "{} streams, {} B messages, open loop at {:.0} msg/s per stream at RTT 20 ms \
-             (2 messages per RTT per stream), staggered. wirelab {} ({}), {} build, {}, {} cores, \
+            "{} streams, {} B messages, open loop at {} messages per RTT per stream (the rate \
+             scales with each cell's RTT: {}), staggered. wirelab {} ({}), {} build, {}, {} cores, \
              kernel {}. Link: TUN emulator, congestion control {} / {} (client / server \
              namespace). Cells are single seeded runs unless several repetitions are listed; \
              the HOL index is defined in docs/src/hol.md.\n",
             r.streams,
             r.size,
-            r.rate_per_stream * r.cell.rtt_ms as f64 / 20.0,
+            r.rate_per_stream * r.cell.rtt_ms as f64 / 1000.0,
+            rates(results),
             e.wirelab,
             e.git_rev,
             e.profile,

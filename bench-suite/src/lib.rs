@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod compare;
 pub mod control;
+pub mod driver;
 pub mod env;
 pub mod hol;
 pub mod holindex;

@@ -372,7 +372,7 @@ pub(crate) async fn hol(plan: HolPlan, link: Arc<Link>, servers: Servers) -> Res
     );
     if !failures.is_empty() {
         for f in &failures {
-            eprintln!("FAILED {} · {}: {}", f.cell, f.variant, f.error);
+            eprintln!("FAILED {} · {}: {}", f.scenario, f.variant, f.error);
         }
         bail!("{} run(s) failed", failures.len());
     }

@@ -7,64 +7,64 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::chart;
-use crate::results::{ResultFile, CONFIDENCE};
+use crate::results::{Metric, ResultFile, CONFIDENCE};
 use crate::scenario::Kind;
 use crate::stats::Estimate;
 
 /// A table column: header, metric name, scale factor, decimals.
-struct Col(&'static str, &'static str, f64, usize);
+struct Col(&'static str, Metric, f64, usize);
 
 fn columns(kind: Kind) -> Vec<Col> {
     match kind {
         Kind::Echo => vec![
-            Col("p50 µs", "p50_us", 1.0, 1),
-            Col("p99 µs", "p99_us", 1.0, 1),
-            Col("p99.9 µs", "p999_us", 1.0, 0),
-            Col("max µs", "max_us", 1.0, 0),
-            Col("msg/s", "msg_per_s", 1.0, 0),
-            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
-            Col("client CPU µs/msg", "client_cpu_us_per_msg", 1.0, 1),
-            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 1),
+            Col("p50 µs", Metric::P50Us, 1.0, 1),
+            Col("p99 µs", Metric::P99Us, 1.0, 1),
+            Col("p99.9 µs", Metric::P999Us, 1.0, 0),
+            Col("max µs", Metric::MaxUs, 1.0, 0),
+            Col("msg/s", Metric::MsgPerS, 1.0, 0),
+            Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
+            Col("client CPU µs/msg", Metric::ClientCpuUsPerMsg, 1.0, 1),
+            Col("server CPU µs/msg", Metric::ServerCpuUsPerMsg, 1.0, 1),
         ],
         Kind::Open => vec![
-            Col("p50 µs (from intended)", "p50_us", 1.0, 1),
-            Col("p99 µs (from intended)", "p99_us", 1.0, 1),
-            Col("max µs", "max_us", 1.0, 0),
-            Col("p99 µs (from actual send)", "service_p99_us", 1.0, 1),
-            Col("send lateness p99 µs", "lateness_p99_us", 1.0, 1),
-            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
+            Col("p50 µs (from intended)", Metric::P50Us, 1.0, 1),
+            Col("p99 µs (from intended)", Metric::P99Us, 1.0, 1),
+            Col("max µs", Metric::MaxUs, 1.0, 0),
+            Col("p99 µs (from actual send)", Metric::ServiceP99Us, 1.0, 1),
+            Col("send lateness p99 µs", Metric::LatenessP99Us, 1.0, 1),
+            Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
         ],
-        Kind::Saturate => vec![Col("sustained msg/s", "sustained_per_s", 1.0, 0)],
+        Kind::Saturate => vec![Col("sustained msg/s", Metric::SustainedPerS, 1.0, 0)],
         Kind::Stream => vec![
-            Col("goodput MiB/s", "goodput_mib_s", 1.0, 1),
-            Col("msg/s", "msg_per_s", 1.0, 0),
-            Col("wire B/msg", "wire_bytes_per_msg", 1.0, 0),
-            Col("client CPU µs/msg", "client_cpu_us_per_msg", 1.0, 2),
-            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 2),
+            Col("goodput MiB/s", Metric::GoodputMibS, 1.0, 1),
+            Col("msg/s", Metric::MsgPerS, 1.0, 0),
+            Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
+            Col("client CPU µs/msg", Metric::ClientCpuUsPerMsg, 1.0, 2),
+            Col("server CPU µs/msg", Metric::ServerCpuUsPerMsg, 1.0, 2),
         ],
         Kind::Setup => vec![
-            Col("p50 ms", "p50_us", 1e-3, 2),
-            Col("p90 ms", "p90_us", 1e-3, 2),
-            Col("max ms", "max_us", 1e-3, 2),
+            Col("p50 ms", Metric::P50Us, 1e-3, 2),
+            Col("p90 ms", Metric::P90Us, 1e-3, 2),
+            Col("max ms", Metric::MaxUs, 1e-3, 2),
         ],
         Kind::Scale => vec![
-            Col("server KiB/idle conn", "server_kib_per_idle_conn", 1.0, 1),
+            Col("server KiB/idle conn", Metric::ServerKibPerIdleConn, 1.0, 1),
             Col(
                 "server KiB/active conn",
-                "server_kib_per_active_conn",
+                Metric::ServerKibPerActiveConn,
                 1.0,
                 1,
             ),
-            Col("conns/s at set-up", "conns_per_s", 1.0, 0),
+            Col("conns/s at set-up", Metric::ConnsPerS, 1.0, 0),
             Col(
                 "server CPU µs/conn set-up",
-                "server_cpu_us_per_conn_setup",
+                Metric::ServerCpuUsPerConnSetup,
                 1.0,
                 0,
             ),
-            Col("server CPU µs/msg", "server_cpu_us_per_msg", 1.0, 1),
-            Col("p50 µs", "p50_us", 1.0, 1),
-            Col("p99 µs", "p99_us", 1.0, 1),
+            Col("server CPU µs/msg", Metric::ServerCpuUsPerMsg, 1.0, 1),
+            Col("p50 µs", Metric::P50Us, 1.0, 1),
+            Col("p99 µs", Metric::P99Us, 1.0, 1),
         ],
     }
 }
@@ -85,9 +85,9 @@ pub fn fmt_estimate(e: &Estimate, scale: f64, decimals: usize) -> String {
 }
 
 /// The metric whose ratio to the floor is shown, per kind.
-fn headline(kind: Kind) -> Option<&'static str> {
+fn headline(kind: Kind) -> Option<Metric> {
     match kind {
-        Kind::Echo | Kind::Open | Kind::Setup => Some("p50_us"),
+        Kind::Echo | Kind::Open | Kind::Setup => Some(Metric::P50Us),
         _ => None,
     }
 }
@@ -130,13 +130,13 @@ pub fn table(rs: &[&ResultFile]) -> String {
     let floors: BTreeMap<&str, f64> = rs
         .iter()
         .filter(|r| r.variant.floor.is_none())
-        .filter_map(|r| Some((r.variant.transport.as_str(), r.summary.get(head?)?.median)))
+        .filter_map(|r| Some((r.variant.transport.as_str(), r.summary.get(&head?)?.median)))
         .collect();
     for r in rs {
         let flag = if r.is_invalid() { " ⚠ invalid" } else { "" };
         let _ = write!(s, "| {}{flag} |", r.variant.label);
         for c in &cols {
-            match r.summary.get(c.1) {
+            match r.summary.get(&c.1) {
                 Some(e) => {
                     let _ = write!(s, " {} |", fmt_estimate(e, c.2, c.3));
                 }
@@ -148,7 +148,7 @@ pub fn table(rs: &[&ResultFile]) -> String {
                 .variant
                 .floor
                 .as_deref()
-                .and_then(|f| Some(r.summary.get(h)?.median / floors.get(f)?));
+                .and_then(|f| Some(r.summary.get(&h)?.median / floors.get(f)?));
             match ratio {
                 Some(x) => {
                     let _ = write!(s, " {x:.2}× {} |", r.variant.floor.as_deref().unwrap_or(""));
@@ -168,7 +168,7 @@ pub fn table(rs: &[&ResultFile]) -> String {
                 first.link.as_deref().unwrap_or("")
             );
             for r in rs {
-                if let Some(e) = r.summary.get("p50_us") {
+                if let Some(e) = r.summary.get(&Metric::P50Us) {
                     let _ = writeln!(s, "- {}: {:.2} RTTs", r.variant.label, e.median / 1e3 / rtt);
                 }
             }
@@ -177,8 +177,8 @@ pub fn table(rs: &[&ResultFile]) -> String {
     s
 }
 
-fn est(r: &ResultFile, m: &str) -> Option<(String, Estimate)> {
-    r.summary.get(m).map(|e| (r.variant.label.clone(), *e))
+fn est(r: &ResultFile, m: Metric) -> Option<(String, Estimate)> {
+    r.summary.get(&m).map(|e| (r.variant.label.clone(), *e))
 }
 
 /// Draws a scenario's charts into `dir/<scenario>/`; returns their file names.
@@ -187,49 +187,50 @@ fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, Str
     std::fs::create_dir_all(&sub)?;
     let kind = rs[0].scenario.kind;
     let mut made = Vec::new();
-    let mut bar = |file: &str, title: String, unit: &str, metric: &str, scale: f64| -> Result<()> {
-        let rows: Vec<_> = rs
-            .iter()
-            .filter_map(|r| est(r, metric))
-            .map(|(l, e)| {
-                (
-                    l,
-                    Estimate {
-                        median: e.median * scale,
-                        lo: e.lo * scale,
-                        hi: e.hi * scale,
-                        ..e
-                    },
-                )
-            })
-            .collect();
-        if !rows.is_empty() {
-            chart::bars(&sub.join(file), &title, unit, &rows)?;
-            made.push((title, format!("{name}/{file}")));
-        }
-        Ok(())
-    };
+    let mut bar =
+        |file: &str, title: String, unit: &str, metric: Metric, scale: f64| -> Result<()> {
+            let rows: Vec<_> = rs
+                .iter()
+                .filter_map(|r| est(r, metric))
+                .map(|(l, e)| {
+                    (
+                        l,
+                        Estimate {
+                            median: e.median * scale,
+                            lo: e.lo * scale,
+                            hi: e.hi * scale,
+                            ..e
+                        },
+                    )
+                })
+                .collect();
+            if !rows.is_empty() {
+                chart::bars(&sub.join(file), &title, unit, &rows)?;
+                made.push((title, format!("{name}/{file}")));
+            }
+            Ok(())
+        };
     match kind {
         Kind::Echo | Kind::Open => {
             bar(
                 "throughput.svg",
                 format!("{name}: messages/s (median, 95% CI)"),
                 "messages/s",
-                "msg_per_s",
+                Metric::MsgPerS,
                 1.0,
             )?;
             bar(
                 "overhead.svg",
                 format!("{name}: socket bytes per message, both ways"),
                 "bytes/message",
-                "wire_bytes_per_msg",
+                Metric::WireBytesPerMsg,
                 1.0,
             )?;
             bar(
                 "cpu.svg",
                 format!("{name}: server CPU µs per message"),
                 "µs/message",
-                "server_cpu_us_per_msg",
+                Metric::ServerCpuUsPerMsg,
                 1.0,
             )?;
         }
@@ -237,28 +238,28 @@ fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, Str
             "throughput.svg",
             format!("{name}: highest sustained rate"),
             "messages/s",
-            "sustained_per_s",
+            Metric::SustainedPerS,
             1.0,
         )?,
         Kind::Stream => bar(
             "throughput.svg",
             format!("{name}: goodput"),
             "MiB/s",
-            "goodput_mib_s",
+            Metric::GoodputMibS,
             1.0,
         )?,
         Kind::Setup => bar(
             "setup.svg",
             format!("{name}: time to first echo, p50"),
             "ms",
-            "p50_us",
+            Metric::P50Us,
             1e-3,
         )?,
         Kind::Scale => bar(
             "memory.svg",
             format!("{name}: server memory per idle connection"),
             "KiB/connection",
-            "server_kib_per_idle_conn",
+            Metric::ServerKibPerIdleConn,
             1.0,
         )?,
     }

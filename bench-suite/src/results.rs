@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::driver::Saved;
 use crate::env::Env;
 use crate::probe::Cost;
 use crate::scenario::{Kind, Scenario};
@@ -112,7 +113,7 @@ pub struct ResultFile {
     /// The measured repetitions.
     pub reps: Vec<Rep>,
     /// Median and confidence interval over the repetitions, per metric (see [`metrics`]).
-    pub summary: BTreeMap<String, Estimate>,
+    pub summary: BTreeMap<Metric, Estimate>,
     /// Anything a reader must know (e.g. the generator fell behind).
     pub notes: Vec<String>,
     /// The emulated link the run went through (`--link` spec); absent on loopback.
@@ -192,30 +193,83 @@ impl ResultFile {
     }
 }
 
+/// A metric of `run`'s results: the keys of [`ResultFile::summary`], written in result files
+/// in snake case (`p50_us`, `msg_per_s`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// `p50_us`.
+    P50Us,
+    /// `p90_us`.
+    P90Us,
+    /// `p99_us`.
+    P99Us,
+    /// `p999_us`.
+    P999Us,
+    /// `max_us`.
+    MaxUs,
+    /// `service_p99_us`.
+    ServiceP99Us,
+    /// `lateness_p99_us`.
+    LatenessP99Us,
+    /// `msg_per_s`.
+    MsgPerS,
+    /// `goodput_mib_s`.
+    GoodputMibS,
+    /// `wire_bytes_per_msg`.
+    WireBytesPerMsg,
+    /// `datagrams_per_msg`.
+    DatagramsPerMsg,
+    /// `client_cpu_us_per_msg`.
+    ClientCpuUsPerMsg,
+    /// `server_cpu_us_per_msg`.
+    ServerCpuUsPerMsg,
+    /// `sustained_per_s`.
+    SustainedPerS,
+    /// `server_kib_per_idle_conn`.
+    ServerKibPerIdleConn,
+    /// `server_kib_per_active_conn`.
+    ServerKibPerActiveConn,
+    /// `conns_per_s`.
+    ConnsPerS,
+    /// `server_cpu_us_per_conn_setup`.
+    ServerCpuUsPerConnSetup,
+}
+
+impl Metric {
+    /// The name in result files.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
 /// The metrics of one repetition, by name:
 /// `p50_us p90_us p99_us p999_us max_us` (of `latency`), `msg_per_s`, `goodput_mib_s`,
 /// `wire_bytes_per_msg`, `datagrams_per_msg`, `client_cpu_us_per_msg`, `server_cpu_us_per_msg`,
 /// `service_p99_us`, `lateness_p99_us`, `sustained_per_s`.
-pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
+pub fn metrics(rep: &Rep) -> BTreeMap<Metric, f64> {
     let mut m = BTreeMap::new();
-    let mut put = |k: &str, v: f64| {
+    let mut put = |k: Metric, v: f64| {
         if v.is_finite() {
-            m.insert(k.to_string(), v);
+            m.insert(k, v);
         }
     };
     if let Some(h) = rep.latency.as_ref().and_then(|h| h.to_histogram().ok()) {
         if !h.is_empty() {
             let s = stats::summarize(&h);
-            put("p50_us", s.p50_us);
-            put("p90_us", s.p90_us);
-            put("p99_us", s.p99_us);
-            put("p999_us", s.p999_us);
-            put("max_us", s.max_us);
+            put(Metric::P50Us, s.p50_us);
+            put(Metric::P90Us, s.p90_us);
+            put(Metric::P99Us, s.p99_us);
+            put(Metric::P999Us, s.p999_us);
+            put(Metric::MaxUs, s.max_us);
         }
     }
     for (name, h) in [
-        ("service_p99_us", &rep.service),
-        ("lateness_p99_us", &rep.lateness),
+        (Metric::ServiceP99Us, &rep.service),
+        (Metric::LatenessP99Us, &rep.lateness),
     ] {
         if let Some(h) = h.as_ref().and_then(|h| h.to_histogram().ok()) {
             if !h.is_empty() {
@@ -224,10 +278,10 @@ pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
         }
     }
     if rep.messages > 0 && rep.elapsed_s > 0.0 {
-        put("msg_per_s", rep.messages as f64 / rep.elapsed_s);
+        put(Metric::MsgPerS, rep.messages as f64 / rep.elapsed_s);
         if rep.payload_bytes > 0 {
             put(
-                "goodput_mib_s",
+                Metric::GoodputMibS,
                 rep.payload_bytes as f64 / rep.elapsed_s / (1 << 20) as f64,
             );
         }
@@ -236,36 +290,36 @@ pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
         let per = |v: u64| v as f64 / rep.messages as f64;
         if let (Some(tx), Some(rx)) = (c.tx_bytes, c.rx_bytes) {
             // Each side on its own: a loaded file's counters may not add up within u64.
-            put("wire_bytes_per_msg", per(tx) + per(rx));
+            put(Metric::WireBytesPerMsg, per(tx) + per(rx));
         }
         if let Some(d) = c.datagrams.filter(|d| *d > 0) {
-            put("datagrams_per_msg", per(d));
+            put(Metric::DatagramsPerMsg, per(d));
         }
         if let Some(ns) = c.client_cpu_ns {
-            put("client_cpu_us_per_msg", per(ns) / 1000.0);
+            put(Metric::ClientCpuUsPerMsg, per(ns) / 1000.0);
         }
         if let Some(ns) = c.server_cpu_ns {
-            put("server_cpu_us_per_msg", per(ns) / 1000.0);
+            put(Metric::ServerCpuUsPerMsg, per(ns) / 1000.0);
         }
     }
     if let Some(r) = rep.sustained_per_s {
-        put("sustained_per_s", r);
+        put(Metric::SustainedPerS, r);
     }
     if let Some(s) = rep.scale.filter(|s| s.connections > 0) {
         let n = s.connections as f64;
         put(
-            "server_kib_per_idle_conn",
+            Metric::ServerKibPerIdleConn,
             s.rss_idle_kib.saturating_sub(s.rss_base_kib) as f64 / n,
         );
         put(
-            "server_kib_per_active_conn",
+            Metric::ServerKibPerActiveConn,
             s.rss_active_kib.saturating_sub(s.rss_base_kib) as f64 / n,
         );
         if s.setup_s > 0.0 {
-            put("conns_per_s", n / s.setup_s);
+            put(Metric::ConnsPerS, n / s.setup_s);
         }
         put(
-            "server_cpu_us_per_conn_setup",
+            Metric::ServerCpuUsPerConnSetup,
             s.setup_cpu_ns as f64 / n / 1000.0,
         );
     }
@@ -273,27 +327,21 @@ pub fn metrics(rep: &Rep) -> BTreeMap<String, f64> {
 }
 
 /// Median and confidence interval of every metric over `reps`.
-pub fn summarize(reps: &[Rep]) -> BTreeMap<String, Estimate> {
+pub fn summarize(reps: &[Rep]) -> BTreeMap<Metric, Estimate> {
     let per: Vec<_> = reps.iter().map(metrics).collect();
-    let mut names: Vec<&String> = per.iter().flat_map(|m| m.keys()).collect();
+    let mut names: Vec<Metric> = per.iter().flat_map(|m| m.keys().copied()).collect();
     names.sort();
     names.dedup();
     names
         .into_iter()
         .filter_map(|n| {
-            let xs: Vec<f64> = per.iter().filter_map(|m| m.get(n).copied()).collect();
-            stats::median_ci(&xs, CONFIDENCE).map(|e| (n.clone(), e))
+            let xs: Vec<f64> = per.iter().filter_map(|m| m.get(&n).copied()).collect();
+            stats::median_ci(&xs, CONFIDENCE).map(|e| (n, e))
         })
         .collect()
 }
 
 impl ResultFile {
-    /// Where it lives under a run directory: `DIR/<scenario>/<variant>.json`.
-    pub fn path_in(&self, dir: &Path) -> PathBuf {
-        dir.join(&self.scenario.name)
-            .join(format!("{}.json", self.variant.slug))
-    }
-
     /// The merged latency histogram of all repetitions.
     pub fn merged_latency(&self) -> Option<hdrhistogram::Histogram<u64>> {
         let hs: Vec<_> = self
@@ -304,67 +352,27 @@ impl ResultFile {
         (!hs.is_empty()).then(|| stats::merge(&hs))
     }
 
-    /// Writes it (pretty JSON) under `dir`.
-    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
-        let path = self.path_in(dir);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let json = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
-    }
-
-    /// Reads and checks one file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        Self::from_json(&text, &path.display().to_string())
-    }
-
-    /// Parses and checks the text of one result file (pure: what [`ResultFile::load`] does
-    /// after reading the file). `origin` names the file in error messages.
+    /// Parses and checks the text of one result file (pure: what [`load_dir`] does with each
+    /// file). `origin` names the file in error messages.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).with_context(|| format!("{origin} is not JSON"))?;
-        match v.get("schema").and_then(|s| s.as_str()) {
-            Some(SCHEMA) => {}
-            Some(other) => bail!("{origin}: schema {other}, this wirelab reads {SCHEMA}"),
-            None => bail!("{origin}: not a wirelab result (no schema)"),
-        }
-        serde_json::from_value(v).with_context(|| format!("{origin}: bad result file"))
+        <Self as Saved>::from_json(text, origin)
+    }
+}
+
+impl Saved for ResultFile {
+    const SCHEMA: &'static str = SCHEMA;
+    const WHAT: &'static str = "result";
+
+    /// `DIR/<scenario>/<variant>.json`.
+    fn path_in(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.scenario.name)
+            .join(format!("{}.json", self.variant.slug))
     }
 }
 
 /// Every result file under a run directory, in scenario then variant order of the run.
 pub fn load_dir(dir: &Path) -> Result<Vec<ResultFile>> {
-    if !dir.is_dir() {
-        bail!("{} is not a directory of results", dir.display());
-    }
-    let mut out = Vec::new();
-    let mut subdirs: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    subdirs.sort();
-    for sub in subdirs {
-        let mut files: Vec<_> = std::fs::read_dir(&sub)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        for f in files {
-            out.push(ResultFile::load(&f)?);
-        }
-    }
-    if out.is_empty() {
-        bail!(
-            "no result files (DIR/<scenario>/<transport>.json) in {}",
-            dir.display()
-        );
-    }
+    let mut out: Vec<ResultFile> = crate::driver::load_dir(dir)?;
     out.sort_by_key(|r| {
         (
             kind_order(r.scenario.kind),
@@ -419,16 +427,16 @@ mod tests {
             ..Rep::default()
         };
         let m = metrics(&rep);
-        assert!((m["p50_us"] - 50.0).abs() < 0.1);
-        assert_eq!(m["msg_per_s"], 200.0);
-        assert_eq!(m["wire_bytes_per_msg"], 128.0);
-        assert_eq!(m["server_cpu_us_per_msg"], 10.0);
-        assert_eq!(m["client_cpu_us_per_msg"], 20.0);
-        assert!(!m.contains_key("datagrams_per_msg"));
-        assert!((m["goodput_mib_s"] - 200.0 * 1024.0 / 1048576.0).abs() < 1e-9);
+        assert!((m[&Metric::P50Us] - 50.0).abs() < 0.1);
+        assert_eq!(m[&Metric::MsgPerS], 200.0);
+        assert_eq!(m[&Metric::WireBytesPerMsg], 128.0);
+        assert_eq!(m[&Metric::ServerCpuUsPerMsg], 10.0);
+        assert_eq!(m[&Metric::ClientCpuUsPerMsg], 20.0);
+        assert!(!m.contains_key(&Metric::DatagramsPerMsg));
+        assert!((m[&Metric::GoodputMibS] - 200.0 * 1024.0 / 1048576.0).abs() < 1e-9);
         let s = summarize(&vec![rep; 6]);
-        assert_eq!(s["msg_per_s"].median, 200.0);
-        assert_eq!(s["msg_per_s"].n, 6);
+        assert_eq!(s[&Metric::MsgPerS].median, 200.0);
+        assert_eq!(s[&Metric::MsgPerS].n, 6);
     }
 
     /// An input of the `result_json` fuzz target (fuzz/fuzz_targets/result_json.rs): a real
@@ -440,7 +448,7 @@ mod tests {
         let r = ResultFile::from_json(INPUT, "fuzz input").unwrap();
         let m = metrics(&r.reps[0]);
         let want = (u64::MAX as f64 + 2720.0) / 40.0;
-        assert!((m["wire_bytes_per_msg"] / want - 1.0).abs() < 1e-12);
-        assert!(summarize(&r.reps).contains_key("wire_bytes_per_msg"));
+        assert!((m[&Metric::WireBytesPerMsg] / want - 1.0).abs() < 1e-12);
+        assert!(summarize(&r.reps).contains_key(&Metric::WireBytesPerMsg));
     }
 }

@@ -16,6 +16,7 @@ use wirelab_core::tls::{self, Identity, Trust};
 use wirelab_core::wire::WireCounters;
 use wirelab_core::{CancellationToken, ClientConfig, ServerConfig};
 
+use crate::driver::{self, Experiment, Repetition};
 use crate::env::Env;
 use crate::probe::Probe;
 use crate::results::{self, Rep, ResultFile, Step, VariantInfo};
@@ -94,16 +95,7 @@ pub fn total_reps(plan: &Plan) -> u64 {
     pairs * u64::from(plan.reps + plan.warmup_reps)
 }
 
-/// A measurement that failed, and why.
-#[derive(Debug)]
-pub struct Failure {
-    /// Scenario name.
-    pub scenario: String,
-    /// Variant label.
-    pub variant: String,
-    /// The error chain.
-    pub error: String,
-}
+pub use crate::driver::Failure;
 
 /// A self-signed identity for the servers and the trust a client needs for it.
 #[derive(Debug)]
@@ -191,24 +183,125 @@ impl VariantServer {
     }
 }
 
-/// Runs the plan; writes `out/<scenario>/<variant>.json` as each finishes. A failed
-/// measurement does not stop the others: it is returned with the results.
+/// `wirelab run` on the driver: rows are transport variants, cases are scenarios.
+struct RunExperiment<'a> {
+    plan: &'a Plan,
+    servers: &'a Servers,
+    env: Env,
+    /// Scale scenarios serve from a child process on this host's loopback, which the client
+    /// namespace of an emulated link cannot reach and a remote server is not.
+    loopback_only_left_out: bool,
+}
+
+impl Experiment for RunExperiment<'_> {
+    type Row = Variant;
+    type Case = Scenario;
+    type Rep = Rep;
+    type Result = ResultFile;
+
+    fn rows(&self) -> &[Variant] {
+        &self.plan.variants
+    }
+
+    fn variant<'a>(&self, row: &'a Variant) -> &'a Variant {
+        row
+    }
+
+    fn row_label(&self, row: &Variant) -> String {
+        row.label()
+    }
+
+    fn cases(&self, v: &Variant) -> Vec<&Scenario> {
+        self.plan
+            .scenarios
+            .iter()
+            .filter(|s| applies(s, v) && !(self.loopback_only_left_out && s.kind == Kind::Scale))
+            .collect()
+    }
+
+    fn case_name(&self, s: &Scenario) -> String {
+        s.name.clone()
+    }
+
+    fn repetitions(&self) -> (u32, u32) {
+        (self.plan.warmup_reps, self.plan.reps)
+    }
+
+    fn out(&self) -> &std::path::Path {
+        &self.plan.out
+    }
+
+    async fn one(&self, r: Repetition<'_, Variant, Scenario>) -> Result<Rep> {
+        let (s, v) = (r.case, r.row);
+        if r.index == 0 {
+            if let Some((l, spec)) = &self.servers.link {
+                // Counters restart, and every variant meets the same losses.
+                l.configure(spec.config())?;
+            }
+        }
+        let mut cfg = r.server.client();
+        cfg.mode = v.mode;
+        if s.kind == Kind::Scale {
+            return crate::scale::one_rep(s, v).await;
+        }
+        let probe = Probe {
+            wire: None,
+            cpu: self.servers.separate,
+            remote: self.servers.remote.clone(),
+        };
+        one_rep(s, v, cfg, probe).await
+    }
+
+    fn note(&self, rep: &Rep) -> Option<String> {
+        rep.behind.clone()
+    }
+
+    fn finish(
+        &self,
+        v: &Variant,
+        s: &Scenario,
+        reps: Vec<Rep>,
+        mut notes: Vec<String>,
+    ) -> Result<ResultFile> {
+        if let Some((l, _)) = &self.servers.link {
+            if let Some(why) = l.stats()?.invalid() {
+                notes.push(format!(
+                    "{}the link emulator fell behind: {why}",
+                    crate::results::INVALID_NOTE
+                ));
+            }
+        }
+        Ok(ResultFile {
+            link: self.servers.link.as_ref().map(|(_, s)| s.to_string()),
+            placement: self.servers.placement(),
+            schema: results::SCHEMA.into(),
+            scenario: s.clone(),
+            variant: VariantInfo {
+                label: v.label(),
+                slug: v.slug(),
+                transport: v.id.to_string(),
+                tls: v.tls,
+                mode: transports::mode_name(v.mode).into(),
+                floor: v.floor().map(|f| f.to_string()),
+            },
+            env: self.env.clone(),
+            warmup_reps: self.plan.warmup_reps,
+            summary: results::summarize(&reps),
+            reps,
+            notes,
+        })
+    }
+}
+
+/// Runs the plan on the driver; writes `out/<scenario>/<variant>.json` as each finishes. A
+/// failed measurement does not stop the others: it is returned with the results.
 pub async fn execute(
     plan: &Plan,
     servers: &Servers,
     pb: &ProgressBar,
 ) -> Result<(Vec<ResultFile>, Vec<Failure>)> {
-    std::fs::create_dir_all(&plan.out)
-        .with_context(|| format!("cannot create {}", plan.out.display()))?;
-    let env = Env::capture();
-    let certs = Certs::new()?;
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
-    // Scale scenarios serve from a child process on this host's loopback, which the client
-    // namespace of an emulated link cannot reach and a remote server is not: over a link or
-    // against a remote server they are left out, and said so.
-    let over_link = servers.link.is_some() || servers.remote.is_some();
-    if over_link && plan.scenarios.iter().any(|s| s.kind == Kind::Scale) {
+    let loopback_only_left_out = servers.link.is_some() || servers.remote.is_some();
+    if loopback_only_left_out && plan.scenarios.iter().any(|s| s.kind == Kind::Scale) {
         let note = "note: scale scenarios run on loopback only; left out over --link and --server";
         if pb.is_hidden() {
             eprintln!("{note}");
@@ -216,105 +309,13 @@ pub async fn execute(
             pb.println(note);
         }
     }
-    for v in &plan.variants {
-        let scenarios: Vec<_> = plan
-            .scenarios
-            .iter()
-            .filter(|s| applies(s, v) && !(over_link && s.kind == Kind::Scale))
-            .collect();
-        if scenarios.is_empty() {
-            continue;
-        }
-        let server = VariantServer::start(v, &certs, servers).await?;
-        for s in scenarios {
-            pb.set_message(format!("{} · {}", s.name, v.label()));
-            let mut reps = Vec::new();
-            let mut notes = Vec::new();
-            let mut error = None;
-            if let Some((l, spec)) = &servers.link {
-                // Counters restart, and every variant meets the same losses.
-                l.configure(spec.config())?;
-            }
-            for r in 0..plan.warmup_reps + plan.reps {
-                let mut cfg = server.client();
-                cfg.mode = v.mode;
-                let rep = if s.kind == Kind::Scale {
-                    crate::scale::one_rep(s, v).await
-                } else {
-                    let probe = Probe {
-                        wire: None,
-                        cpu: servers.separate,
-                        remote: servers.remote.clone(),
-                    };
-                    one_rep(s, v, cfg, probe).await
-                };
-                match rep {
-                    Ok(rep) => {
-                        if let Some(why) = &rep.behind {
-                            let which = if r < plan.warmup_reps {
-                                format!("warm-up repetition {}", r + 1)
-                            } else {
-                                format!("repetition {}", r - plan.warmup_reps + 1)
-                            };
-                            notes.push(format!("{which}: {why}"));
-                        }
-                        if r >= plan.warmup_reps {
-                            reps.push(rep);
-                        }
-                    }
-                    Err(e) => {
-                        error = Some(format!("{e:#}"));
-                        pb.inc(u64::from(plan.warmup_reps + plan.reps - r));
-                        break;
-                    }
-                }
-                pb.inc(1);
-            }
-            if let Some(error) = error {
-                pb.println(format!("FAILED {} · {}: {error}", s.name, v.label()));
-                failures.push(Failure {
-                    scenario: s.name.clone(),
-                    variant: v.label(),
-                    error,
-                });
-                continue;
-            }
-            if let Some((l, _)) = &servers.link {
-                if let Some(why) = l.stats()?.invalid() {
-                    notes.push(format!(
-                        "{}the link emulator fell behind: {why}",
-                        crate::results::INVALID_NOTE
-                    ));
-                }
-            }
-            let rf = ResultFile {
-                link: servers.link.as_ref().map(|(_, s)| s.to_string()),
-                placement: servers.placement(),
-                schema: results::SCHEMA.into(),
-                scenario: s.clone(),
-                variant: VariantInfo {
-                    label: v.label(),
-                    slug: v.slug(),
-                    transport: v.id.to_string(),
-                    tls: v.tls,
-                    mode: transports::mode_name(v.mode).into(),
-                    floor: v.floor().map(|f| f.to_string()),
-                },
-                env: env.clone(),
-                warmup_reps: plan.warmup_reps,
-                summary: results::summarize(&reps),
-                reps,
-                notes,
-            };
-            rf.save(&plan.out)?;
-            if pb.is_hidden() {
-                eprintln!("done {} · {}", s.name, v.label());
-            }
-            results.push(rf);
-        }
-        server.stop().await;
-    }
-    Ok((results, failures))
+    let e = RunExperiment {
+        plan,
+        servers,
+        env: Env::capture(),
+        loopback_only_left_out,
+    };
+    driver::execute(&e, servers, pb).await
 }
 
 /// One repetition of `s` on a fresh session.

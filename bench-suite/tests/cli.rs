@@ -303,7 +303,7 @@ async fn run_quick_writes_json_report_and_charts() {
         assert_eq!(r.schema, wirelab::results::SCHEMA);
         assert_eq!(r.reps.len(), 2);
         assert!(
-            r.summary.contains_key("p50_us"),
+            r.summary.contains_key(&wirelab::results::Metric::P50Us),
             "{}: {:?}",
             r.scenario.name,
             r.summary.keys()
@@ -498,7 +498,7 @@ async fn scale_measures_a_server_process() {
             assert_eq!(s.connections, 500);
             assert!(s.rss_idle_kib > s.rss_base_kib, "{s:?}");
         }
-        let kib = r.summary["server_kib_per_idle_conn"].median;
+        let kib = r.summary[&wirelab::results::Metric::ServerKibPerIdleConn].median;
         // Each connection holds at least its socket buffers' bookkeeping and a task; a figure
         // of megabytes would mean the client side was counted.
         assert!(
@@ -506,8 +506,8 @@ async fn scale_measures_a_server_process() {
             "{}: {kib} KiB",
             r.variant.label
         );
-        assert!(r.summary["conns_per_s"].median > 10.0);
-        assert!(r.summary["server_cpu_us_per_conn_setup"].median > 0.0);
+        assert!(r.summary[&wirelab::results::Metric::ConnsPerS].median > 10.0);
+        assert!(r.summary[&wirelab::results::Metric::ServerCpuUsPerConnSetup].median > 0.0);
         assert_eq!(
             r.reps[0].messages, 500,
             "one echo per connection in the active phase"

@@ -15,10 +15,10 @@
 use std::sync::{Arc, Mutex};
 
 use wirelab::hol::{self, Cell, HolPlan, HolRep, HolVariant, LossKind};
+use wirelab::runner::{Certs, VariantServer};
 use wirelab::topology::Topology;
 use wirelab::transports;
-use wirelab_core::tls::{self, Identity, Trust};
-use wirelab_core::{CancellationToken, Mode, ServerConfig, Sharing};
+use wirelab_core::{Mode, Sharing};
 use wirelab_link::{Link, LinkConfig, LinkOptions};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -59,25 +59,16 @@ fn run(id: &str, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
         kind: LossKind::Random,
     };
     let link = topo.link().unwrap().clone();
+    let servers = topo.servers();
     let rep = topo.block_on(async {
-        let ident = Identity::self_signed(&["localhost"]).unwrap();
-        let mut scfg = ServerConfig::new((wirelab_link::SERVER_ADDR, 0).into());
-        let mut client_tls = None;
-        if tls_on {
-            scfg.tls = Some(ident.server_config(&[transports::alpn(id)]).unwrap());
-            let trust = Trust::Certificates(vec![ident.certificate()]);
-            client_tls = Some(tls::client_config(&trust, &[transports::alpn(id)]).unwrap());
-        }
-        let sd = CancellationToken::new();
-        let (addr, task) =
-            transports::start_server(id, scfg, sd.clone(), topo.server_runtime().handle())
-                .await
-                .unwrap();
-        let rep = hol::one_run(&plan, &hv, &cell, 0, &link, addr, client_tls)
+        let certs = Certs::new().unwrap();
+        let server = VariantServer::start(&hv.variant, &certs, &servers)
             .await
             .unwrap();
-        sd.cancel();
-        let _ = task.await;
+        let rep = hol::one_run(&plan, &hv, &cell, 0, &link, &server)
+            .await
+            .unwrap();
+        server.stop().await;
         rep
     });
     drop(link);
