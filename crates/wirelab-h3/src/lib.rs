@@ -17,6 +17,11 @@
 //! that makes the server send `count × size` bytes), `POST /duplex` and anything else wait until
 //! the handshake is confirmed (RFC 8470 §3 allows delaying instead of answering `425`).
 //!
+//! 0-RTT on the client: HTTP/3 (control and QPACK streams, the requests) is built in early
+//! data. If the server rejects it, quinn discards all of those streams; the client builds
+//! HTTP/3 again on the same, now 1-RTT, QUIC connection and sends again every request that had
+//! no answer yet, and `Client::early_data` says `Some(false)`.
+//!
 //! On shutdown the server sends GOAWAY (first the largest id, then, after the in-flight window,
 //! the first stream it did not accept), answers every accepted request (server streams in
 //! progress end early; a duplex body is read until what was sent before the shutdown has
