@@ -191,7 +191,7 @@ fn prepare(cmd: &str, bin: &Path) -> Option<Line> {
     } else {
         match subcommand.as_str() {
             "serve" => Action::Serve,
-            "client" => Action::Run,
+            "client" | "transports" => Action::Run,
             "run" if has("--list") => Action::Run,
             "run" => Action::Parse("--list"),
             "report" | "compare" | "link" | "hol" => Action::Parse("--help"),
