@@ -382,6 +382,39 @@ impl Remote {
             .map(|s| SocketAddr::new(self.control.ip(), s.port))
     }
 
+    /// What the server said of itself and how its certificate is trusted, for the user.
+    pub fn describe(&self) -> String {
+        let e = &self.info.env;
+        let mut out = format!(
+            "remote server {}: wirelab {} ({}), {} × {}, kernel {}\n",
+            self.control, e.wirelab, e.profile, e.cores, e.cpu_model, e.kernel
+        );
+        match (&self.trust, &self.info.cert_sha256) {
+            (Trust::PemFile(p), _) => out.push_str(&format!(
+                "  certificate: trusted through {} for the name {}\n",
+                p.display(),
+                self.server_name
+            )),
+            (_, Some(fp)) => out.push_str(&format!(
+                "  certificate sha256 {fp}\n  trusted by this fingerprint from the control endpoint: check it against the one the server printed\n"
+            )),
+            (_, None) => {}
+        }
+        out.push_str(if self.clock_shared {
+            "  clock: shared (the same kernel: one-way figures are valid)\n"
+        } else {
+            "  clock: separate (round-trip figures only)\n"
+        });
+        out
+    }
+
+    /// Connects in a blocking task (it makes blocking requests).
+    pub async fn connect_async(server: String, ca: Option<std::path::PathBuf>) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::connect(&server, ca.as_deref()))
+            .await
+            .context("control endpoint task")?
+    }
+
     /// The server process's CPU time so far, ns.
     pub fn cpu_ns(&self) -> Result<u64> {
         Ok(get_json::<Cpu>(self.control, "/v1/cpu")?.process_cpu_ns)

@@ -44,6 +44,8 @@ pub enum LossKind {
     Random,
     /// In bursts of [`HolPlan::burst`] packets on average, same mean rate.
     Bursty,
+    /// No emulator: whatever a real network path loses (`hol --server`).
+    Path,
 }
 
 /// One cell of the grid.
@@ -61,14 +63,15 @@ impl Cell {
     /// Directory name: `rtt20_loss1_random`.
     pub fn name(&self) -> String {
         let loss = format!("{}", self.loss * 100.0).replace('.', "p");
-        let kind = if self.loss == 0.0 {
-            "none"
-        } else {
-            match self.kind {
-                LossKind::Random => "random",
-                LossKind::Bursty => "bursty",
-            }
+        let kind = match self.kind {
+            LossKind::Path => "path",
+            _ if self.loss == 0.0 => "none",
+            LossKind::Random => "random",
+            LossKind::Bursty => "bursty",
         };
+        if self.kind == LossKind::Path {
+            return format!("rtt{}_path", self.rtt_ms);
+        }
         format!("rtt{}_loss{loss}_{kind}", self.rtt_ms)
     }
 }
@@ -420,11 +423,13 @@ pub async fn one_run(
     hv: &HolVariant,
     cell: &Cell,
     rep: u32,
-    link: &Link,
+    link: Option<&Link>,
     server: &VariantServer,
 ) -> Result<HolRep> {
     let spec = plan.link_spec(cell, rep);
-    link.configure(spec.config())?;
+    if let Some(link) = link {
+        link.configure(spec.config())?;
+    }
     let mut cfg = server.client();
     cfg.mode = hv.variant.mode;
     cfg.streams = plan.streams;
@@ -438,12 +443,24 @@ pub async fn one_run(
         lateness_budget: crate::runner::LATENESS_BUDGET,
     };
     let r = with_client!(hv.variant.id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
-    let stats = link.stats()?;
-    let record = LinkRecord::new(&spec, &stats, link);
-    let losses = [
-        stats.forwarder.up.loss_events.clone(),
-        stats.forwarder.down.loss_events.clone(),
-    ];
+    let (record, losses) = match link {
+        Some(link) => {
+            let stats = link.stats()?;
+            let losses = [
+                stats.forwarder.up.loss_events.clone(),
+                stats.forwarder.down.loss_events.clone(),
+            ];
+            (LinkRecord::new(&spec, &stats, link), losses)
+        }
+        // A real path: its losses are not seen, only their effect on latency.
+        None => (
+            LinkRecord {
+                spec: format!("the real path (RTT {} ms as measured)", cell.rtt_ms),
+                ..LinkRecord::default()
+            },
+            [Vec::new(), Vec::new()],
+        ),
+    };
     summarize_rep(
         r.records,
         losses,
@@ -457,7 +474,7 @@ pub async fn one_run(
 /// `wirelab hol` on the driver: rows are ways of carrying K streams, cases are grid cells.
 struct HolExperiment<'a> {
     plan: &'a HolPlan,
-    link: &'a Link,
+    link: Option<&'a Link>,
     env: Env,
     placement: crate::results::Placement,
 }
@@ -527,10 +544,11 @@ impl Experiment for HolExperiment<'_> {
 }
 
 /// Runs the plan on the driver through `link` (servers on `servers`, listening on the link's
-/// server address); writes `out/<cell>/<variant>.json` as each finishes.
+/// server address), or against `servers`' remote server over the real path; writes
+/// `out/<cell>/<variant>.json` as each finishes.
 pub async fn execute(
     plan: &HolPlan,
-    link: &Link,
+    link: Option<&Link>,
     servers: &Servers,
     pb: &ProgressBar,
 ) -> Result<(Vec<HolResult>, Vec<Failure>)> {
@@ -538,10 +556,7 @@ pub async fn execute(
         plan,
         link,
         env: Env::capture(),
-        placement: crate::results::Placement {
-            kind: "link".into(),
-            ..crate::results::Placement::default()
-        },
+        placement: servers.placement(),
     };
     crate::driver::execute(&e, servers, pb).await
 }
@@ -582,8 +597,7 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
             md,
             "{} streams, {} B messages, open loop at {} messages per RTT per stream (the rate \
              scales with each cell's RTT: {}), staggered. wirelab {} ({}), {} build, {}, {} cores, \
-             kernel {}. Link: TUN emulator, congestion control {} / {} (client / server \
-             namespace). Cells are single seeded runs unless several repetitions are listed; \
+             kernel {}. {} Cells are single seeded runs unless several repetitions are listed; \
              the HOL index is defined in docs/src/hol.md.\n",
             r.streams,
             r.size,
@@ -595,12 +609,22 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
             e.cpu_model,
             e.cores,
             e.kernel,
-            r.reps
-                .first()
-                .map_or("?", |x| x.link.congestion_control[0].as_str()),
-            r.reps
-                .first()
-                .map_or("?", |x| x.link.congestion_control[1].as_str()),
+            if r.placement.kind == "remote" {
+                format!(
+                    "{}: no emulator, so the path's own losses, which are not seen, only their effect.",
+                    r.placement.describe(None)
+                )
+            } else {
+                format!(
+                    "Link: TUN emulator, congestion control {} / {} (client / server namespace).",
+                    r.reps
+                        .first()
+                        .map_or("?", |x| x.link.congestion_control[0].as_str()),
+                    r.reps
+                        .first()
+                        .map_or("?", |x| x.link.congestion_control[1].as_str()),
+                )
+            },
         );
     }
     let mut variants: Vec<String> = Vec::new();
@@ -612,30 +636,35 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
     let mut rtts: Vec<u64> = results.iter().map(|r| r.cell.rtt_ms).collect();
     rtts.sort_unstable();
     rtts.dedup();
+    // A loss-free emulated cell belongs to both emulated tables; a real path's to its own.
+    let same_kind = |cell: &Cell, kind: LossKind| {
+        cell.kind == kind
+            || (cell.loss == 0.0 && kind != LossKind::Path && cell.kind != LossKind::Path)
+    };
     let find = |v: &str, rtt: u64, loss: f64, kind: LossKind| {
         results.iter().find(|r| {
             r.variant == v
                 && r.cell.rtt_ms == rtt
                 && r.cell.loss == loss
-                && (loss == 0.0 || r.cell.kind == kind)
+                && same_kind(&r.cell, kind)
         })
     };
     for &rtt in &rtts {
-        for kind in [LossKind::Random, LossKind::Bursty] {
+        for kind in [LossKind::Random, LossKind::Bursty, LossKind::Path] {
             let mut losses: Vec<f64> = results
                 .iter()
-                .filter(|r| r.cell.rtt_ms == rtt && (r.cell.kind == kind || r.cell.loss == 0.0))
+                .filter(|r| r.cell.rtt_ms == rtt && same_kind(&r.cell, kind))
                 .map(|r| r.cell.loss)
                 .collect();
             losses.sort_by(f64::total_cmp);
             losses.dedup();
-            if !losses.iter().any(|&l| l > 0.0) && kind == LossKind::Bursty {
+            if losses.is_empty() || (!losses.iter().any(|&l| l > 0.0) && kind == LossKind::Bursty) {
                 continue;
             }
-            let kname = if kind == LossKind::Random {
-                "random"
-            } else {
-                "bursty"
+            let kname = match kind {
+                LossKind::Random => "random",
+                LossKind::Bursty => "bursty",
+                LossKind::Path => "the real path's own",
             };
             let _ = writeln!(
                 md,
@@ -644,7 +673,11 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
             );
             let _ = write!(md, "| transport |");
             for l in &losses {
-                let _ = write!(md, " {}% |", l * 100.0);
+                if kind == LossKind::Path {
+                    let _ = write!(md, " path |");
+                } else {
+                    let _ = write!(md, " {}% |", l * 100.0);
+                }
             }
             let _ = write!(md, "\n|---|");
             for _ in &losses {
@@ -680,7 +713,11 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                 md.push('\n');
                 series.push((v.clone(), pts));
             }
-            let chart = format!("hol_p99_rtt{rtt}_{kname}.svg");
+            let slug = match kind {
+                LossKind::Path => "path",
+                _ => kname,
+            };
+            let chart = format!("hol_p99_rtt{rtt}_{slug}.svg");
             crate::chart::lines_log_y(
                 &dir.join(&chart),
                 &format!("p99 latency against loss, RTT {rtt} ms, {kname} loss"),
@@ -700,7 +737,7 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
     let pick = rtts.first().and_then(|&rtt| {
         results
             .iter()
-            .filter(|r| r.cell.rtt_ms == rtt && r.cell.kind == LossKind::Random)
+            .filter(|r| r.cell.rtt_ms == rtt && r.cell.kind != LossKind::Bursty)
             .map(|r| r.cell)
             .max_by(|a, b| a.loss.total_cmp(&b.loss))
     });

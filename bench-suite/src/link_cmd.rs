@@ -236,6 +236,16 @@ pub(crate) struct HolArgs {
     /// First seed of the loss processes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Measure HOL blocking over a real path instead of the emulator, against `wirelab serve
+    /// --control ADDR` on another host (HOST or HOST:PORT, port 7799 by default): no emulated
+    /// loss, so whatever the path itself loses. No root needed. The RTT that sets the rate and
+    /// the stall threshold is measured (tcp echoes) unless --rtt gives it.
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["loss", "random_only"])]
+    server: Option<String>,
+    /// With --server: trust the server's certificate through this CA (PEM) instead of by the
+    /// fingerprint its control endpoint gives.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
     /// Only rebuild report.md and the charts of an earlier `wirelab hol` directory from its
     /// JSON (no link, no root needed).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "out"])]
@@ -334,9 +344,80 @@ impl HolArgs {
     pub(crate) fn report_only(&self) -> Option<&std::path::Path> {
         self.report.as_deref()
     }
+
+    /// `--server`, if given: no link is started.
+    pub(crate) fn server(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
 }
 
-pub(crate) async fn hol(plan: HolPlan, link: Arc<Link>, servers: Servers) -> Result<()> {
+/// Measures the path's RTT to a remote server: the median of 50 tcp echoes (or quic, if it
+/// serves no tcp), rounded up to whole ms, at least 2.
+async fn path_rtt_ms(servers: &Servers) -> Result<u64> {
+    let r = servers.remote.as_ref().context("a remote server")?;
+    let certs = wirelab::runner::Certs::new()?;
+    for id in ["tcp", "quic"] {
+        let Ok(id) = wirelab::transports::parse(id) else {
+            continue;
+        };
+        let d = wirelab::transports::descriptor(id);
+        let v = wirelab::transports::Variant {
+            id,
+            tls: d.tls.by_default(),
+            mode: d.modes[0],
+        };
+        if r.addr_of(&v).is_none() {
+            continue;
+        }
+        let server = wirelab::runner::VariantServer::start(&v, &certs, servers).await?;
+        let cfg = server.client();
+        let o = wirelab::with_client!(id, C => wirelab::workload::closed_loop::<C>(&cfg, 64, 5, 50, None).await)?;
+        let p50_ms = o.rtt.value_at_quantile(0.5) as f64 / 1e6;
+        return Ok((p50_ms.ceil() as u64).max(2));
+    }
+    bail!(
+        "the remote server serves neither tcp nor quic to measure the path's RTT with; give --rtt"
+    )
+}
+
+pub(crate) async fn hol(
+    mut plan: HolPlan,
+    args: &HolArgs,
+    link: Option<Arc<Link>>,
+    mut servers: Servers,
+) -> Result<()> {
+    if let Some(server) = &args.server {
+        let remote =
+            wirelab::control::Remote::connect_async(server.clone(), args.ca.clone()).await?;
+        eprint!("{}", remote.describe());
+        let served = |v: &wirelab::transports::Variant| remote.addr_of(v).is_some();
+        let before: Vec<String> = plan.variants.iter().map(|v| v.label()).collect();
+        plan.variants.retain(|v| served(&v.variant));
+        for l in before {
+            if !plan.variants.iter().any(|v| v.label() == l) {
+                eprintln!("note: the remote server does not serve {l}; left out");
+            }
+        }
+        if plan.variants.is_empty() {
+            bail!("the remote server serves none of the variants asked for");
+        }
+        servers.remote = Some(Arc::new(remote));
+        let rtts: Vec<u64> = if args.rtt.is_empty() {
+            let rtt = path_rtt_ms(&servers).await?;
+            eprintln!("path RTT: {rtt} ms (p50 of 50 echoes, rounded up, at least 2)");
+            vec![rtt]
+        } else {
+            args.rtt.clone()
+        };
+        plan.cells = rtts
+            .into_iter()
+            .map(|rtt_ms| hol::Cell {
+                rtt_ms,
+                loss: 0.0,
+                kind: hol::LossKind::Path,
+            })
+            .collect();
+    }
     let total = plan.variants.len() as u64 * plan.cells.len() as u64 * u64::from(plan.reps);
     let pb = if std::io::stderr().is_terminal() {
         let pb = ProgressBar::new(total);
@@ -357,7 +438,7 @@ pub(crate) async fn hol(plan: HolPlan, link: Arc<Link>, servers: Servers) -> Res
         plan.out.display()
     );
     let t0 = Instant::now();
-    let (results, failures) = hol::execute(&plan, &link, &servers, &pb).await?;
+    let (results, failures) = hol::execute(&plan, link.as_deref(), &servers, &pb).await?;
     pb.finish_and_clear();
     let path = hol::report(&plan.out, &results)?;
     eprintln!(

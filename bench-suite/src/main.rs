@@ -22,7 +22,6 @@ mod serve;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Measure WebSocket, HTTP/1.1, HTTP/2, RFC 8441 and HTTP/3/QUIC with one service and one harness.
@@ -137,7 +136,7 @@ fn main() -> ExitCode {
     // runtime's in the client namespace.
     let link_cfg = match &cli.command {
         Command::Link(_) => None,
-        Command::Hol(a) if a.report_only().is_some() => None,
+        Command::Hol(a) if a.report_only().is_some() || a.server().is_some() => None,
         Command::Hol(a) => match a.plan() {
             Ok(_) => Some((a.link_setup().clone(), wirelab_link::LinkConfig::default())),
             Err(e) => return fail(e),
@@ -193,8 +192,7 @@ fn main() -> ExitCode {
             let (servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(async move {
                 let plan = a.plan()?;
-                let link = link.context("hol starts a link")?;
-                link_cmd::hol(plan, link, servers).await
+                link_cmd::hol(plan, &a, link, servers).await
             })
         }
         command => {

@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wirelab::control::Remote;
 use wirelab::runner::{self, Plan, Servers};
 use wirelab::{compare, env, report, results, scenario, transports};
-use wirelab_core::tls::Trust;
 use wirelab_core::TransportId;
 
 /// Options of `wirelab run`.
@@ -128,11 +127,8 @@ pub(crate) async fn run(
         None => transports::variants(&ids, a.tls),
         Some(server) => {
             let (server, ca) = (server.clone(), a.ca.clone());
-            let remote =
-                tokio::task::spawn_blocking(move || Remote::connect(&server, ca.as_deref()))
-                    .await
-                    .context("control endpoint task")??;
-            describe_remote(&remote);
+            let remote = Remote::connect_async(server, ca).await?;
+            eprint!("{}", remote.describe());
             let variants = remote_variants(&remote, &ids);
             if variants.is_empty() {
                 bail!(
@@ -205,34 +201,6 @@ pub(crate) async fn run(
         );
     }
     Ok(())
-}
-
-/// Prints what the remote server said of itself and how it is trusted.
-fn describe_remote(r: &Remote) {
-    let e = &r.info.env;
-    eprintln!(
-        "remote server {}: wirelab {} ({}), {} × {}, kernel {}",
-        r.control, e.wirelab, e.profile, e.cores, e.cpu_model, e.kernel
-    );
-    match (&r.trust, &r.info.cert_sha256) {
-        (Trust::PemFile(p), _) => eprintln!(
-            "  certificate: trusted through {} for the name {}",
-            p.display(),
-            r.server_name
-        ),
-        (_, Some(fp)) => eprintln!(
-            "  certificate sha256 {fp}\n  trusted by this fingerprint from the control endpoint: check it against the one the server printed"
-        ),
-        (_, None) => {}
-    }
-    eprintln!(
-        "  clock: {}",
-        if r.clock_shared {
-            "shared (the same kernel: one-way figures are valid)"
-        } else {
-            "separate (round-trip figures only)"
-        }
-    );
 }
 
 /// The variants of `ids` the remote server serves, at the security it serves them.

@@ -546,3 +546,86 @@ async fn scale_says_when_the_open_file_limit_is_too_low() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Starts `wirelab serve` with a control endpoint on loopback; returns it and the endpoint.
+async fn serve_with_control() -> (Child, BufReader<ChildStdout>, SocketAddr) {
+    let mut child = wirelab()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(BOUND, out.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "serve exited before its control endpoint listened");
+        if let Some(rest) = line.strip_prefix("control listening on http://") {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return (child, out, addr);
+        }
+    }
+}
+
+/// `hol --server`: HOL over a real path (here loopback) without the emulator or root; the
+/// results say where they ran and that the loss was the path's own; the control endpoint then
+/// stops the server (loopback is trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hol_against_a_remote_server_without_the_emulator() {
+    let (mut child, _out, control) = serve_with_control().await;
+    let dir = std::env::temp_dir().join(format!("wirelab-hol-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        wirelab()
+            .args(["hol", "--server", &control.to_string(), "--rtt", "20"])
+            .args([
+                "--only",
+                "tcp shared,quic",
+                "--messages",
+                "200",
+                "--streams",
+                "4",
+            ])
+            .arg("--out")
+            .arg(&dir)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("certificate sha256"), "{err}");
+    let results = wirelab::hol::load_dir(&dir).unwrap();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r.placement.kind, "remote");
+        assert_eq!(r.cell.kind, wirelab::hol::LossKind::Path);
+        assert_eq!(r.cell.name(), "rtt20_path");
+        assert!(r.summary.contains_key("p99_ms"), "{:?}", r.summary);
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("the real path's own loss"), "{report}");
+    assert!(report.contains("no emulator"), "{report}");
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        wirelab::control::request(control, "POST", "/v1/shutdown").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
