@@ -351,16 +351,13 @@ impl HolArgs {
     }
 }
 
-/// Measures the path's RTT to a remote server: the median of 50 tcp echoes (or quic, if it
-/// serves no tcp), rounded up to whole ms, at least 2.
+/// Measures the path's RTT to a remote server: the median of 50 echoes on the first floor
+/// transport it serves (tcp, else quic), rounded up to whole ms, at least 2.
 async fn path_rtt_ms(servers: &Servers) -> Result<u64> {
     let r = servers.remote.as_ref().context("a remote server")?;
     let certs = wirelab::runner::Certs::new()?;
-    for id in ["tcp", "quic"] {
-        let Ok(id) = wirelab::transports::parse(id) else {
-            continue;
-        };
-        let d = wirelab::transports::descriptor(id);
+    for d in wirelab::transports::LIST.iter().filter(|d| d.floor.is_none()) {
+        let id = d.id;
         let v = wirelab::transports::Variant {
             id,
             tls: d.tls.by_default(),
