@@ -356,7 +356,10 @@ impl HolArgs {
 async fn path_rtt_ms(servers: &Servers) -> Result<u64> {
     let r = servers.remote.as_ref().context("a remote server")?;
     let certs = wirelab::runner::Certs::new()?;
-    for d in wirelab::transports::LIST.iter().filter(|d| d.floor.is_none()) {
+    for d in wirelab::transports::LIST
+        .iter()
+        .filter(|d| d.floor.is_none())
+    {
         let id = d.id;
         let v = wirelab::transports::Variant {
             id,

@@ -80,6 +80,15 @@ async fn run_quick_against_a_server_across_a_veth_pair() {
     if !wirelab_test_support::root("the remote placement over a veth pair (namespaces)") {
         return;
     }
+    if wirelab_test_support::find_program(
+        "ip",
+        "the namespace and veth set-up",
+        "apt-get install iproute2",
+    )
+    .is_none()
+    {
+        return;
+    }
     let ns = Netns::new();
     let exe = env!("CARGO_BIN_EXE_wirelab");
     let listen = format!("{}:0", ns.ns_addr);
