@@ -194,8 +194,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most messages one server-stream request may ask for. Default 1,000,000.
     pub max_stream_count: u32,
-    /// WebSocket read buffer per connection, in bytes. Default 8 KiB (tungstenite's own default
-    /// of 128 KiB, allocated up front, is too much for runs with many connections).
+    /// WebSocket read size, in bytes: at most this much is read from the transport at once.
+    /// Default 8 KiB. A server holds no buffer of this size while a connection is idle (its reads
+    /// go through the stack, and what the WebSocket layer has not taken yet is kept only until
+    /// it does; tungstenite itself keeps 1 KiB); a client gives tungstenite a buffer of this
+    /// size, allocated up front (tungstenite's own default is 128 KiB).
     pub read_buffer: usize,
     /// Outbound bytes a WebSocket session queues for its peer before it stops producing answers
     /// and stops reading from that peer (backpressure); also the size tungstenite batches writes

@@ -42,9 +42,11 @@ fn close_for(e: &WsError) -> Option<Message> {
 type Sink<S> = SplitSink<WebSocketStream<Gated<S>>, Message>;
 
 /// A message on its way to the writer, holding its share of the write budget until tungstenite
-/// has taken it.
+/// has taken it. The message is boxed: tokio's channel allocates its slots 32 at a time when it
+/// is created, so every connection holds 32 of them, idle or not (3 KiB with the message inline,
+/// under 1 KiB boxed; the box costs one allocation per message).
 struct Queued {
-    msg: Message,
+    msg: Box<Message>,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -84,7 +86,7 @@ impl Outbox {
             .map_err(|_| ())?;
         self.tx
             .send(Queued {
-                msg: m,
+                msg: Box::new(m),
                 _budget: Some(permit),
             })
             .map_err(|_| ())
@@ -95,7 +97,7 @@ impl Outbox {
     fn try_send(&self, m: Message) {
         if let Ok(permit) = self.budget.clone().try_acquire_many_owned(self.cost(&m)) {
             let _ = self.tx.send(Queued {
-                msg: m,
+                msg: Box::new(m),
                 _budget: Some(permit),
             });
         }
@@ -104,7 +106,7 @@ impl Outbox {
     /// Queues `m` outside the budget: the one close frame, which must not wait behind it.
     fn send_unbudgeted(&self, m: Message) {
         let _ = self.tx.send(Queued {
-            msg: m,
+            msg: Box::new(m),
             _budget: None,
         });
     }
@@ -123,9 +125,9 @@ where
     let r = async {
         while let Some(mut q) = rx.recv().await {
             loop {
-                let closing = matches!(q.msg, Message::Close(_));
+                let closing = matches!(*q.msg, Message::Close(_));
                 // The budget is returned when `q` drops, after tungstenite took the frame.
-                sink.feed(q.msg).await.map_err(ws_err)?;
+                sink.feed(*q.msg).await.map_err(ws_err)?;
                 if closing {
                     return sink.flush().await.map_err(ws_err);
                 }
@@ -161,11 +163,14 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Transport reads of `read_buffer` bytes are made by `Gated` (nothing held while idle);
+    // tungstenite keeps only a small buffer of its own.
+    let ws_cfg = crate::config(&cfg.limits).read_buffer_size(crate::gate::TUNGSTENITE_READ);
     let ws = WebSocketStream::from_partially_read(
-        Gated::new(io),
+        Gated::new(io, cfg.limits.read_buffer),
         leftover,
         Role::Server,
-        Some(crate::config(&cfg.limits)),
+        Some(ws_cfg),
     )
     .await;
     session(ws, cfg, shutdown).await
@@ -361,5 +366,16 @@ async fn drain<S>(
         ) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One slot of the outbound channel stays small (tokio allocates 32 per connection).
+    #[test]
+    fn queued_is_small() {
+        assert!(std::mem::size_of::<Queued>() <= 24, "{}", std::mem::size_of::<Queued>());
     }
 }

@@ -9,8 +9,8 @@
 //! reading (a write that does not complete within [`STALL`]).
 //!
 //! The bound, per connection, with the default limits (`read_buffer` 8 KiB, `write_queue`
-//! 64 KiB) and 16 KiB messages: tungstenite's read buffer (8 KiB plus the frame being
-//! assembled, 16 KiB); the session's queue (64 KiB plus one message); tungstenite's write buffer
+//! 64 KiB) and 16 KiB messages: the read buffers (tungstenite's 1 KiB, what `Gated` read ahead,
+//! at most 8 KiB, plus the frame being assembled, 16 KiB); the session's queue (64 KiB plus one message); tungstenite's write buffer
 //! (it writes once past 64 KiB: 64 KiB plus one frame, plus the pongs for the pings already read,
 //! at most the 8 KiB read buffer, doubled by `Vec` growth: about 180 KiB). That is about 290
 //! KiB. The test allows [`ALLOWED_PER_CONNECTION`] = 512 KiB for allocator slack. Before the
