@@ -69,6 +69,25 @@ impl QuicChannel {
     }
 }
 
+/// Opens a channel's stream. On a connection opened with early data, a stream over the limit
+/// remembered with the ticket waits for credit, and quinn does not wake it when the handshake
+/// ends and the server's own limit applies (after a rejection, with the count from 0 again):
+/// it would wait until a timer of its task polled it again (the handshake timeout, 10 s by
+/// default). So it is tried again once the server's answer to the early data is known.
+async fn open_bi(
+    conn: &Connection,
+    zero_rtt: &mut ZeroRtt,
+) -> std::result::Result<(SendStream, RecvStream), quinn::ConnectionError> {
+    if zero_rtt.is_early() {
+        tokio::select! {
+            biased;
+            r = conn.open_bi() => return r,
+            _ = zero_rtt.outcome() => {}
+        }
+    }
+    conn.open_bi().await
+}
+
 impl Client for QuicClient {
     type Channel = QuicChannel;
 
@@ -91,13 +110,16 @@ impl Client for QuicClient {
         let max = cfg.limits.max_message;
         let mut channels = Vec::with_capacity(cfg.streams as usize);
         for id in 0..cfg.streams {
-            let conn = &conns[id as usize % n_conns].0;
+            let (conn, zero_rtt) = &mut conns[id as usize % n_conns];
             // Opening needs stream credit from the server; more streams than it grants wait.
-            let (send, recv) = tokio::time::timeout(cfg.timeouts.handshake, conn.open_bi())
-                .await
-                .map_err(|_| Error::Timeout("opening a QUIC stream (over the server's limit?)"))?
-                .map_err(wirelab_quinn::connection_error)?;
-            let early = conns[id as usize % n_conns].1.is_early();
+            let (send, recv) =
+                tokio::time::timeout(cfg.timeouts.handshake, open_bi(conn, zero_rtt))
+                    .await
+                    .map_err(|_| {
+                        Error::Timeout("opening a QUIC stream (over the server's limit?)")
+                    })?
+                    .map_err(wirelab_quinn::connection_error)?;
+            let early = zero_rtt.is_early();
             channels.push(QuicChannel {
                 id,
                 tx: FramedWrite::new(send, net::length_prefixed(max)),

@@ -43,6 +43,14 @@ fn msg(seq: u64) -> Bytes {
     codec::encode(0, seq, seq, Kind::Echo, 64).unwrap()
 }
 
+/// Connects in a task of its own: no timer of the test's task (`within`'s) polls `connect`
+/// again, so only a wake-up (or `connect`'s own timeouts) can finish it.
+async fn connect_apart(cfg: &ClientConfig) -> QuicClient {
+    let cfg = cfg.clone();
+    let task = tokio::spawn(async move { QuicClient::connect(&cfg).await });
+    within("connect", task).await.unwrap().unwrap()
+}
+
 async fn one_echo(cfg: &ClientConfig) -> Option<bool> {
     let mut c = within("connect", QuicClient::connect(cfg)).await.unwrap();
     let mut ch = c.channels().remove(0);
@@ -289,6 +297,52 @@ async fn early_data_a_server_refuses_is_reported_and_the_echo_still_arrives() {
         "server B must refuse 0-RTT"
     );
     for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}
+
+/// More channels than the ticket's remembered stream limit: the streams over it wait for
+/// credit until the handshake ends and the server's own limit applies, whether the server
+/// accepts the early data (A: its limit rose from 4 to 8 since the ticket) or refuses it (B,
+/// which grants 8; the count starts from 0 again). quinn raises the limit then without waking
+/// a task waiting to open a stream; before the client looked for the handshake's end itself,
+/// `connect` waited until the handshake timeout's timer polled it again (10 s by default;
+/// here set longer than `BOUND`). Every channel then echoes.
+#[tokio::test]
+async fn channels_over_the_remembered_stream_limit_open_when_the_handshake_ends() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>, streams: u32| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        cfg.quic.max_concurrent_streams = streams;
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let a4 = serve(tls.server.clone(), 4).await;
+    let (a8, b) = (serve(tls.server.clone(), 8).await, serve(b_tls, 8).await);
+    for (server, want) in [(a8.addr, Some(true)), (b.addr, Some(false))] {
+        let mut cfg = ClientConfig::new(a4.addr);
+        // A fresh ticket store each time, so the ticket comes from A with the limit of 4.
+        cfg.tls =
+            Some(client_config(&Trust::InsecureAnyCertificate, &[ALPN_WIRELAB_QUIC]).unwrap());
+        assert_eq!(one_echo(&cfg).await, None, "first contact");
+        cfg.zero_rtt = true;
+        cfg.addr = server;
+        cfg.streams = 6;
+        cfg.timeouts.handshake = 6 * BOUND;
+        let mut c = connect_apart(&cfg).await;
+        let mut chs = c.channels();
+        for ch in &mut chs {
+            let m = msg(u64::from(ch.id()));
+            assert!(within("echo", ch.echo(m.clone())).await.unwrap() == m);
+        }
+        assert_eq!(within("early data", c.early_data()).await, want);
+        drop(chs);
+        within("close", c.close()).await.unwrap();
+    }
+    for s in [a4, a8, b] {
         s.stop.cancel();
         within("server shutdown", s.task).await.unwrap().unwrap();
     }
