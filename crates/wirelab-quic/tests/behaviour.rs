@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use wirelab_core::codec::{self, Kind, StreamRequest};
 use wirelab_core::tls::{client_config, Trust, ALPN_WIRELAB_QUIC};
-use wirelab_core::{Channel, Client, ClientConfig, Error, Server, ServerConfig};
+use wirelab_core::{Channel, Client, ClientConfig, Error, Server, ServerConfig, Sharing};
 use wirelab_quic::{QuicClient, QuicServer};
 use wirelab_quinn::QuicConnector;
 
@@ -41,6 +41,14 @@ impl Lab {
 
 fn msg(seq: u64) -> Bytes {
     codec::encode(0, seq, seq, Kind::Echo, 64).unwrap()
+}
+
+/// Connects in a task of its own: no timer of the test's task (`within`'s) polls `connect`
+/// again, so only a wake-up (or `connect`'s own timeouts) can finish it.
+async fn connect_apart(cfg: &ClientConfig) -> QuicClient {
+    let cfg = cfg.clone();
+    let task = tokio::spawn(async move { QuicClient::connect(&cfg).await });
+    within("connect", task).await.unwrap().unwrap()
 }
 
 async fn one_echo(cfg: &ClientConfig) -> Option<bool> {
@@ -289,6 +297,235 @@ async fn early_data_a_server_refuses_is_reported_and_the_echo_still_arrives() {
         "server B must refuse 0-RTT"
     );
     for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}
+
+/// The refusal above with several channels, each with echoes in flight, in both sharings:
+/// four streams on one connection (`shared`) or one connection each (`pool`), every channel
+/// sending three echoes in 0-RTT and then waiting for them, all at once. quinn numbers the
+/// streams opened after a rejection from 0 again, so on the shared connection the channels'
+/// new streams take the numbers of the discarded ones; every echo must still arrive, in
+/// order. Before the fix the shared case hung (a discarded stream dropped after another
+/// channel's new stream with its number was waiting took that stream's wake-up).
+#[tokio::test]
+async fn refused_early_data_with_four_channels_each_with_echoes_in_flight() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    const K: u32 = 4;
+    const IN_FLIGHT: u64 = 3;
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let (a, b) = (serve(tls.server.clone()).await, serve(b_tls).await);
+    for sharing in [Sharing::Shared, Sharing::Pool] {
+        let mut cfg = ClientConfig::new(a.addr);
+        // A fresh TLS config per sharing, so its ticket comes from A's full handshake below.
+        cfg.tls =
+            Some(client_config(&Trust::InsecureAnyCertificate, &[ALPN_WIRELAB_QUIC]).unwrap());
+        cfg.streams = K;
+        cfg.sharing = sharing;
+        // Full handshakes with A (`one_echo` connects like the session: in `pool` four
+        // connections, each leaving two tickets), then 0-RTT to B, which refuses it.
+        assert_eq!(one_echo(&cfg).await, None, "{sharing:?}: first contact");
+        cfg.zero_rtt = true;
+        cfg.addr = b.addr;
+        let mut c = within("connect", QuicClient::connect(&cfg)).await.unwrap();
+        let msgs = |id: u32| -> Vec<Bytes> {
+            (1..=IN_FLIGHT)
+                .map(|seq| codec::encode(id, seq, seq, Kind::Echo, 100).unwrap())
+                .collect()
+        };
+        // One task per channel, as the harness runs them: each wakes on its own.
+        let runs: Vec<_> = c
+            .channels()
+            .into_iter()
+            .map(|mut ch| {
+                tokio::spawn(async move {
+                    let sent = msgs(ch.id());
+                    for m in &sent {
+                        ch.send(m.clone()).await?;
+                    }
+                    for m in &sent {
+                        let back = ch.recv().await?;
+                        assert!(back == *m, "{sharing:?} stream {}: {back:?}", ch.id());
+                    }
+                    Ok::<_, Error>(ch)
+                })
+            })
+            .collect();
+        let mut chs = Vec::new();
+        for (id, run) in runs.into_iter().enumerate() {
+            let what = format!("{sharing:?}: channel {id}'s echoes");
+            chs.push(within(&what, run).await.unwrap().unwrap());
+        }
+        assert_eq!(chs.len(), K as usize);
+        assert_eq!(
+            within("early data", c.early_data()).await,
+            Some(false),
+            "{sharing:?}: server B must refuse 0-RTT"
+        );
+        drop(chs);
+        within("close", c.close()).await.unwrap();
+    }
+    for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}
+
+/// A channel that never used its 0-RTT stream, dropped after the refusal while another
+/// channel waits on a new stream with the number of that discarded one: the waiting channel
+/// must still get its echo. Four channels on one connection: channel 0 stays idle; 1, 2 and 3
+/// each send and receive an echo, which makes them open new streams, numbered 0, 1 and 2 after
+/// the rejection (channel 1's takes channel 0's old number); then channel 1 waits for a second
+/// echo in its own task while channel 0 is dropped.
+#[tokio::test]
+async fn a_channel_idle_through_refused_early_data_and_dropped_later_takes_no_wake_up() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let (a, b) = (serve(tls.server.clone()).await, serve(b_tls).await);
+    let mut cfg = ClientConfig::new(a.addr);
+    cfg.tls = Some(tls.client.clone());
+    assert_eq!(one_echo(&cfg).await, None, "first contact");
+    cfg.zero_rtt = true;
+    cfg.addr = b.addr;
+    cfg.streams = 4;
+    let mut c = within("connect", QuicClient::connect(&cfg)).await.unwrap();
+    let mut chs = c.channels();
+    let idle = chs.remove(0);
+    for ch in &mut chs {
+        within("send", ch.send(msg(1))).await.unwrap();
+    }
+    for ch in &mut chs {
+        assert!(within("echo", ch.recv()).await.unwrap() == msg(1));
+    }
+    assert_eq!(within("early data", c.early_data()).await, Some(false));
+    let mut ch1 = chs.remove(0);
+    let waiting = tokio::spawn(async move {
+        ch1.send(msg(2)).await?;
+        let back = ch1.recv().await?;
+        Ok::<_, Error>((ch1, back))
+    });
+    // Let the task send and start waiting (no timer: it runs before this task resumes).
+    tokio::task::yield_now().await;
+    drop(idle);
+    let (ch1, back) = within("channel 1's second echo", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back == msg(2));
+    drop((ch1, chs));
+    within("close", c.close()).await.unwrap();
+    for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}
+
+/// As above, with the new stream opened by `connect` itself: server A grants four streams, so
+/// the ticket allows four in 0-RTT, and a fifth channel's stream waits for credit until the
+/// handshake with B (which grants more) ends; B refused the early data, so that stream is
+/// numbered 0 again, like channel 0's discarded one. Channel 0 stays idle and is dropped while
+/// channel 4 waits for its echo, before any channel has seen the refusal itself.
+#[tokio::test]
+async fn a_stream_connect_opens_after_the_refusal_loses_no_wake_up_to_an_idle_channel() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>, streams: u32| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        cfg.quic.max_concurrent_streams = streams;
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let (a, b) = (serve(tls.server.clone(), 4).await, serve(b_tls, 8).await);
+    let mut cfg = ClientConfig::new(a.addr);
+    cfg.tls = Some(tls.client.clone());
+    assert_eq!(one_echo(&cfg).await, None, "first contact");
+    cfg.zero_rtt = true;
+    cfg.addr = b.addr;
+    cfg.streams = 5;
+    // Longer than `BOUND`: the fifth stream must be opened by a wake-up, not by the timer of
+    // the timeout around it (see the test after this one).
+    cfg.timeouts.handshake = 6 * BOUND;
+    let mut c = connect_apart(&cfg).await;
+    let mut chs = c.channels();
+    let idle = chs.remove(0);
+    let mut ch4 = chs.pop().unwrap();
+    let waiting = tokio::spawn(async move {
+        ch4.send(msg(1)).await?;
+        let back = ch4.recv().await?;
+        Ok::<_, Error>((ch4, back))
+    });
+    // Let the task send and start waiting (no timer: it runs before this task resumes).
+    tokio::task::yield_now().await;
+    drop(idle);
+    let (ch4, back) = within("channel 4's echo", waiting).await.unwrap().unwrap();
+    assert!(back == msg(1));
+    for ch in &mut chs {
+        assert!(within("echo", ch.echo(msg(2))).await.unwrap() == msg(2));
+    }
+    assert_eq!(within("early data", c.early_data()).await, Some(false));
+    drop((ch4, chs));
+    within("close", c.close()).await.unwrap();
+    for s in [a, b] {
+        s.stop.cancel();
+        within("server shutdown", s.task).await.unwrap().unwrap();
+    }
+}
+
+/// More channels than the ticket's remembered stream limit: the streams over it wait for
+/// credit until the handshake ends and the server's own limit applies, whether the server
+/// accepts the early data (A: its limit rose from 4 to 8 since the ticket) or refuses it (B,
+/// which grants 8; the count starts from 0 again). quinn raises the limit then without waking
+/// a task waiting to open a stream; before the client looked for the handshake's end itself,
+/// `connect` waited until the handshake timeout's timer polled it again (10 s by default;
+/// here set longer than `BOUND`). Every channel then echoes.
+#[tokio::test]
+async fn channels_over_the_remembered_stream_limit_open_when_the_handshake_ends() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
+    let serve = |tls: std::sync::Arc<rustls::ServerConfig>, streams: u32| async move {
+        let mut cfg = wirelab_test_support::local();
+        cfg.tls = Some(tls);
+        cfg.quic.max_concurrent_streams = streams;
+        wirelab_test_support::start::<QuicServer>(cfg).await
+    };
+    let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
+    let a4 = serve(tls.server.clone(), 4).await;
+    let (a8, b) = (serve(tls.server.clone(), 8).await, serve(b_tls, 8).await);
+    for (server, want) in [(a8.addr, Some(true)), (b.addr, Some(false))] {
+        let mut cfg = ClientConfig::new(a4.addr);
+        // A fresh ticket store each time, so the ticket comes from A with the limit of 4.
+        cfg.tls =
+            Some(client_config(&Trust::InsecureAnyCertificate, &[ALPN_WIRELAB_QUIC]).unwrap());
+        assert_eq!(one_echo(&cfg).await, None, "first contact");
+        cfg.zero_rtt = true;
+        cfg.addr = server;
+        cfg.streams = 6;
+        cfg.timeouts.handshake = 6 * BOUND;
+        let mut c = connect_apart(&cfg).await;
+        let mut chs = c.channels();
+        for ch in &mut chs {
+            let m = msg(u64::from(ch.id()));
+            assert!(within("echo", ch.echo(m.clone())).await.unwrap() == m);
+        }
+        assert_eq!(within("early data", c.early_data()).await, want);
+        drop(chs);
+        within("close", c.close()).await.unwrap();
+    }
+    for s in [a4, a8, b] {
         s.stop.cancel();
         within("server shutdown", s.task).await.unwrap().unwrap();
     }

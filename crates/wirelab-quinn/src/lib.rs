@@ -440,10 +440,13 @@ impl ZeroRtt {
 
     /// Waits for the handshake if early data was sent, then says what became of it, in the
     /// shape of `Client::early_data`: `Some(true)` accepted, `Some(false)` rejected, `None` not
-    /// sent (not asked for, or no session ticket for this server yet).
+    /// sent (not asked for, or no session ticket for this server yet). Cancel-safe: dropped
+    /// before the answer, it leaves the wait to the next call.
     pub async fn outcome(&mut self) -> Option<bool> {
-        if let Some(acc) = self.pending.take() {
-            self.outcome = Some(acc.await);
+        if let Some(acc) = self.pending.as_mut() {
+            let accepted = acc.await;
+            self.pending = None;
+            self.outcome = Some(accepted);
         }
         self.outcome
     }
