@@ -12,6 +12,9 @@
 //! sudo wirelab link check                       # the link emulator's accuracy here
 //! sudo wirelab hol --quick                      # head-of-line blocking under loss
 //! sudo wirelab run --link rtt=40ms,loss=1%      # the scenarios over an emulated link
+//! wirelab serve --control 0.0.0.0:7799          # on host A: every transport and a control endpoint
+//! wirelab run --server host-a                   # on host B: the scenarios over the real path
+//! wirelab transports                            # what each transport is
 //! ```
 
 mod link_cmd;
@@ -37,8 +40,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure scenarios (latency, throughput, setup, cost) on every transport over loopback;
-    /// writes JSON results, report.md and SVG charts.
+    /// Measure scenarios (latency, throughput, setup, cost) on every transport: over loopback,
+    /// an emulated link (--link) or against a remote server (--server); writes JSON results,
+    /// report.md and SVG charts.
     Run(run::RunArgs),
     /// Rebuild report.md and the charts of a run directory from its JSON results.
     Report(run::ReportArgs),
@@ -54,8 +58,8 @@ enum Command {
     /// and the variants `run` and `hol` measure.
     Transports(TransportsArgs),
     /// Head-of-line blocking under packet loss: K streams through the emulated link for every
-    /// transport, over loss rates, RTTs and loss models; writes JSON, report.md and charts.
-    /// Needs root.
+    /// transport, over loss rates, RTTs and loss models (needs root), or over a real path
+    /// against a remote server (--server); writes JSON, report.md and charts.
     Hol(link_cmd::HolArgs),
 }
 
