@@ -376,6 +376,10 @@ mod tests {
     /// One slot of the outbound channel stays small (tokio allocates 32 per connection).
     #[test]
     fn queued_is_small() {
-        assert!(std::mem::size_of::<Queued>() <= 24, "{}", std::mem::size_of::<Queued>());
+        assert!(
+            std::mem::size_of::<Queued>() <= 24,
+            "{}",
+            std::mem::size_of::<Queued>()
+        );
     }
 }
