@@ -38,7 +38,8 @@ macro_rules! transport_list {
             h2: wirelab_h2::H2,
             h2ws: wirelab_h2ws::H2ws,
             quic: wirelab_quic::Quic,
-            h3: wirelab_h3::H3
+            h3: wirelab_h3::H3,
+            sse: wirelab_sse::Sse
         }
     };
 }
