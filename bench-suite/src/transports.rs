@@ -297,7 +297,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), slugs.len());
-        assert_eq!(variants(&ids(), false).len(), 9);
+        assert_eq!(variants(&ids(), false).len(), 10);
     }
 
     #[test]

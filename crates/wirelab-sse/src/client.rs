@@ -125,8 +125,18 @@ impl Conn {
         Ok(sender)
     }
 
-    fn request(&self, method: Method, route: &str, stream: u32, body: Bytes) -> Result<Request<Full<Bytes>>> {
-        let uri = format!("{}{route}?{}", self.authority, event::query(self.session, stream));
+    fn request(
+        &self,
+        method: Method,
+        route: &str,
+        stream: u32,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>> {
+        let uri = format!(
+            "{}{route}?{}",
+            self.authority,
+            event::query(self.session, stream)
+        );
         let mut b = Request::builder().method(method);
         b = if matches!(self.http, Http::H1 { .. }) {
             // HTTP/1.1 takes the origin form and a Host header.
@@ -144,7 +154,10 @@ impl Conn {
     async fn events(&self, stream: u32, last: Option<u64>) -> Result<Response<Incoming>> {
         let mut req = self.request(Method::GET, "/events", stream, Bytes::new())?;
         let h = req.headers_mut();
-        h.insert(header::ACCEPT, header::HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
         if let Some(l) = last {
             h.insert("last-event-id", header::HeaderValue::from(l));
         }
@@ -175,7 +188,10 @@ impl Conn {
         };
         match &self.http {
             Http::H1 { posts, permits } => {
-                let _permit = permits.acquire().await.map_err(|_| Error::ConnectionClosed)?;
+                let _permit = permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::ConnectionClosed)?;
                 let reused = posts.lock().ok().and_then(|mut v| v.pop());
                 let mut sender = match reused {
                     Some(s) if !s.is_closed() => s,
@@ -289,11 +305,17 @@ impl Channel for SseChannel {
     }
 
     async fn send(&mut self, msg: Bytes) -> Result<()> {
-        self.out.send(msg).await.map_err(|_| Error::ConnectionClosed)
+        self.out
+            .send(msg)
+            .await
+            .map_err(|_| Error::ConnectionClosed)
     }
 
     async fn recv(&mut self) -> Result<Bytes> {
-        self.inbox.recv().await.unwrap_or(Err(Error::ConnectionClosed))
+        self.inbox
+            .recv()
+            .await
+            .unwrap_or(Err(Error::ConnectionClosed))
     }
 
     async fn server_stream(&mut self, req: StreamRequest) -> Result<Vec<Received>> {

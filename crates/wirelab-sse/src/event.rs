@@ -148,7 +148,12 @@ mod tests {
     fn queries_round_trip_and_bad_ones_are_refused() {
         let q = query(SessionId(0xabc), 3);
         assert_eq!(parse_query(&q), Ok((SessionId(0xabc), 3)));
-        for bad in ["", "session=12&stream=1", "stream=1", "session=000000000000000g&stream=1"] {
+        for bad in [
+            "",
+            "session=12&stream=1",
+            "stream=1",
+            "session=000000000000000g&stream=1",
+        ] {
             assert!(parse_query(bad).is_err(), "{bad}");
         }
     }
@@ -160,6 +165,9 @@ mod tests {
         assert!(g.check(b"c\n\nid: 1").is_ok());
         assert!(g.check(b"23456789").is_err(), "12 characters in one line");
         let mut g = LineGuard::new(4);
-        assert!(g.check(b"123456\n").is_err(), "a long line inside one chunk");
+        assert!(
+            g.check(b"123456\n").is_err(),
+            "a long line inside one chunk"
+        );
     }
 }

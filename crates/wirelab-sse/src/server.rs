@@ -251,7 +251,9 @@ impl Producer {
                 }
                 return Some(chunk);
             }
-            let quiet = self.drain.map(|(until, news)| until.min(news + DRAIN_QUIET));
+            let quiet = self
+                .drain
+                .map(|(until, news)| until.min(news + DRAIN_QUIET));
             if quiet.is_some_and(|q| q <= Instant::now()) {
                 return None;
             }

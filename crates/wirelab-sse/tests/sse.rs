@@ -76,7 +76,9 @@ async fn request(
 
 async fn post(addr: SocketAddr, session: u64, body: Bytes) -> StatusCode {
     let path = format!("/send?{}", q(session));
-    request(addr, Method::POST, &path, None, body).await.status()
+    request(addr, Method::POST, &path, None, body)
+        .await
+        .status()
 }
 
 type Events = SseStream<Incoming>;
@@ -123,22 +125,34 @@ async fn resume_with_last_event_id_returns_exactly_the_missed_events() {
     let session = 0x5e55_1011;
     let (status, mut first) = events(s.addr, session, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(post(s.addr, session, batch(0..5)).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(s.addr, session, batch(0..5)).await,
+        StatusCode::ACCEPTED
+    );
     for want in 0..2 {
         assert_eq!(next_data(&mut first).await, (want, msg(want, 64)));
     }
     // The client "loses" its stream after event 1; three more messages are sent meanwhile.
     drop(first);
-    assert_eq!(post(s.addr, session, batch(5..8)).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(s.addr, session, batch(5..8)).await,
+        StatusCode::ACCEPTED
+    );
     let (status, mut resumed) = events(s.addr, session, Some("1")).await;
     assert_eq!(status, StatusCode::OK);
     for want in 2..8 {
         assert_eq!(next_data(&mut resumed).await, (want, msg(want, 64)));
     }
     // Nothing else was queued: the next event is the next message.
-    assert_eq!(post(s.addr, session, batch(8..9)).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(s.addr, session, batch(8..9)).await,
+        StatusCode::ACCEPTED
+    );
     assert_eq!(next_data(&mut resumed).await, (8, msg(8, 64)));
-    assert_eq!(post(s.addr, session, batch(9..13)).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(s.addr, session, batch(9..13)).await,
+        StatusCode::ACCEPTED
+    );
     for want in 9..13 {
         assert_eq!(next_data(&mut resumed).await.0, want);
     }
@@ -210,7 +224,10 @@ async fn malformed_and_oversized_posts_get_http_errors() {
     let body = bad_id.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("Last-Event-ID"));
     // None of the refused bodies queued anything: the first event is the first good message.
-    assert_eq!(post(s.addr, session, msg(9, 64)).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(s.addr, session, msg(9, 64)).await,
+        StatusCode::ACCEPTED
+    );
     assert_eq!(next_data(&mut ev).await, (0, msg(9, 64)));
     drop(ev);
     stop(s).await;
@@ -234,8 +251,13 @@ async fn an_oversized_message_is_a_status_error_for_the_client_over_h1_and_h2() 
             .await
             .unwrap();
         let mut ch = c.channels().remove(0);
-        assert_eq!(within("echo", BOUND, ch.echo(msg(0, 100))).await.unwrap(), msg(0, 100));
-        let e = within("echo", BOUND, ch.echo(msg(1, 8192))).await.unwrap_err();
+        assert_eq!(
+            within("echo", BOUND, ch.echo(msg(0, 100))).await.unwrap(),
+            msg(0, 100)
+        );
+        let e = within("echo", BOUND, ch.echo(msg(1, 8192)))
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Status(413)), "tls {tls}: {e:?}");
         drop(ch);
         within("close", BOUND, c.close()).await.unwrap();
@@ -264,7 +286,10 @@ async fn a_204_stops_the_client_cleanly() {
             let (g, r, event) = (g.clone(), r.clone(), event.clone());
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let n = g.fetch_add(1, Ordering::SeqCst);
-                let last = req.headers().get("last-event-id").map(|v| v.to_str().unwrap().to_string());
+                let last = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_string());
                 let resp = if n == 0 {
                     Response::new(Full::new(Bytes::from(event.clone())))
                 } else {
@@ -281,14 +306,22 @@ async fn a_204_stops_the_client_cleanly() {
             );
         }
     });
-    let mut c = within("connect", BOUND, SseClient::connect(&ClientConfig::new(addr)))
-        .await
-        .unwrap();
+    let mut c = within(
+        "connect",
+        BOUND,
+        SseClient::connect(&ClientConfig::new(addr)),
+    )
+    .await
+    .unwrap();
     let mut ch = c.channels().remove(0);
     assert_eq!(within("recv", BOUND, ch.recv()).await.unwrap(), first);
     let end = within("recv", BOUND, ch.recv()).await.unwrap_err();
     assert!(matches!(end, Error::ConnectionClosed), "{end:?}");
-    assert_eq!(gets.load(Ordering::SeqCst), 2, "one reconnection, then none");
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        2,
+        "one reconnection, then none"
+    );
     assert_eq!(resumed_after.lock().unwrap().as_deref(), Some("0"));
     drop(ch);
     within("close", BOUND, c.close()).await.unwrap();
@@ -327,7 +360,10 @@ async fn keep_alive_comments_arrive_at_the_interval() {
         // (less a little: the server's clock started before the response head reached us).
         let since = *at - start;
         let due = interval * (i as u32 + 1);
-        assert!(since + interval / 4 >= due, "comment {i} at {since:?}, due {due:?}");
+        assert!(
+            since + interval / 4 >= due,
+            "comment {i} at {since:?}, due {due:?}"
+        );
         // Nor much later than one interval after the one before.
         let gap = *at - prev;
         assert!(gap <= interval * 4, "comment {i} after {gap:?}");
