@@ -44,7 +44,8 @@ enum Http {
 struct Conn {
     cfg: ClientConfig,
     session: SessionId,
-    authority: String,
+    /// `http://host:port` or `https://host:port`.
+    origin: String,
     http: Http,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -59,7 +60,7 @@ impl Conn {
         let mut conn = Self {
             cfg: cfg.clone(),
             session: SessionId::random(),
-            authority: format!("{scheme}://{}:{}", cfg.server_name, cfg.addr.port()),
+            origin: format!("{scheme}://{}:{}", cfg.server_name, cfg.addr.port()),
             http: Http::H2(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         };
@@ -132,19 +133,14 @@ impl Conn {
         stream: u32,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>> {
-        let uri = format!(
-            "{}{route}?{}",
-            self.authority,
-            event::query(self.session, stream)
-        );
-        let mut b = Request::builder().method(method);
-        b = if matches!(self.http, Http::H1 { .. }) {
-            // HTTP/1.1 takes the origin form and a Host header.
+        let path = format!("{route}?{}", event::query(self.session, stream));
+        let b = Request::builder().method(method);
+        let b = if matches!(self.http, Http::H1 { .. }) {
+            // HTTP/1.1 takes the origin form and a Host header, HTTP/2 the absolute form.
             let host = format!("{}:{}", self.cfg.server_name, self.cfg.addr.port());
-            b.uri(format!("{route}?{}", event::query(self.session, stream)))
-                .header(header::HOST, host)
+            b.uri(path).header(header::HOST, host)
         } else {
-            b.uri(uri)
+            b.uri(format!("{}{path}", self.origin))
         };
         b.body(Full::new(body))
             .map_err(|e| Error::Config(e.to_string()))

@@ -40,7 +40,9 @@
 //! - Bounds: a `POST` body over the message limit gets `413`, one that is not a sequence of valid
 //!   service messages `400` (and none of its messages is queued), a `POST` for a stream with no
 //!   event stream `404`. An event stream a client does not read stops the server reading that
-//!   stream's `POST`s (the buffer fills, `POST` answers wait): backpressure, not memory.
+//!   stream's `POST`s (the buffer fills, `POST` answers wait): backpressure, not memory. A
+//!   logical stream without an event stream for the idle timeout is forgotten (checked
+//!   whenever an event stream opens).
 //! - Shutdown: the listener stops accepting; event streams keep sending what is queued and what
 //!   `POST`s already received produce, until quiet for [`wirelab_core::service::DRAIN_QUIET`]
 //!   (at most [`wirelab_core::service::DRAIN_MAX`]); then they end and the connections close
