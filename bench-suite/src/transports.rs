@@ -38,7 +38,8 @@ macro_rules! transport_list {
             h2: wirelab_h2::H2,
             h2ws: wirelab_h2ws::H2ws,
             quic: wirelab_quic::Quic,
-            h3: wirelab_h3::H3
+            h3: wirelab_h3::H3,
+            sse: wirelab_sse::Sse
         }
     };
 }
@@ -296,7 +297,9 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), slugs.len());
-        assert_eq!(variants(&ids(), false).len(), 9);
+        // One variant per mode at the default security.
+        let modes: usize = LIST.iter().map(|d| d.modes.len()).sum();
+        assert_eq!(variants(&ids(), false).len(), modes);
     }
 
     #[test]

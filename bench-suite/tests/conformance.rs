@@ -223,7 +223,8 @@ pub(crate) async fn clean_close<S: Server, C: Client>(tls: Variant) {
 /// (a timeout, a corrupt message, an unexpected reset) fails the test.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum End {
-    /// The connection ends cleanly after the last answer (tcp).
+    /// The connection ends cleanly after the last answer (tcp), or the event stream does and
+    /// the reconnection is refused (sse).
     Eof,
     /// HTTP/2 duplex: the response ends after the last answer. Once in about 30 runs in this
     /// session hyper's client reported "error reading a body from connection" instead (the
@@ -357,6 +358,7 @@ impl End {
             (Goodbye::Http2Goaway, Mode::Duplex) => End::Http2Duplex,
             (Goodbye::QuicStop, _) => End::Quic,
             (Goodbye::Http3Goaway, _) => End::H3,
+            (Goodbye::EventStreamEnd, _) => End::Eof,
         }
     }
 }

@@ -339,10 +339,10 @@ fn scratch() -> PathBuf {
     dir
 }
 
-/// The ports the book names: `serve`'s default consecutive ports, and the one of its TLS
-/// example.
+/// The ports the book names: `serve`'s default consecutive ports (one per listed transport),
+/// and the one of its TLS example.
 const BOOK_BASE: u16 = 7700;
-const BOOK_PORTS: u16 = 7;
+const BOOK_PORTS: u16 = wirelab::transports::LIST.len() as u16;
 const BOOK_OTHER: u16 = 9000;
 
 /// A first port of `n` consecutive ones that are free for TCP and UDP on 127.0.0.1 now.

@@ -167,6 +167,10 @@ pub enum Goodbye {
     QuicStop,
     /// HTTP/3 GOAWAY: requests below its id answered, the rest H3_REQUEST_REJECTED.
     Http3Goaway,
+    /// Server-Sent Events: each event stream ends after the answers to the requests already
+    /// received, and the client's reconnection is refused (or answered `204`), so the client
+    /// stops; it reports that as the connection closing.
+    EventStreamEnd,
 }
 
 /// What a transport is, said in one place: its crate exports one, through [`Transport`], and
