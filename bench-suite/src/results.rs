@@ -238,11 +238,33 @@ pub enum Metric {
 
 impl Metric {
     /// The name in result files.
-    pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::P50Us => "p50_us",
+            Self::P90Us => "p90_us",
+            Self::P99Us => "p99_us",
+            Self::P999Us => "p999_us",
+            Self::MaxUs => "max_us",
+            Self::ServiceP99Us => "service_p99_us",
+            Self::LatenessP99Us => "lateness_p99_us",
+            Self::MsgPerS => "msg_per_s",
+            Self::GoodputMibS => "goodput_mib_s",
+            Self::WireBytesPerMsg => "wire_bytes_per_msg",
+            Self::DatagramsPerMsg => "datagrams_per_msg",
+            Self::ClientCpuUsPerMsg => "client_cpu_us_per_msg",
+            Self::ServerCpuUsPerMsg => "server_cpu_us_per_msg",
+            Self::SustainedPerS => "sustained_per_s",
+            Self::ServerKibPerIdleConn => "server_kib_per_idle_conn",
+            Self::ServerKibPerActiveConn => "server_kib_per_active_conn",
+            Self::ConnsPerS => "conns_per_s",
+            Self::ServerCpuUsPerConnSetup => "server_cpu_us_per_conn_setup",
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 
@@ -405,6 +427,33 @@ fn order_of(v: &VariantInfo) -> (usize, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_names_are_their_serde_names() {
+        for m in [
+            Metric::P50Us,
+            Metric::P90Us,
+            Metric::P99Us,
+            Metric::P999Us,
+            Metric::MaxUs,
+            Metric::ServiceP99Us,
+            Metric::LatenessP99Us,
+            Metric::MsgPerS,
+            Metric::GoodputMibS,
+            Metric::WireBytesPerMsg,
+            Metric::DatagramsPerMsg,
+            Metric::ClientCpuUsPerMsg,
+            Metric::ServerCpuUsPerMsg,
+            Metric::SustainedPerS,
+            Metric::ServerKibPerIdleConn,
+            Metric::ServerKibPerActiveConn,
+            Metric::ConnsPerS,
+            Metric::ServerCpuUsPerConnSetup,
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+            assert_eq!(m.to_string(), m.name());
+        }
+    }
 
     #[test]
     fn metrics_of_a_known_repetition() {

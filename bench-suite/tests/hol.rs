@@ -86,10 +86,22 @@ fn run(id: &str, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
     rep
 }
 
-fn index(rep: &HolRep) -> f64 {
-    assert_eq!(rep.link.invalid, None, "the emulator fell behind");
-    assert!(rep.stalls >= 10, "too few stalls to judge: {}", rep.stalls);
-    rep.hol_index.expect("stalls give an index")
+/// The HOL index of a valid run. A run the emulator itself marks invalid (it fell behind: the
+/// VM was busy) measured nothing, so it is run again, at most twice more; a valid run is
+/// judged whatever its index, and three invalid runs fail.
+fn index(id: &str, tls_on: bool, sharing: Sharing) -> f64 {
+    let mut why = Vec::new();
+    for attempt in 1..=3 {
+        let rep = run(id, tls_on, sharing, 1);
+        if let Some(w) = &rep.link.invalid {
+            eprintln!("attempt {attempt}: the emulator fell behind ({w}); running again");
+            why.push(w.clone());
+            continue;
+        }
+        assert!(rep.stalls >= 10, "too few stalls to judge: {}", rep.stalls);
+        return rep.hol_index.expect("stalls give an index");
+    }
+    panic!("the emulator fell behind in all 3 attempts: {why:?}");
 }
 
 #[test]
@@ -98,7 +110,7 @@ fn k_tcp_connections_score_near_zero() {
     if !root() {
         return;
     }
-    let i = index(&run("tcp", false, Sharing::Pool, 1));
+    let i = index("tcp", false, Sharing::Pool);
     assert!(i.abs() < 0.2, "{i}");
 }
 
@@ -108,7 +120,7 @@ fn one_tcp_connection_carrying_k_streams_scores_near_one() {
     if !root() {
         return;
     }
-    let i = index(&run("tcp", false, Sharing::Shared, 1));
+    let i = index("tcp", false, Sharing::Shared);
     assert!(i > 0.8, "{i}");
 }
 
@@ -118,6 +130,6 @@ fn k_quic_streams_score_near_zero() {
     if !root() {
         return;
     }
-    let i = index(&run("quic", true, Sharing::Shared, 1));
+    let i = index("quic", true, Sharing::Shared);
     assert!(i.abs() < 0.2, "{i}");
 }
