@@ -40,11 +40,14 @@ async fn serve(
         assert!(read > 0, "serve exited before listening");
         if let Some((id, rest)) = line.split_once(" listening on ") {
             let url = rest.split("://").nth(1).unwrap();
+            // host:port, then the transport's path if it has one (`/ws`, `/events`).
             let addr = url
                 .split_whitespace()
                 .next()
                 .unwrap()
-                .trim_end_matches("/ws");
+                .split('/')
+                .next()
+                .unwrap();
             addrs.push((id.trim().to_string(), addr.parse().unwrap()));
         }
     }
