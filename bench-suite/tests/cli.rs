@@ -17,6 +17,27 @@ fn wirelab() -> Command {
     c
 }
 
+/// Reads `serve`'s output a line at a time until `pick` takes one (bounded by `BOUND`).
+async fn read_until<T>(
+    out: &mut BufReader<ChildStdout>,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(BOUND, out.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            read > 0,
+            "serve exited before printing what the test waits for"
+        );
+        if let Some(v) = pick(&line) {
+            return v;
+        }
+    }
+}
+
 /// Starts `wirelab serve ARGS` and returns the child and each transport's address as printed.
 async fn serve(
     args: &[&str],
@@ -32,13 +53,8 @@ async fn serve(
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut addrs = Vec::new();
     while addrs.len() < n {
-        let mut line = String::new();
-        let read = tokio::time::timeout(BOUND, out.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(read > 0, "serve exited before listening");
-        if let Some((id, rest)) = line.split_once(" listening on ") {
+        let got = read_until(&mut out, |line| {
+            let (id, rest) = line.split_once(" listening on ")?;
             let url = rest.split("://").nth(1).unwrap();
             // host:port, then the transport's path if it has one (`/ws`, `/events`).
             let addr = url
@@ -48,8 +64,10 @@ async fn serve(
                 .split('/')
                 .next()
                 .unwrap();
-            addrs.push((id.trim().to_string(), addr.parse().unwrap()));
-        }
+            Some((id.trim().to_string(), addr.parse().unwrap()))
+        })
+        .await;
+        addrs.push(got);
     }
     (child, out, addrs)
 }
@@ -552,30 +570,14 @@ async fn scale_says_when_the_open_file_limit_is_too_low() {
 
 /// Starts `wirelab serve` with a control endpoint on loopback; returns it and the endpoint.
 async fn serve_with_control() -> (Child, BufReader<ChildStdout>, SocketAddr) {
-    let mut child = wirelab()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(BOUND, out.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "serve exited before its control endpoint listened");
-        if let Some(rest) = line.strip_prefix("control listening on http://") {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (child, out, addr);
-        }
-    }
+    let n = wirelab::transports::LIST.len();
+    let (child, mut out, _) = serve(&["--control", "127.0.0.1:0"], n).await;
+    let control = read_until(&mut out, |line| {
+        let rest = line.strip_prefix("control listening on http://")?;
+        Some(rest.split_whitespace().next().unwrap().parse().unwrap())
+    })
+    .await;
+    (child, out, control)
 }
 
 /// `hol --server`: HOL over a real path (here loopback) without the emulator or root; the

@@ -51,6 +51,17 @@ async fn connect_apart(cfg: &ClientConfig) -> QuicClient {
     within("connect", task).await.unwrap().unwrap()
 }
 
+/// A quic server with its own TLS config (so its own session cache) granting `streams`.
+async fn serve(
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    streams: u32,
+) -> wirelab_test_support::Served {
+    let mut cfg = wirelab_test_support::local();
+    cfg.tls = Some(tls);
+    cfg.quic.max_concurrent_streams = streams;
+    wirelab_test_support::start::<QuicServer>(cfg).await
+}
+
 async fn one_echo(cfg: &ClientConfig) -> Option<bool> {
     let mut c = within("connect", QuicClient::connect(cfg)).await.unwrap();
     let mut ch = c.channels().remove(0);
@@ -442,12 +453,6 @@ async fn a_channel_idle_through_refused_early_data_and_dropped_later_takes_no_wa
 async fn a_stream_connect_opens_after_the_refusal_loses_no_wake_up_to_an_idle_channel() {
     let _panics = wirelab_test_support::panics::no_panics();
     let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
-    let serve = |tls: std::sync::Arc<rustls::ServerConfig>, streams: u32| async move {
-        let mut cfg = wirelab_test_support::local();
-        cfg.tls = Some(tls);
-        cfg.quic.max_concurrent_streams = streams;
-        wirelab_test_support::start::<QuicServer>(cfg).await
-    };
     let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
     let (a, b) = (serve(tls.server.clone(), 4).await, serve(b_tls, 8).await);
     let mut cfg = ClientConfig::new(a.addr);
@@ -496,12 +501,6 @@ async fn a_stream_connect_opens_after_the_refusal_loses_no_wake_up_to_an_idle_ch
 async fn channels_over_the_remembered_stream_limit_open_when_the_handshake_ends() {
     let _panics = wirelab_test_support::panics::no_panics();
     let tls = wirelab_test_support::test_tls(ALPN_WIRELAB_QUIC);
-    let serve = |tls: std::sync::Arc<rustls::ServerConfig>, streams: u32| async move {
-        let mut cfg = wirelab_test_support::local();
-        cfg.tls = Some(tls);
-        cfg.quic.max_concurrent_streams = streams;
-        wirelab_test_support::start::<QuicServer>(cfg).await
-    };
     let b_tls = tls.identity.server_config(&[ALPN_WIRELAB_QUIC]).unwrap();
     let a4 = serve(tls.server.clone(), 4).await;
     let (a8, b) = (serve(tls.server.clone(), 8).await, serve(b_tls, 8).await);

@@ -510,16 +510,7 @@ async fn connection(
     if h2 {
         let builder = wirelab_http::h2::server_builder(&cfg);
         let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => return r.map_err(wirelab_http::protocol_error),
-            _ = shutdown.cancelled() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        tokio::time::timeout(grace, conn)
-            .await
-            .map_err(|_| Error::Timeout("graceful shutdown"))?
-            .map_err(wirelab_http::protocol_error)
+        until_shutdown(conn, |c| c.graceful_shutdown(), &shutdown, grace).await
     } else {
         let mut builder = http1::Builder::new();
         builder
@@ -528,15 +519,30 @@ async fn connection(
             .max_buf_size(cfg.limits.max_header_bytes.max(8192))
             .keep_alive(true);
         let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => return r.map_err(wirelab_http::protocol_error),
-            _ = shutdown.cancelled() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        tokio::time::timeout(grace, conn)
-            .await
-            .map_err(|_| Error::Timeout("graceful shutdown"))?
-            .map_err(wirelab_http::protocol_error)
+        until_shutdown(conn, |c| c.graceful_shutdown(), &shutdown, grace).await
     }
+}
+
+/// Serves `conn` until it ends or `shutdown` fires; then asks it to finish gracefully
+/// (`graceful`: HTTP/1.1 closes after the response, HTTP/2 sends GOAWAY) and waits up to
+/// `grace`. The same for either hyper connection type.
+async fn until_shutdown<C>(
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> Result<()>
+where
+    C: std::future::Future<Output = std::result::Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r.map_err(wirelab_http::protocol_error),
+        _ = shutdown.cancelled() => {}
+    }
+    graceful(conn.as_mut());
+    tokio::time::timeout(grace, conn)
+        .await
+        .map_err(|_| Error::Timeout("graceful shutdown"))?
+        .map_err(wirelab_http::protocol_error)
 }
