@@ -112,15 +112,25 @@ impl H2Channel {
                 req.headers_mut()
                     .insert(STREAM_HEADER, http::HeaderValue::from(id));
                 sender.ready().await.map_err(proto)?;
-                let resp = sender.send_request(req).await.map_err(proto)?;
-                check_status(&resp)?;
+                // hyper queues the HEADERS when `send_request` is called; only the response
+                // is awaited, by the reader. The channel does not wait for the response head
+                // before its first message: nothing in HTTP/2 asks a client to (RFC 9113 §8.1),
+                // and waiting would cost a round trip the protocol does not (see the
+                // methodology chapter, "Setup at the protocol's minimum"). A refusal (a status
+                // other than 200, a reset) reaches the channel's next `recv`.
+                let response = sender.send_request(req);
                 let (in_tx, rx) = mpsc::channel(256);
                 let reader = tokio::spawn(async move {
-                    let fwd = in_tx.clone();
-                    let r = read_messages(resp.into_body(), max, move |r| {
-                        let fwd = fwd.clone();
-                        async move { fwd.send(Ok(r.msg)).await.is_ok() }
-                    })
+                    let r = async {
+                        let resp = response.await.map_err(proto)?;
+                        check_status(&resp)?;
+                        let fwd = in_tx.clone();
+                        read_messages(resp.into_body(), max, move |r| {
+                            let fwd = fwd.clone();
+                            async move { fwd.send(Ok(r.msg)).await.is_ok() }
+                        })
+                        .await
+                    }
                     .await;
                     let _ = in_tx
                         .send(Err(r.err().unwrap_or(Error::ConnectionClosed)))
