@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use wirelab_core::codec::StreamRequest;
 use wirelab_core::transport::stream_by_messages;
 use wirelab_core::{net, Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
-use wirelab_http::{check_status, collect_messages, read_messages, InOrder, STREAM_HEADER};
+use wirelab_http::{
+    check_status, coalesce, collect_messages, read_messages, InOrder, COALESCE_MAX, STREAM_HEADER,
+};
 
 type ReqBody = BoxBody<Bytes, Infallible>;
 type Sender = SendRequest<ReqBody>;
@@ -45,7 +47,7 @@ pub struct H2Channel {
 enum Kind {
     Rr(InOrder),
     Duplex {
-        tx: mpsc::Sender<std::result::Result<Frame<Bytes>, Infallible>>,
+        tx: mpsc::Sender<Bytes>,
         rx: mpsc::Receiver<Result<Bytes>>,
     },
 }
@@ -99,10 +101,14 @@ impl H2Channel {
         let kind = match cfg.mode {
             Mode::Rr => Kind::Rr(InOrder::default()),
             Mode::Duplex => {
-                let (tx, body_rx) = mpsc::channel(256);
+                let (tx, body_rx) = mpsc::channel::<Bytes>(256);
+                // Messages already queued go out as one DATA frame: one frame per small
+                // message trips the server's budget for framing overhead under load.
                 let body =
                     StreamBody::new(futures_util::stream::unfold(body_rx, |mut rx| async move {
-                        rx.recv().await.map(|f| (f, rx))
+                        let first = rx.recv().await?;
+                        let chunk = coalesce(first, COALESCE_MAX, || rx.try_recv().ok());
+                        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
                     }));
                 let mut req = request(
                     Method::POST,
@@ -214,10 +220,7 @@ impl Channel for H2Channel {
 
     async fn send(&mut self, msg: Bytes) -> Result<()> {
         match &mut self.kind {
-            Kind::Duplex { tx, .. } => tx
-                .send(Ok(Frame::data(msg)))
-                .await
-                .map_err(|_| Error::ConnectionClosed),
+            Kind::Duplex { tx, .. } => tx.send(msg).await.map_err(|_| Error::ConnectionClosed),
             Kind::Rr(pending) => {
                 let mut sender = self.sender.clone();
                 let req = request(
