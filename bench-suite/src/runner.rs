@@ -59,6 +59,8 @@ pub struct Servers {
     /// A remote server (the `remote` placement): its transports are measured instead of
     /// local ones, and its CPU time is read from its control endpoint.
     pub remote: Option<Arc<crate::control::Remote>>,
+    /// Where the client and server threads run ([`crate::topology::Pinning::describe`]).
+    pub cpu: String,
 }
 
 impl Servers {
@@ -70,12 +72,19 @@ impl Servers {
                 server: Some(r.control.to_string()),
                 clock: if r.clock_shared { "shared" } else { "separate" }.into(),
                 server_env: Some(r.info.env.clone()),
+                // The server's threads are on another host (or namespace): only the client's
+                // placement is ours.
+                cpu: format!("client side: {}", self.cpu),
             },
             (None, Some(_)) => results::Placement {
                 kind: "link".into(),
+                cpu: self.cpu.clone(),
                 ..results::Placement::default()
             },
-            (None, None) => results::Placement::default(),
+            (None, None) => results::Placement {
+                cpu: self.cpu.clone(),
+                ..results::Placement::default()
+            },
         }
     }
 }
