@@ -104,8 +104,8 @@ fn allowed_cpus() -> Result<Vec<usize>> {
     Ok(cpus)
 }
 
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) -> nix::Result<()> {
+/// Pins the calling thread to `cpu` (threads and processes it starts inherit it).
+pub(crate) fn pin(cpu: usize) -> nix::Result<()> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
@@ -165,7 +165,7 @@ impl Topology {
             },
             link: None,
             remote: None,
-            cpu: self.cpus.describe(),
+            cpus: self.cpus,
         }
     }
 
