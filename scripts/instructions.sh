@@ -14,7 +14,7 @@
 # usage: scripts/instructions.sh [--check FILE] [--out FILE] [VARIANT...]
 #   VARIANT: tcp ws h1 h2 h2:rr h2ws quic h3 h3:rr sse (default: all of these)
 #   --out FILE    write the counts as JSON (schema wirelab.instructions/1)
-#   --check FILE  compare with a baseline written by --out: fail if any count is over 1.25 x
+#   --check FILE  compare with a baseline written by --out: fail if any count is over 1.3 x
 #                 the baseline's (a regression), print the ratio for each
 # Needs valgrind (Debian: apt-get install valgrind) and a release build
 # (cargo build --release -p wirelab; built here if missing).
@@ -118,17 +118,17 @@ if out:
 if check:
     base = json.load(open(check))["counts"]
     bad = []
-    print(f"\nagainst {check} (fails over 1.25×):")
+    print(f"\nagainst {check} (fails over 1.3×):")
     for v, c in counts.items():
         if v not in base:
             print(f"- {v}: no baseline")
             continue
         for side in ("client", "server"):
             r = c[side] / max(base[v][side], 1)
-            flag = "  REGRESSION" if r > 1.25 else ""
+            flag = "  REGRESSION" if r > 1.3 else ""
             print(f"- {v} {side}: {c[side]:,} vs {base[v][side]:,} ({r:.2f}×){flag}")
-            if r > 1.25:
+            if r > 1.3:
                 bad.append(f"{v} {side}")
     if bad:
-        sys.exit(f"instruction counts regressed by more than 25%: {', '.join(bad)}")
+        sys.exit(f"instruction counts regressed by more than 30%: {', '.join(bad)}")
 PY
