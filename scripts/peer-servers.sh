@@ -7,12 +7,20 @@
 # alternate between the two servers (3 rounds) so that drift on a shared machine hits both.
 # Prints p50 and msg/s per round and the medians.
 #
-# usage: bash scripts/peer-servers.sh [--count N]   (needs node and npm; installs `ws` into
-#        target/peer-node/ on first use)
+# usage: bash scripts/peer-servers.sh [--count N] [--cpu split|free]   (needs node and npm;
+#        installs `ws` into target/peer-node/ on first use). --cpu split (the default, as
+#        `wirelab run`): both servers on the second CPU, the client on the first (taskset);
+#        free: wherever the scheduler puts them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=20000
-[ "${1:-}" = "--count" ] && count=$2
+count=20000 cpu=split
+while [ $# -gt 0 ]; do
+  case $1 in
+    --count) count=$2; shift 2 ;;
+    --cpu) cpu=$2; shift 2 ;;
+    *) echo "error: unknown argument $1 (usage: --count N --cpu split|free)" >&2; exit 2 ;;
+  esac
+done
 command -v node >/dev/null && command -v npm >/dev/null || {
   echo "error: node and npm are needed (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 [ -x target/release/wirelab ] || cargo build --release --locked -q -p wirelab
@@ -32,8 +40,16 @@ JS
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
-node "$peer/echo.js" > "$dir/node.log" 2>&1 & pids+=($!)
-$bin serve -t ws --listen 127.0.0.1:0 > "$dir/ours.log" 2>&1 & pids+=($!)
+# Like `wirelab run --cpu split`: both servers on the second CPU, the client on the first, so
+# neither server's figure depends on where the scheduler happens to put it (util-linux taskset).
+server_cpu=() client_cpu=()
+if [ "$cpu" = split ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  cpus=($(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0))[:2])'))
+  client_cpu=(taskset -c "${cpus[0]}") server_cpu=(taskset -c "${cpus[1]}")
+  echo "client on CPU ${cpus[0]}, servers on CPU ${cpus[1]}"
+fi
+"${server_cpu[@]}" node "$peer/echo.js" > "$dir/node.log" 2>&1 & pids+=($!)
+"${server_cpu[@]}" $bin serve -t ws --listen 127.0.0.1:0 > "$dir/ours.log" 2>&1 & pids+=($!)
 addr_of() {
   for _ in $(seq 100); do
     a=$(grep -o '127\.0\.0\.1:[0-9]*' "$1" 2>/dev/null | head -1) && [ -n "$a" ] && { echo "$a"; return; }
@@ -49,7 +65,7 @@ for k in 1 8; do
   for round in 1 2 3; do
     for who in ours node; do
       addr=$ours_addr; [ $who = node ] && addr=$node_addr
-      out=$($bin client -t ws -c "$addr" -k $k --count $((count / k)) --warmup 200 --stream-count 0)
+      out=$("${client_cpu[@]}" $bin client -t ws -c "$addr" -k $k --count $((count / k)) --warmup 200 --stream-count 0)
       p50=$(echo "$out" | grep -o 'p50 [0-9.]* us' | head -1 | cut -d' ' -f2)
       rate=$(echo "$out" | grep -o '([0-9.]* msg/s)' | head -1 | tr -d '(' | cut -d' ' -f1)
       echo "| $round | $k | $who | $p50 | $rate |" >> "$dir/table"
