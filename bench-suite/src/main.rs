@@ -186,7 +186,11 @@ fn main() -> ExitCode {
         // `run` and `hol` serve from their own runtime, so server and client CPU time can be
         // told apart; over a link each runtime lives in its side's namespace.
         Command::Run(a) => {
-            let topo = match wirelab::topology::Topology::start(link, None) {
+            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -194,7 +198,11 @@ fn main() -> ExitCode {
             topo.block_on(run::run(a, servers, link))
         }
         Command::Hol(a) => {
-            let topo = match wirelab::topology::Topology::start(link, None) {
+            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };

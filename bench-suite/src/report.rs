@@ -328,7 +328,11 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
             let _ = writeln!(md, "| {k} | {v} |");
         }
         let p = &results[0].placement;
-        let _ = writeln!(md, "| placement | {} (clock {}) |", p.kind, p.clock);
+        let _ = writeln!(
+            md,
+            "| placement | {} (clock {}; threads {}) |",
+            p.kind, p.clock, p.cpu
+        );
         if let Some(se) = &p.server_env {
             let _ = writeln!(
                 md,

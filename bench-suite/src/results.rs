@@ -157,6 +157,14 @@ pub struct Placement {
     /// The remote server's environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_env: Option<Env>,
+    /// Where client and server threads ran (`--cpu`): `split (client cpu 0, server cpu 1)`,
+    /// `same (cpu 0)` or `free` (files from before `--cpu`: free).
+    #[serde(default = "free")]
+    pub cpu: String,
+}
+
+fn free() -> String {
+    "free".into()
 }
 
 impl Default for Placement {
@@ -166,6 +174,7 @@ impl Default for Placement {
             server: None,
             clock: "shared".into(),
             server_env: None,
+            cpu: free(),
         }
     }
 }
@@ -173,7 +182,7 @@ impl Default for Placement {
 impl Placement {
     /// One sentence for reports: where it ran and which figures that allows.
     pub fn describe(&self, link: Option<&str>) -> String {
-        match self.kind.as_str() {
+        let place = match self.kind.as_str() {
             "remote" => format!(
                 "Remote server {} over a real network path ({}); client on {}",
                 self.server.as_deref().unwrap_or("?"),
@@ -189,7 +198,8 @@ impl Placement {
                 link.unwrap_or("?")
             ),
             _ => "Loopback, client and servers in one process on separate runtimes".into(),
-        }
+        };
+        format!("{place}; threads: {}", self.cpu)
     }
 }
 
