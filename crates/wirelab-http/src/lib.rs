@@ -83,9 +83,17 @@ struct FrameTx {
     tx: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
     cap: u32,
+    /// Ends the response at once, dropping what is queued (a subscriber cut off as too slow).
+    cut: CancellationToken,
 }
 
 impl FrameTx {
+    /// Ends the response now: what is queued is dropped, the body ends.
+    fn cut(&self) {
+        self.cut.cancel();
+        self.budget.close();
+    }
+
     /// Queues one message once the budget allows. Fails when the response is gone.
     async fn send(&self, msg: Bytes) -> std::result::Result<(), ()> {
         // A message over the whole budget waits for an empty queue, then goes alone.
@@ -106,6 +114,7 @@ impl FrameTx {
 struct BodyRx {
     rx: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
+    cut: CancellationToken,
 }
 
 impl Drop for BodyRx {
@@ -199,17 +208,28 @@ fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
     let cap = u32::try_from(write_queue.max(1)).unwrap_or(u32::MAX);
     let budget = Arc::new(Semaphore::new(cap as usize));
     let (tx, rx) = mpsc::unbounded_channel();
+    let cut = CancellationToken::new();
     let rx = BodyRx {
         rx,
         budget: budget.clone(),
+        cut: cut.clone(),
     };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         // The permit drops here: hyper has the bytes now.
-        let (msg, _permit) = rx.rx.recv().await?;
+        let (msg, _permit) = tokio::select! {
+            biased;
+            _ = rx.cut.cancelled() => return None,
+            m = rx.rx.recv() => m?,
+        };
         Some((Ok::<_, Infallible>(Frame::data(msg)), rx))
     });
     (
-        FrameTx { tx, budget, cap },
+        FrameTx {
+            tx,
+            budget,
+            cap,
+            cut,
+        },
         BodyExt::boxed(StreamBody::new(stream)),
     )
 }
@@ -237,6 +257,8 @@ where
 {
     use tokio::time::{timeout_at, Instant};
     let streams = tokio_util::task::TaskTracker::new();
+    // Subscriptions end with the request body; `cut` fires when one is cut off as too slow.
+    let (subs_stop, cut) = (stop.child_token(), CancellationToken::new());
     let mut buf = BytesMut::new();
     // Set once `stop` fires: the end of the drain.
     let mut draining: Option<Instant> = None;
@@ -244,6 +266,7 @@ where
         let frame = match draining {
             None => tokio::select! {
                 f = body.frame() => f,
+                _ = cut.cancelled() => break 'read,
                 _ = stop.cancelled() => {
                     draining = Some(Instant::now() + service::DRAIN_MAX);
                     continue;
@@ -293,9 +316,27 @@ where
                 Ok(Action::Stream(plan)) => {
                     streams.spawn(paced(plan, true, tx.clone(), stop.clone()));
                 }
+                Ok(Action::Subscribe { .. }) if draining.is_some() => break 'read,
+                Ok(Action::Subscribe { stream, req }) => {
+                    let tx = tx.clone();
+                    let send = move |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(m).await }
+                    };
+                    let (s, c) = (subs_stop.clone(), cut.clone());
+                    service::spawn_subscription(&streams, &cfg.fanout, stream, req, msg, s, c, send);
+                }
+                Ok(Action::Publish { topic }) => {
+                    service::publish(&cfg.fanout, topic, &msg, &stop).await;
+                }
                 Err(_) => break 'read,
             }
         }
+    }
+    subs_stop.cancel();
+    if cut.is_cancelled() {
+        // The subscriber is not reading: drop what is queued for it, so the response ends.
+        tx.cut();
     }
     streams.close();
     streams.wait().await;
