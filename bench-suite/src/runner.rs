@@ -80,9 +80,18 @@ impl Servers {
     }
 }
 
-/// Whether a scenario applies to a variant (0-RTT needs QUIC).
+/// Whether a scenario applies to a variant (0-RTT needs QUIC; fan-out needs a transport
+/// that pushes, and subscribers as streams of one connection need one that multiplexes).
 pub fn applies(s: &Scenario, v: &Variant) -> bool {
-    !(s.kind == Kind::Setup && s.zero_rtt && !transports::has_zero_rtt(v.id))
+    match s.kind {
+        Kind::Setup => !(s.zero_rtt && !transports::has_zero_rtt(v.id)),
+        Kind::Fanout => {
+            crate::fanout::can_push(v)
+                && (s.sharing == crate::scenario::SharingName::Pool
+                    || crate::fanout::multiplexes(v.id))
+        }
+        _ => true,
+    }
 }
 
 /// How many repetitions a plan runs in all (for progress bars).
@@ -122,6 +131,8 @@ pub struct VariantServer {
     pub client_tls: Option<Arc<rustls::ClientConfig>>,
     /// The TLS server name clients use.
     pub server_name: String,
+    /// A local server's broadcast hub (its counters go into fan-out results).
+    pub fanout: Option<wirelab_core::fanout::Hub>,
     /// A local server's shutdown and task (none for a remote one).
     local: Option<(
         CancellationToken,
@@ -145,6 +156,7 @@ impl VariantServer {
                 addr,
                 client_tls,
                 server_name: r.server_name.clone(),
+                fanout: None,
                 local: None,
             });
         }
@@ -156,12 +168,14 @@ impl VariantServer {
             client_tls = Some(tls::client_config(&certs.trust, &alpn)?);
         }
         let shutdown = CancellationToken::new();
+        let fanout = Some(scfg.fanout.clone());
         let (addr, task) =
             transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
         Ok(Self {
             addr,
             client_tls,
             server_name: ClientConfig::new(addr).server_name,
+            fanout,
             local: Some((shutdown, task)),
         })
     }
@@ -243,6 +257,9 @@ impl Experiment for RunExperiment<'_> {
         cfg.mode = v.mode;
         if s.kind == Kind::Scale {
             return crate::scale::one_rep(s, v).await;
+        }
+        if s.kind == Kind::Fanout {
+            return crate::fanout::one_rep(s, v, cfg, r.server.fanout.as_ref()).await;
         }
         let probe = Probe {
             wire: None,
@@ -389,6 +406,7 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
             })
         }
         Kind::Scale => crate::scale::one_rep(s, v).await,
+        Kind::Fanout => crate::fanout::one_rep(s, v, cfg, None).await,
         Kind::Stream => {
             cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;
