@@ -211,7 +211,10 @@ async fn subscribe<Ch: Channel>(ch: &mut Ch, req: Subscribe) -> Result<()> {
         .await
         .context("sending the subscription")?;
     loop {
-        let m = ch.recv().await.context("waiting for the subscription's answer")?;
+        let m = ch
+            .recv()
+            .await
+            .context("waiting for the subscription's answer")?;
         let h = codec::peek_header(&m)?;
         if h.kind == Kind::Subscribe {
             return Ok(());
@@ -290,7 +293,10 @@ async fn receive<Ch: Channel>(
 
 /// Runs one fan-out with transport client `C` against the server `cfg` names.
 pub async fn run<C: Client>(cfg: &ClientConfig, spec: &Spec) -> Result<Run> {
-    anyhow::ensure!(spec.subscribers > 0, "fan-out needs at least one subscriber");
+    anyhow::ensure!(
+        spec.subscribers > 0,
+        "fan-out needs at least one subscriber"
+    );
     anyhow::ensure!(spec.rate > 0.0, "fan-out needs a rate above 0");
     let topic = TOPIC.fetch_add(1, Ordering::Relaxed);
     let req = |stalled: bool| Subscribe {
@@ -363,7 +369,12 @@ pub async fn run<C: Client>(cfg: &ClientConfig, spec: &Spec) -> Result<Run> {
     for (i, ch) in subscribed.into_iter().enumerate() {
         let ch = ch?;
         let stall = (i >= stalled_from).then_some(spec.stall);
-        tasks.push(tokio::spawn(receive(ch, spec.messages, stall, done_rx.clone())));
+        tasks.push(tokio::spawn(receive(
+            ch,
+            spec.messages,
+            stall,
+            done_rx.clone(),
+        )));
     }
 
     // The publisher: a session of its own, open loop from intended send times.
@@ -468,7 +479,8 @@ pub async fn one_rep(
         messages: r.figures.deliveries,
         elapsed_s: r.elapsed.as_secs_f64(),
         payload_bytes: r.figures.deliveries * spec.size as u64,
-        latency: (!r.figures.slowest.is_empty()).then(|| HistData::from_histogram(&r.figures.slowest)),
+        latency: (!r.figures.slowest.is_empty())
+            .then(|| HistData::from_histogram(&r.figures.slowest)),
         lateness: Some(HistData::from_histogram(&r.lateness)),
         offered_per_s: Some(spec.rate),
         fanout: Some(FanoutRep {

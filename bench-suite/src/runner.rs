@@ -84,7 +84,7 @@ impl Servers {
 /// that pushes, and subscribers as streams of one connection need one that multiplexes).
 pub fn applies(s: &Scenario, v: &Variant) -> bool {
     match s.kind {
-        Kind::Setup => !(s.zero_rtt && !transports::has_zero_rtt(v.id)),
+        Kind::Setup => !s.zero_rtt || transports::has_zero_rtt(v.id),
         Kind::Fanout => {
             crate::fanout::can_push(v)
                 && (s.sharing == crate::scenario::SharingName::Pool

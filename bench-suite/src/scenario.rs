@@ -308,7 +308,9 @@ impl Scenario {
             || self.stalled != 0
             || self.stall_ms != 0
         {
-            return err("subscribers, policy, queue, stalled and stall_ms are for fanout scenarios");
+            return err(
+                "subscribers, policy, queue, stalled and stall_ms are for fanout scenarios",
+            );
         }
         if self.connections != 0 && self.kind != Kind::Scale {
             return err("connections is for scale scenarios");

@@ -39,14 +39,10 @@ async fn start(id: TransportId) -> Lab {
     }
     let hub = scfg.fanout.clone();
     let stop = CancellationToken::new();
-    let (addr, task) = transports::start_server(
-        id,
-        scfg,
-        stop.clone(),
-        &tokio::runtime::Handle::current(),
-    )
-    .await
-    .expect("server starts");
+    let (addr, task) =
+        transports::start_server(id, scfg, stop.clone(), &tokio::runtime::Handle::current())
+            .await
+            .expect("server starts");
     let mut cfg = ClientConfig::new(addr);
     cfg.tls = client_tls;
     cfg.mode = Mode::Duplex;
@@ -159,7 +155,11 @@ async fn block_delivers_every_message_once_in_order_over_every_push_transport() 
         assert_eq!(hub.published, spec.messages, "{}", lab.id);
         assert_eq!(hub.queued, spec.messages * 4, "{}", lab.id);
         // One connection each: every subscriber is stream 0, so one frame per message serves all.
-        assert_eq!(hub.encoded, spec.messages, "{}: one frame per message", lab.id);
+        assert_eq!(
+            hub.encoded, spec.messages,
+            "{}: one frame per message",
+            lab.id
+        );
         assert_eq!((hub.dropped, hub.disconnected), (0, 0), "{}", lab.id);
         assert_eq!(r.figures.complete, spec.messages);
         assert_eq!(r.figures.slowest.len(), spec.messages);
@@ -182,7 +182,12 @@ async fn drop_oldest_leaves_gaps_for_the_stalled_subscriber_only() {
         all_in_order(lab.id, "drop: healthy", &r.subs[..2], spec.messages);
         let stalled = &r.subs[2];
         assert!(stalled.stalled);
-        assert!(strictly_increasing(stalled), "{}: {:?}", lab.id, seqs(stalled));
+        assert!(
+            strictly_increasing(stalled),
+            "{}: {:?}",
+            lab.id,
+            seqs(stalled)
+        );
         assert!(
             (stalled.got.len() as u64) < spec.messages,
             "{}: the stalled subscriber missed nothing ({} of {})",

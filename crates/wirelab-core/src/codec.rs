@@ -359,7 +359,9 @@ impl SlowPolicy {
         Self::ALL
             .into_iter()
             .find(|p| *p as u8 == v)
-            .ok_or(CodecError::BadStreamRequest("unknown slow-subscriber policy"))
+            .ok_or(CodecError::BadStreamRequest(
+                "unknown slow-subscriber policy",
+            ))
     }
 
     /// The name in scenario files and on the command line: `block`, `drop`, `disconnect`.
@@ -379,7 +381,9 @@ impl std::str::FromStr for SlowPolicy {
         Self::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown slow-subscriber policy '{s}' (known: block drop disconnect)"))
+            .ok_or_else(|| {
+                format!("unknown slow-subscriber policy '{s}' (known: block drop disconnect)")
+            })
     }
 }
 
@@ -641,7 +645,10 @@ mod tests {
 
         let p = publish(0, 17, 12_345, 9, 64).unwrap();
         let h = decode(&p, 1000).unwrap();
-        assert_eq!((h.kind, h.seq, h.sent_ns, h.len), (Kind::Publish, 17, 12_345, 64));
+        assert_eq!(
+            (h.kind, h.seq, h.sent_ns, h.len),
+            (Kind::Publish, 17, 12_345, 64)
+        );
         assert_eq!(publish_topic(&p), Ok(9));
         assert!(publish(0, 0, 0, 9, PUBLISH_MIN_LEN - 1).is_err());
         let d = deliver(&p, 3);

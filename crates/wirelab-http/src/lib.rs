@@ -324,7 +324,16 @@ where
                         async move { tx.send(m).await }
                     };
                     let (s, c) = (subs_stop.clone(), cut.clone());
-                    service::spawn_subscription(&streams, &cfg.fanout, stream, req, msg, s, c, send);
+                    service::spawn_subscription(
+                        &streams,
+                        &cfg.fanout,
+                        stream,
+                        req,
+                        msg,
+                        s,
+                        c,
+                        send,
+                    );
                 }
                 Ok(Action::Publish { topic }) => {
                     service::publish(&cfg.fanout, topic, &msg, &stop).await;

@@ -492,7 +492,15 @@ async fn send(
             }
             Action::Subscribe { .. } if stop.is_cancelled() => {}
             Action::Subscribe { stream: id, req } => {
-                subscribe(hub, &cfg.fanout, (key, id, stream.clone()), req, msg, &stop, idle_of(cfg));
+                subscribe(
+                    hub,
+                    &cfg.fanout,
+                    (key, id, stream.clone()),
+                    req,
+                    msg,
+                    &stop,
+                    idle_of(cfg),
+                );
             }
             Action::Publish { topic } => service::publish(&cfg.fanout, topic, &msg, &stop).await,
         }

@@ -263,7 +263,16 @@ where
                         async move { tx.send(Message::Binary(m)).await }
                     };
                     let (stop, c) = (stop_streams.clone(), cut.clone());
-                    service::spawn_subscription(&streams, &cfg.fanout, stream, req, b, stop, c, send);
+                    service::spawn_subscription(
+                        &streams,
+                        &cfg.fanout,
+                        stream,
+                        req,
+                        b,
+                        stop,
+                        c,
+                        send,
+                    );
                     continue;
                 }
                 Ok(Action::Publish { topic }) => {
