@@ -466,9 +466,7 @@ pub async fn one_rep(
     let spec = spec_of(s)?;
     cfg.mode = v.mode;
     cfg.wire = None;
-    // Each subscriber and its server side hold a descriptor or two (QUIC: a UDP socket per
-    // client session).
-    crate::scale::raise_nofile(3 * spec.subscribers as u64 + 1024)?;
+    raise_nofile(fds_per_subscriber(v.id) * spec.subscribers as u64 + 1024)?;
     let before = hub.map(wirelab_core::fanout::Hub::stats);
     let r = crate::with_client!(v.id, C => run::<C>(&cfg, &spec).await)?;
     let server = match (hub, before) {
@@ -501,6 +499,42 @@ pub async fn one_rep(
         }),
         ..crate::results::Rep::default()
     })
+}
+
+/// Descriptors one subscriber costs this process (client and in-process server together):
+/// a connection's two ends; sse's event stream and the connection its POSTs use.
+fn fds_per_subscriber(id: TransportId) -> u64 {
+    if id.as_str() == "sse" {
+        4
+    } else {
+        2
+    }
+}
+
+/// Raises the soft open-file limit to `need`, and the hard one too where the process may (root);
+/// otherwise fails saying how.
+fn raise_nofile(need: u64) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current.unwrap_or(u64::MAX) >= need {
+        return Ok(());
+    }
+    let max = l.maximum.unwrap_or(u64::MAX);
+    if max < need {
+        let mut raised = l.clone();
+        raised.current = Some(need);
+        raised.maximum = Some(need);
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "this fan-out needs {need} open files, and the hard limit is {max}: raise it \
+             (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE in a service unit)"
+        );
+    }
+    l.current = Some(need);
+    setrlimit(Resource::Nofile, l).context("raising the open-file limit")?;
+    Ok(())
 }
 
 /// Fan-out figures of one repetition, as result files keep them.

@@ -223,7 +223,7 @@ async fn close_all<C: Client>(conns: Vec<(C, C::Channel)>) {
 }
 
 /// Raises the soft limit on open files to at least `need`, up to the hard limit.
-pub(crate) fn raise_nofile(need: u64) -> Result<()> {
+fn raise_nofile(need: u64) -> Result<()> {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut l = getrlimit(Resource::Nofile);
     let cur = l.current.unwrap_or(u64::MAX);
@@ -233,7 +233,7 @@ pub(crate) fn raise_nofile(need: u64) -> Result<()> {
     let max = l.maximum.unwrap_or(u64::MAX);
     if max < need {
         bail!(
-            "this scenario needs {need} open files, and the hard limit is {max}: raise it \
+            "the scale scenario needs {need} open files, and the hard limit is {max}: raise it \
              (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE in a service unit)"
         );
     }
