@@ -387,14 +387,32 @@ pub async fn run<C: Client>(cfg: &ClientConfig, spec: &Spec) -> Result<Run> {
         .pop()
         .context("the publisher has no channel")?;
     let mut lateness = stats::histogram();
-    let interval_ns = (1e9 / spec.rate) as u64;
-    let start = Instant::now() + Duration::from_millis(1);
-    let start_ns = clock::now_ns() + 1_000_000;
+    let interval_ns = 1e9 / spec.rate;
+    // A dedicated thread releases message k at start + k / rate with high-resolution sleeps
+    // (tokio's timer has 1 ms granularity, which would add up to 1 ms to every latency), as
+    // the open-loop generator does.
+    let (tick_tx, mut ticks) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    let messages = spec.messages;
+    let start = std::time::Instant::now();
+    let start_ns = clock::now_ns();
+    let ticker = std::thread::Builder::new()
+        .name("wl-ticker".into())
+        .spawn(move || {
+            for k in 0..messages {
+                let offset = (k as f64 * interval_ns) as u64;
+                let due = start + Duration::from_nanos(offset);
+                let now = std::time::Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if tick_tx.send((k, start_ns + offset)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the ticker thread")?;
     let mut publish_error = None;
-    for k in 0..spec.messages {
-        let offset = k * interval_ns;
-        tokio::time::sleep_until(start + Duration::from_nanos(offset)).await;
-        let intended = start_ns + offset;
+    while let Some((k, intended)) = ticks.recv().await {
         let msg = codec::publish(pch.id(), k, intended, topic, spec.size)?;
         lateness.record(clock::now_ns().saturating_sub(intended).max(1))?;
         if let Err(e) = pch.send(msg).await {
@@ -402,6 +420,8 @@ pub async fn run<C: Client>(cfg: &ClientConfig, spec: &Spec) -> Result<Run> {
             break;
         }
     }
+    drop(ticks);
+    let _ = ticker.join();
     let _ = done_tx.send(Some(Instant::now()));
     let mut subs = Vec::with_capacity(n);
     let mut chans = Vec::with_capacity(n);
@@ -481,6 +501,14 @@ pub async fn one_rep(
             .then(|| HistData::from_histogram(&r.figures.slowest)),
         lateness: Some(HistData::from_histogram(&r.lateness)),
         offered_per_s: Some(spec.rate),
+        // Under `block` a late publisher is the policy at work, and it is in the latency.
+        behind: crate::workload::generator_verdict(
+            &r.lateness,
+            r.lateness.len(),
+            spec.messages,
+            crate::runner::LATENESS_BUDGET,
+        )
+        .map(|w| format!("publisher: {w}")),
         fanout: Some(FanoutRep {
             subscribers: spec.subscribers as u64,
             stalled: spec.stalled as u64,
