@@ -414,16 +414,16 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../scenarios/fanout_64B_n10000_pool_r100.toml"),
     ),
     (
-        "fanout_64KiB_n10_pool_r100_stall1",
-        include_str!("../scenarios/fanout_64KiB_n10_pool_r100_stall1.toml"),
+        "fanout_64KiB_n4_pool_r500_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_stall1.toml"),
     ),
     (
-        "fanout_64KiB_n10_pool_r100_drop_stall1",
-        include_str!("../scenarios/fanout_64KiB_n10_pool_r100_drop_stall1.toml"),
+        "fanout_64KiB_n4_pool_r500_drop_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_drop_stall1.toml"),
     ),
     (
-        "fanout_64KiB_n10_pool_r100_disconnect_stall1",
-        include_str!("../scenarios/fanout_64KiB_n10_pool_r100_disconnect_stall1.toml"),
+        "fanout_64KiB_n4_pool_r500_disconnect_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_disconnect_stall1.toml"),
     ),
 ];
 
