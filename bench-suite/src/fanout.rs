@@ -549,7 +549,7 @@ fn raise_nofile(need: u64) -> Result<()> {
     }
     let max = l.maximum.unwrap_or(u64::MAX);
     if max < need {
-        let mut raised = l.clone();
+        let mut raised = l;
         raised.current = Some(need);
         raised.maximum = Some(need);
         if setrlimit(Resource::Nofile, raised).is_ok() {
