@@ -12,7 +12,7 @@
 # serves it).
 #
 # usage: scripts/instructions.sh [--check FILE] [--out FILE] [VARIANT...]
-#   VARIANT: tcp ws h1 h2 h2:rr h2ws quic h3 h3:rr sse (default: all of these)
+#   VARIANT: tcp ws h1 h2 h2:rr h2ws quic h3 h3:rr sse wt (default: all of these)
 #   --out FILE    write the counts as JSON (schema wirelab.instructions/1)
 #   --check FILE  compare with a baseline written by --out: fail if any count is over 1.3 x
 #                 the baseline's (a regression), print the ratio for each
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     *) variants+=("$1"); shift ;;
   esac
 done
-[ ${#variants[@]} -gt 0 ] || variants=(tcp ws h1 h2 h2:rr h2ws quic h3 h3:rr sse)
+[ ${#variants[@]} -gt 0 ] || variants=(tcp ws h1 h2 h2:rr h2ws quic h3 h3:rr sse wt)
 
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || {
   echo "error: valgrind is not installed (Debian: apt-get install valgrind); it counts the instructions" >&2
@@ -103,12 +103,11 @@ for line in open(rows):
     server = (int(s_b) - int(s_a)) / (b - a)
     client = (int(c_b) - int(c_a)) / (b - a)
     counts[v] = {"client": round(client), "server": round(server), "total": round(client + server)}
-floors = {"tcp": "tcp", "quic": "quic"}
 print(f"\nInstructions per 64-byte echo on one stream (callgrind, user space; B-A = {b - a} echoes)\n")
 print("| variant | client | server | total | ÷ floor |")
 print("|---|---:|---:|---:|---:|")
 for v, c in counts.items():
-    floor = "quic" if v.startswith("h3") or v == "quic" else "tcp"
+    floor = "quic" if v.split(":")[0] in ("quic", "h3", "wt") else "tcp"
     ratio = f"{c['total'] / counts[floor]['total']:.2f}×" if floor in counts and counts[floor]["total"] else "–"
     print(f"| {v} | {c['client']:,} | {c['server']:,} | {c['total']:,} | {ratio} |")
 if out:

@@ -24,6 +24,11 @@ fn key_metrics(kind: Kind) -> &'static [(Metric, f64, usize)] {
             (Metric::ConnsPerS, 1.0, 0),
             (Metric::ServerCpuUsPerMsg, 1.0, 1),
         ],
+        Kind::Fanout => &[
+            (Metric::P50Us, 1.0, 1),
+            (Metric::P99Us, 1.0, 1),
+            (Metric::Missed, 1.0, 0),
+        ],
     }
 }
 

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod control;
 pub mod driver;
 pub mod env;
+pub mod fanout;
 pub mod hol;
 pub mod holindex;
 pub mod probe;

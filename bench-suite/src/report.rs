@@ -73,6 +73,18 @@ fn columns(kind: Kind) -> Vec<Col> {
             Col("p50 µs", Metric::P50Us, 1.0, 1),
             Col("p99 µs", Metric::P99Us, 1.0, 1),
         ],
+        Kind::Fanout => vec![
+            Col("slowest sub p50 µs", Metric::P50Us, 1.0, 1),
+            Col("slowest sub p99 µs", Metric::P99Us, 1.0, 1),
+            Col("slowest sub max µs", Metric::MaxUs, 1.0, 0),
+            Col("delivery p99 µs", Metric::DeliveryP99Us, 1.0, 1),
+            Col("deliveries/s", Metric::MsgPerS, 1.0, 0),
+            Col("missed", Metric::Missed, 1.0, 0),
+            Col("stalled missed", Metric::StalledMissed, 1.0, 0),
+            Col("cut off", Metric::CutSubscribers, 1.0, 0),
+            Col("server dropped", Metric::ServerDropped, 1.0, 0),
+            Col("out of order", Metric::Disordered, 1.0, 0),
+        ],
     }
 }
 
@@ -276,8 +288,15 @@ fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, Str
             Metric::ServerKibPerIdleConn,
             1.0,
         )?,
+        Kind::Fanout => bar(
+            "slowest_p99.svg",
+            format!("{name}: slowest subscriber's p99 per message (median, 95% CI)"),
+            "µs",
+            Metric::P99Us,
+            1.0,
+        )?,
     }
-    if matches!(kind, Kind::Echo | Kind::Open) {
+    if matches!(kind, Kind::Echo | Kind::Open | Kind::Fanout) {
         let series: Vec<_> = rs
             .iter()
             .filter_map(|r| Some((r.variant.label.clone(), r.merged_latency()?)))

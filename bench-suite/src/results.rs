@@ -78,6 +78,10 @@ pub struct Rep {
     /// Scale: what N connections cost the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleRep>,
+    /// Fan-out: deliveries, what was missed, cut off or out of order, every delivery's
+    /// latency. (`latency` is then the slowest healthy subscriber's, per message.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<crate::fanout::FanoutRep>,
     /// Datagram echo: what became of the datagrams sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datagrams: Option<DatagramRep>,
@@ -265,6 +269,20 @@ pub enum Metric {
     LossPct,
     /// `reorder_pct`: datagram echoes that came back after a later one, % of those received.
     ReorderPct,
+    /// `delivery_p50_us`: fan-out, every delivery to a healthy subscriber.
+    DeliveryP50Us,
+    /// `delivery_p99_us`.
+    DeliveryP99Us,
+    /// `missed`: fan-out deliveries healthy subscribers never got.
+    Missed,
+    /// `stalled_missed`: fan-out deliveries stalled subscribers never got.
+    StalledMissed,
+    /// `cut_subscribers`: fan-out subscribers whose connection or stream was ended.
+    CutSubscribers,
+    /// `disordered`: fan-out deliveries that came twice or out of order.
+    Disordered,
+    /// `server_dropped`: fan-out deliveries the server dropped (drop-oldest).
+    ServerDropped,
 }
 
 impl Metric {
@@ -291,6 +309,13 @@ impl Metric {
             Self::ServerCpuUsPerConnSetup => "server_cpu_us_per_conn_setup",
             Self::LossPct => "loss_pct",
             Self::ReorderPct => "reorder_pct",
+            Self::DeliveryP50Us => "delivery_p50_us",
+            Self::DeliveryP99Us => "delivery_p99_us",
+            Self::Missed => "missed",
+            Self::StalledMissed => "stalled_missed",
+            Self::CutSubscribers => "cut_subscribers",
+            Self::Disordered => "disordered",
+            Self::ServerDropped => "server_dropped",
         }
     }
 }
@@ -393,6 +418,24 @@ pub fn metrics(rep: &Rep) -> BTreeMap<Metric, f64> {
             s.setup_cpu_ns as f64 / n / 1000.0,
         );
     }
+    if let Some(f) = &rep.fanout {
+        if let Some(h) = f.delivery.as_ref().and_then(|h| h.to_histogram().ok()) {
+            if !h.is_empty() {
+                let s = stats::summarize(&h);
+                put(Metric::DeliveryP50Us, s.p50_us);
+                put(Metric::DeliveryP99Us, s.p99_us);
+            }
+        }
+        put(Metric::Missed, f.missed as f64);
+        put(Metric::CutSubscribers, f.cut as f64);
+        put(Metric::Disordered, f.disordered as f64);
+        if f.stalled > 0 {
+            put(Metric::StalledMissed, f.stalled_missed as f64);
+        }
+        if let Some(c) = f.server {
+            put(Metric::ServerDropped, c.dropped as f64);
+        }
+    }
     m
 }
 
@@ -462,6 +505,7 @@ fn kind_order(k: Kind) -> u8 {
         Kind::Setup => 4,
         Kind::Scale => 5,
         Kind::Datagram => 6,
+        Kind::Fanout => 7,
     }
 }
 
@@ -533,6 +577,13 @@ mod tests {
             Metric::ServerCpuUsPerConnSetup,
             Metric::LossPct,
             Metric::ReorderPct,
+            Metric::DeliveryP50Us,
+            Metric::DeliveryP99Us,
+            Metric::Missed,
+            Metric::StalledMissed,
+            Metric::CutSubscribers,
+            Metric::Disordered,
+            Metric::ServerDropped,
         ] {
             assert_eq!(serde_json::to_value(m).unwrap(), m.name());
             assert_eq!(m.to_string(), m.name());

@@ -93,10 +93,20 @@ impl Servers {
     }
 }
 
-/// Whether a scenario applies to a variant (0-RTT needs QUIC, datagram echo datagrams).
+/// Whether a scenario applies to a variant (0-RTT needs QUIC, datagram echo datagrams; fan-out
+/// needs a transport that pushes, and subscribers as streams of one connection need one that
+/// multiplexes).
 pub fn applies(s: &Scenario, v: &Variant) -> bool {
-    !(s.kind == Kind::Setup && s.zero_rtt && !transports::has_zero_rtt(v.id))
-        && (s.kind != Kind::Datagram || v.descriptor().datagrams)
+    match s.kind {
+        Kind::Setup => !s.zero_rtt || transports::has_zero_rtt(v.id),
+        Kind::Datagram => v.descriptor().datagrams,
+        Kind::Fanout => {
+            crate::fanout::can_push(v)
+                && (s.sharing == crate::scenario::SharingName::Pool
+                    || crate::fanout::multiplexes(v.id))
+        }
+        _ => true,
+    }
 }
 
 /// How many repetitions a plan runs in all (for progress bars).
@@ -136,6 +146,8 @@ pub struct VariantServer {
     pub client_tls: Option<Arc<rustls::ClientConfig>>,
     /// The TLS server name clients use.
     pub server_name: String,
+    /// A local server's broadcast hub (its counters go into fan-out results).
+    pub fanout: Option<wirelab_core::fanout::Hub>,
     /// A local server's shutdown and task (none for a remote one).
     local: Option<(
         CancellationToken,
@@ -159,6 +171,7 @@ impl VariantServer {
                 addr,
                 client_tls,
                 server_name: r.server_name.clone(),
+                fanout: None,
                 local: None,
             });
         }
@@ -170,12 +183,14 @@ impl VariantServer {
             client_tls = Some(tls::client_config(&certs.trust, &alpn)?);
         }
         let shutdown = CancellationToken::new();
+        let fanout = Some(scfg.fanout.clone());
         let (addr, task) =
             transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await?;
         Ok(Self {
             addr,
             client_tls,
             server_name: ClientConfig::new(addr).server_name,
+            fanout,
             local: Some((shutdown, task)),
         })
     }
@@ -258,6 +273,9 @@ impl Experiment for RunExperiment<'_> {
         if s.kind == Kind::Scale {
             let server_cpu = self.servers.cpus.on.map(|(_, server)| server);
             return crate::scale::one_rep(s, v, server_cpu).await;
+        }
+        if s.kind == Kind::Fanout {
+            return crate::fanout::one_rep(s, v, cfg, r.server.fanout.as_ref()).await;
         }
         let probe = Probe {
             wire: None,
@@ -430,6 +448,7 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
                 ..Rep::default()
             })
         }
+        Kind::Fanout => crate::fanout::one_rep(s, v, cfg, None).await,
         Kind::Stream => {
             cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;

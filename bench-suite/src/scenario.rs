@@ -31,6 +31,10 @@ pub enum Kind {
     /// reordering of the echoes, and the round trip of those that came back (never
     /// retransmitted). What has not come back a bounded wait after the last send is lost.
     Datagram,
+    /// One publisher, N subscribers of one topic, a fixed publish rate: per message the
+    /// slowest subscriber's latency from the intended send time, every delivery's latency,
+    /// deliveries per second, and what the slow-subscriber policy did (push transports only).
+    Fanout,
 }
 
 /// How K logical streams map onto connections, as written in scenario files.
@@ -104,7 +108,33 @@ pub struct Scenario {
     /// scale: connections opened (each one logical stream).
     #[serde(default)]
     pub connections: u64,
+    /// fanout: subscribers (each its own connection with `pool`, or its own stream of one
+    /// connection with `shared` on transports that multiplex).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subscribers: u64,
+    /// fanout: what the server does with a subscriber whose queue is full: `block` (the
+    /// default), `drop` (oldest) or `disconnect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// fanout: messages the server queues per subscriber (default 1024).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queue: u64,
+    /// fanout: subscribers that stop reading (the last ones), to show the policy at work.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalled: u64,
+    /// fanout: how long stalled subscribers stop reading (0: until the publisher is done;
+    /// `block` needs a time, or the publisher would wait for them forever).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stall_ms: u64,
 }
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The default per-subscriber queue of fan-out scenarios.
+pub const DEFAULT_QUEUE: u64 = 1024;
 
 /// Formats a size the way scenario names write it: `64B`, `1KiB`, `64KiB`, `1MiB`.
 pub fn size_label(n: usize) -> String {
@@ -175,7 +205,26 @@ impl Scenario {
             Kind::Stream => format!("stream_{}", self.size),
             Kind::Scale => format!("scale_c{}", self.connections),
             Kind::Datagram => format!("datagram_{}_r{}", self.size, self.rate),
+            Kind::Fanout => {
+                let mut n = format!(
+                    "fanout_{}_n{}_{sharing}_r{}",
+                    self.size, self.subscribers, self.rate
+                );
+                if let Some(p) = self.policy.as_deref().filter(|p| *p != "block") {
+                    n.push('_');
+                    n.push_str(p);
+                }
+                if self.stalled > 0 {
+                    n.push_str(&format!("_stall{}", self.stalled));
+                }
+                n
+            }
         }
+    }
+
+    /// fanout: the slow-subscriber policy.
+    pub fn slow_policy(&self) -> Result<wirelab_core::codec::SlowPolicy, String> {
+        self.policy.as_deref().unwrap_or("block").parse()
     }
 
     /// Checks the fields the kind needs and that the name matches them.
@@ -237,6 +286,44 @@ impl Scenario {
                 return err("needs connections in 1..=100000, rate > 0 and duration_ms > 0")
             }
             _ => {}
+        }
+        if self.kind == Kind::Fanout {
+            let policy = self
+                .slow_policy()
+                .map_err(|e| format!("scenario {}: {e}", self.name))?;
+            if !(1..=100_000).contains(&self.subscribers) {
+                return err("needs subscribers in 1..=100000");
+            }
+            if !(self.rate > 0.0 && self.rate.fract() == 0.0 && self.duration_ms > 0) {
+                return err("needs a whole rate > 0 and duration_ms > 0");
+            }
+            if size < wirelab_core::codec::PUBLISH_MIN_LEN {
+                return err("size must hold the topic: at least 36 B");
+            }
+            if self.sharing == SharingName::Shared && self.subscribers > 100 {
+                return err("shared (streams of one connection) is for up to 100 subscribers, the servers' stream limit");
+            }
+            if self.queue > u64::from(wirelab_core::fanout::MAX_QUEUE) {
+                return err("queue is over the servers' limit of 65536");
+            }
+            if self.stalled > self.subscribers {
+                return err("stalled must not exceed subscribers");
+            }
+            if self.stalled > 0
+                && self.stall_ms == 0
+                && policy == wirelab_core::codec::SlowPolicy::Block
+            {
+                return err("a stalled subscriber under block needs stall_ms (or the publisher waits forever)");
+            }
+        } else if self.subscribers != 0
+            || self.policy.is_some()
+            || self.queue != 0
+            || self.stalled != 0
+            || self.stall_ms != 0
+        {
+            return err(
+                "subscribers, policy, queue, stalled and stall_ms are for fanout scenarios",
+            );
         }
         if self.connections != 0 && self.kind != Kind::Scale {
             return err("connections is for scale scenarios");
@@ -314,6 +401,46 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "datagram_64B_r1000",
         include_str!("../scenarios/datagram_64B_r1000.toml"),
+    ),
+    (
+        "fanout_64B_n10_pool_r200",
+        include_str!("../scenarios/fanout_64B_n10_pool_r200.toml"),
+    ),
+    (
+        "fanout_64B_n1_pool_r100",
+        include_str!("../scenarios/fanout_64B_n1_pool_r100.toml"),
+    ),
+    (
+        "fanout_64B_n10_pool_r100",
+        include_str!("../scenarios/fanout_64B_n10_pool_r100.toml"),
+    ),
+    (
+        "fanout_64B_n100_pool_r100",
+        include_str!("../scenarios/fanout_64B_n100_pool_r100.toml"),
+    ),
+    (
+        "fanout_64B_n100_shared_r100",
+        include_str!("../scenarios/fanout_64B_n100_shared_r100.toml"),
+    ),
+    (
+        "fanout_64B_n1000_pool_r100",
+        include_str!("../scenarios/fanout_64B_n1000_pool_r100.toml"),
+    ),
+    (
+        "fanout_64B_n10000_pool_r100",
+        include_str!("../scenarios/fanout_64B_n10000_pool_r100.toml"),
+    ),
+    (
+        "fanout_64KiB_n4_pool_r500_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_stall1.toml"),
+    ),
+    (
+        "fanout_64KiB_n4_pool_r500_drop_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_drop_stall1.toml"),
+    ),
+    (
+        "fanout_64KiB_n4_pool_r500_disconnect_stall1",
+        include_str!("../scenarios/fanout_64KiB_n4_pool_r500_disconnect_stall1.toml"),
     ),
 ];
 

@@ -160,6 +160,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             h2: a.h2.settings().map_err(anyhow::Error::msg)?,
             quic: a.quic.settings().map_err(anyhow::Error::msg)?,
             qlog_dir: a.quic.qlog_dir.clone(),
+            fanout: wirelab_core::fanout::Hub::new(),
         };
         let (addr, task) = transports::start_server(
             id,

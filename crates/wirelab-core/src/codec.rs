@@ -26,6 +26,10 @@ pub const MAGIC: [u8; 2] = *b"WL";
 pub const VERSION: u8 = 1;
 /// Size of a [`StreamRequest`] message: the header plus three `u32` fields.
 pub const STREAM_REQUEST_LEN: usize = HEADER_LEN + 12;
+/// Size of a [`Subscribe`] message: the header, the topic, the policy and the queue bound.
+pub const SUBSCRIBE_LEN: usize = HEADER_LEN + 12;
+/// Smallest [`Kind::Publish`] message: the header and the topic.
+pub const PUBLISH_MIN_LEN: usize = HEADER_LEN + 4;
 
 /// What a message asks for or carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +43,18 @@ pub enum Kind {
     StreamData = 2,
     /// Server to client: the server stream on this logical stream is complete.
     StreamEnd = 3,
+    /// Client to server: subscribe this logical stream to a topic (payload: [`Subscribe`]).
+    /// The server answers with the same message once the subscription is registered; every
+    /// delivery comes after that answer.
+    Subscribe = 4,
+    /// Client to server: broadcast this message to every subscriber of a topic (payload: the
+    /// topic, `u32`, then padding). The header's send time is the publisher's *intended* send
+    /// time.
+    Publish = 5,
+    /// Server to client: one published message, delivered to a subscriber. The publisher's
+    /// bytes with the kind set to `Deliver` and the stream id set to the subscriber's logical
+    /// stream; sequence number and send time are the publisher's.
+    Deliver = 6,
 }
 
 impl Kind {
@@ -48,6 +64,9 @@ impl Kind {
             1 => Self::StreamRequest,
             2 => Self::StreamData,
             3 => Self::StreamEnd,
+            4 => Self::Subscribe,
+            5 => Self::Publish,
+            6 => Self::Deliver,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -317,6 +336,162 @@ impl StreamRequest {
     }
 }
 
+/// What the server does when a subscriber's queue is full (the subscriber reads slower than
+/// the topic is published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SlowPolicy {
+    /// Hold the publisher until the slow subscriber has room: nothing is lost, and everyone
+    /// waits for the slowest.
+    Block = 0,
+    /// Drop the oldest queued message to make room for the new one; the subscriber sees a gap
+    /// in the sequence numbers.
+    DropOldest = 1,
+    /// Cut the slow subscriber off: its connection (or stream) is closed.
+    Disconnect = 2,
+}
+
+impl SlowPolicy {
+    /// Every policy, in wire order.
+    pub const ALL: [SlowPolicy; 3] = [Self::Block, Self::DropOldest, Self::Disconnect];
+
+    fn from_u8(v: u8) -> Result<Self, CodecError> {
+        Self::ALL
+            .into_iter()
+            .find(|p| *p as u8 == v)
+            .ok_or(CodecError::BadStreamRequest(
+                "unknown slow-subscriber policy",
+            ))
+    }
+
+    /// The name in scenario files and on the command line: `block`, `drop`, `disconnect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::DropOldest => "drop",
+            Self::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl std::str::FromStr for SlowPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("unknown slow-subscriber policy '{s}' (known: block drop disconnect)")
+            })
+    }
+}
+
+/// A subscription request: deliver `topic`'s messages on this logical stream, queueing at most
+/// `queue` of them for this subscriber, and apply `policy` when that queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribe {
+    /// The topic (logical broadcast stream).
+    pub topic: u32,
+    /// What happens when this subscriber falls `queue` messages behind.
+    pub policy: SlowPolicy,
+    /// Messages the server queues for this subscriber (at least 1).
+    pub queue: u32,
+}
+
+impl Subscribe {
+    /// Checks the fields against the server's limit on a subscriber's queue.
+    pub fn validate(&self, max_queue: u32) -> Result<(), CodecError> {
+        if self.queue == 0 {
+            return Err(CodecError::BadStreamRequest("subscriber queue of 0"));
+        }
+        if self.queue > max_queue {
+            return Err(CodecError::BadStreamRequest(
+                "subscriber queue over the server's limit",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encodes the request as a [`Kind::Subscribe`] message on `stream`.
+    pub fn encode(&self, stream: u32, seq: u64, sent_ns: u64) -> Bytes {
+        let mut buf = BytesMut::with_capacity(SUBSCRIBE_LEN);
+        put_header(
+            &mut buf,
+            &Header {
+                stream,
+                seq,
+                sent_ns,
+                kind: Kind::Subscribe,
+                len: SUBSCRIBE_LEN as u32,
+            },
+        );
+        buf.put_u32(self.topic);
+        buf.put_u8(self.policy as u8);
+        buf.put_slice(&[0; 3]);
+        buf.put_u32(self.queue);
+        buf.freeze()
+    }
+
+    /// Decodes the payload of a message whose header says [`Kind::Subscribe`].
+    pub fn decode(msg: &[u8]) -> Result<Self, CodecError> {
+        if msg.len() != SUBSCRIBE_LEN {
+            return Err(CodecError::LengthMismatch {
+                declared: SUBSCRIBE_LEN,
+                actual: msg.len(),
+            });
+        }
+        let f = |o: usize| u32::from_be_bytes([msg[o], msg[o + 1], msg[o + 2], msg[o + 3]]);
+        Ok(Self {
+            topic: f(HEADER_LEN),
+            policy: SlowPolicy::from_u8(msg[HEADER_LEN + 4])?,
+            queue: f(HEADER_LEN + 8),
+        })
+    }
+}
+
+/// Builds a [`Kind::Publish`] message of `size` bytes (at least [`PUBLISH_MIN_LEN`]) for
+/// `topic`, stamped with the publisher's intended send time `intended_ns`.
+pub fn publish(
+    stream: u32,
+    seq: u64,
+    intended_ns: u64,
+    topic: u32,
+    size: usize,
+) -> Result<Bytes, CodecError> {
+    if size < PUBLISH_MIN_LEN {
+        return Err(CodecError::Short { len: size });
+    }
+    let mut m = BytesMut::from(&encode(stream, seq, intended_ns, Kind::Publish, size)?[..]);
+    m[HEADER_LEN..PUBLISH_MIN_LEN].copy_from_slice(&topic.to_be_bytes());
+    Ok(m.freeze())
+}
+
+/// The topic of a [`Kind::Publish`] message (its header already decoded).
+pub fn publish_topic(msg: &[u8]) -> Result<u32, CodecError> {
+    if msg.len() < PUBLISH_MIN_LEN {
+        return Err(CodecError::Short { len: msg.len() });
+    }
+    Ok(u32::from_be_bytes([
+        msg[HEADER_LEN],
+        msg[HEADER_LEN + 1],
+        msg[HEADER_LEN + 2],
+        msg[HEADER_LEN + 3],
+    ]))
+}
+
+/// The delivery of a published message `msg` to a subscriber on logical stream `stream`: the
+/// same bytes, kind [`Kind::Deliver`], stream id `stream` (one copy per distinct stream id,
+/// shared by every subscriber on that id).
+pub fn deliver(msg: &[u8], stream: u32) -> Bytes {
+    let mut m = BytesMut::from(msg);
+    if m.len() >= HEADER_LEN {
+        m[3] = Kind::Deliver as u8;
+        m[4..8].copy_from_slice(&stream.to_be_bytes());
+    }
+    m.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +612,51 @@ mod tests {
         assert!(StreamRequest::from_query("count=1").is_err());
         assert!(StreamRequest::from_query("count=x&size=40").is_err());
         assert!(StreamRequest::from_query("count=1&size=40&evil=1").is_err());
+    }
+
+    #[test]
+    fn subscribe_publish_deliver_round_trip() {
+        for policy in SlowPolicy::ALL {
+            let s = Subscribe {
+                topic: 9,
+                policy,
+                queue: 64,
+            };
+            let m = s.encode(4, 0, 1);
+            let h = decode(&m, 1000).unwrap();
+            assert_eq!((h.kind, h.stream), (Kind::Subscribe, 4));
+            assert_eq!(Subscribe::decode(&m).unwrap(), s);
+            assert_eq!(policy.name().parse::<SlowPolicy>().unwrap(), policy);
+            assert!(s.validate(64).is_ok());
+            assert!(s.validate(63).is_err());
+            assert!(Subscribe { queue: 0, ..s }.validate(64).is_err());
+        }
+        let mut bad = Subscribe {
+            topic: 1,
+            policy: SlowPolicy::Block,
+            queue: 1,
+        }
+        .encode(0, 0, 0)
+        .to_vec();
+        bad[HEADER_LEN + 4] = 7;
+        assert!(Subscribe::decode(&bad).is_err());
+        assert!(Subscribe::decode(&bad[..40]).is_err());
+        assert!("nope".parse::<SlowPolicy>().is_err());
+
+        let p = publish(0, 17, 12_345, 9, 64).unwrap();
+        let h = decode(&p, 1000).unwrap();
+        assert_eq!(
+            (h.kind, h.seq, h.sent_ns, h.len),
+            (Kind::Publish, 17, 12_345, 64)
+        );
+        assert_eq!(publish_topic(&p), Ok(9));
+        assert!(publish(0, 0, 0, 9, PUBLISH_MIN_LEN - 1).is_err());
+        let d = deliver(&p, 3);
+        let hd = decode(&d, 1000).unwrap();
+        assert_eq!(
+            (hd.kind, hd.stream, hd.seq, hd.sent_ns, hd.len),
+            (Kind::Deliver, 3, 17, 12_345, 64)
+        );
+        assert_eq!(d[HEADER_LEN..], p[HEADER_LEN..]);
     }
 }

@@ -269,6 +269,8 @@ pub struct ServerConfig {
     pub quic: QuicSettings,
     /// quic and h3: write one qlog file per connection into this directory.
     pub qlog_dir: Option<PathBuf>,
+    /// The broadcast hub subscribe/publish messages use (one per server; clones share it).
+    pub fanout: crate::fanout::Hub,
 }
 
 impl ServerConfig {
@@ -283,6 +285,7 @@ impl ServerConfig {
             h2: H2Settings::default(),
             quic: QuicSettings::default(),
             qlog_dir: None,
+            fanout: crate::fanout::Hub::new(),
         }
     }
 }

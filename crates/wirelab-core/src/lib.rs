@@ -2,6 +2,7 @@
 //!
 //! - [`codec`]: the service message format (pure, sans-IO).
 //! - [`service`]: the server side of echo and server streams.
+//! - [`fanout`]: the broadcast hub behind subscribe/publish, shared by every server.
 //! - [`transport`]: the [`Client`], [`Channel`] and [`Server`] traits, and the [`Descriptor`]
 //!   each transport describes itself with.
 //! - [`config`]: limits, timeouts, client and server configs.
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod mux;
 pub mod net;
 pub mod service;

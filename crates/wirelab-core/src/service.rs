@@ -24,6 +24,21 @@ pub enum Action {
     Echo,
     /// Send a server stream on the message's logical stream.
     Stream(StreamPlan),
+    /// Subscribe the message's logical stream to a topic: register with the server's
+    /// [`crate::fanout::Hub`], answer with the message itself, then forward every delivery
+    /// ([`crate::fanout::drive_subscription`]).
+    Subscribe {
+        /// The subscriber's logical stream.
+        stream: u32,
+        /// What it asked for.
+        req: codec::Subscribe,
+    },
+    /// Broadcast the message to the topic's subscribers ([`crate::fanout::Hub::publish`]);
+    /// nothing is answered.
+    Publish {
+        /// The topic.
+        topic: u32,
+    },
 }
 
 /// Decides what a message asks for, checking it against `limits`.
@@ -39,7 +54,18 @@ pub fn classify(msg: &[u8], limits: &Limits) -> Result<Action, CodecError> {
                 req,
             }))
         }
-        Kind::StreamData | Kind::StreamEnd => Err(CodecError::BadStreamRequest(
+        Kind::Subscribe => {
+            let req = codec::Subscribe::decode(msg)?;
+            req.validate(crate::fanout::MAX_QUEUE)?;
+            Ok(Action::Subscribe {
+                stream: h.stream,
+                req,
+            })
+        }
+        Kind::Publish => Ok(Action::Publish {
+            topic: codec::publish_topic(msg)?,
+        }),
+        Kind::StreamData | Kind::StreamEnd | Kind::Deliver => Err(CodecError::BadStreamRequest(
             "server-to-client kind sent to the server",
         )),
     }
@@ -106,6 +132,47 @@ where
     Ok(())
 }
 
+/// Starts forwarding a new subscription on `tasks`: registers stream `stream` with `hub`
+/// (before this returns, so every later publish reaches it), then answers with `ack` and
+/// forwards each delivery through `sink` until `stop` fires, the sink fails, or the subscriber
+/// is cut off for falling behind ([`codec::SlowPolicy::Disconnect`]): then `cut` is cancelled,
+/// and the transport closes the subscriber's connection or stream.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_subscription<F, Fut, E>(
+    tasks: &TaskTracker,
+    hub: &crate::fanout::Hub,
+    stream: u32,
+    req: codec::Subscribe,
+    ack: Bytes,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    sink: F,
+) where
+    F: FnMut(Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+{
+    let sub = hub.subscribe(stream, req);
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            end = crate::fanout::drive_subscription(sub, ack, sink) => {
+                if end == crate::fanout::SubEnd::Disconnected {
+                    cut.cancel();
+                }
+            }
+        }
+    });
+}
+
+/// Publishes `msg` on `topic` through `hub`, waiting (under the block policy) at most until
+/// `stop` fires.
+pub async fn publish(hub: &crate::fanout::Hub, topic: u32, msg: &Bytes, stop: &CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = hub.publish(topic, msg) => {}
+    }
+}
+
 /// At shutdown, [`serve_messages`] answers messages until the connection has been quiet this
 /// long (messages already in the socket's buffer arrive at once).
 pub const DRAIN_QUIET: Duration = Duration::from_millis(20);
@@ -124,12 +191,18 @@ pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 ///   for [`DRAIN_QUIET`], at most [`DRAIN_MAX`]), then stops reading, writes every answer
 ///   already due, ends in-flight server streams and closes the writer (FIN).
 ///
+/// Subscribe and publish messages go to `hub` ([`spawn_subscription`], [`publish`]); a
+/// subscriber cut off for falling behind has its connection ended at once (the writer is
+/// abandoned, not drained: the peer is not reading).
+///
 /// Returns the closed writer, so a caller can wait for the peer's acknowledgement, and the
 /// first error: the read side's, else the write side's.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_messages<R, W, G, GF>(
     mut reader: R,
     mut writer: W,
     limits: Limits,
+    hub: crate::fanout::Hub,
     idle: Option<Duration>,
     shutdown: CancellationToken,
     mut before_stream: G,
@@ -156,6 +229,9 @@ where
         (writer, r)
     });
     let streams = TaskTracker::new();
+    let cut = CancellationToken::new();
+    // Ends this connection's subscriptions when its read side ends.
+    let subs_stop = shutdown.child_token();
     let mut draining = false;
     let result = loop {
         let next = async {
@@ -169,6 +245,7 @@ where
                 draining = true;
                 break Ok(());
             }
+            _ = cut.cancelled() => break Err(Error::Protocol("slow subscriber cut off".into())),
             f = next => f,
         };
         let msg = match frame {
@@ -199,9 +276,26 @@ where
                     }
                 });
             }
+            Ok(Action::Subscribe { stream, req }) => {
+                let tx = tx.clone();
+                let send = move |m| {
+                    let tx = tx.clone();
+                    async move { tx.send(m).await }
+                };
+                let (stop, c) = (subs_stop.clone(), cut.clone());
+                spawn_subscription(&streams, &hub, stream, req, msg, stop, c, send);
+            }
+            Ok(Action::Publish { topic }) => publish(&hub, topic, &msg, &shutdown).await,
             Err(e) => break Err(Error::Codec(e)),
         }
     };
+    subs_stop.cancel();
+    if cut.is_cancelled() {
+        // The peer is not reading: end the connection without waiting for its writes.
+        write_task.abort();
+        streams.close();
+        return (None, result);
+    }
     if draining {
         // Shutdown: echoes that already reached us are answered before the end. Read until
         // the connection has been quiet for DRAIN_QUIET (what is in the socket's buffer comes
@@ -297,6 +391,7 @@ mod tests {
             FramedRead::new(srd, crate::net::length_prefixed(1 << 20)),
             FramedWrite::new(swr, crate::net::length_prefixed(1 << 20)),
             Limits::default(),
+            crate::fanout::Hub::new(),
             None,
             CancellationToken::new(),
             gate,

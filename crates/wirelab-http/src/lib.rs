@@ -83,9 +83,17 @@ struct FrameTx {
     tx: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
     cap: u32,
+    /// Ends the response at once, dropping what is queued (a subscriber cut off as too slow).
+    cut: CancellationToken,
 }
 
 impl FrameTx {
+    /// Ends the response now: what is queued is dropped, the body ends.
+    fn cut(&self) {
+        self.cut.cancel();
+        self.budget.close();
+    }
+
     /// Queues one message once the budget allows. Fails when the response is gone.
     async fn send(&self, msg: Bytes) -> std::result::Result<(), ()> {
         // A message over the whole budget waits for an empty queue, then goes alone.
@@ -106,6 +114,7 @@ impl FrameTx {
 struct BodyRx {
     rx: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
+    cut: CancellationToken,
 }
 
 impl Drop for BodyRx {
@@ -230,14 +239,20 @@ fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
     let cap = u32::try_from(write_queue.max(1)).unwrap_or(u32::MAX);
     let budget = Arc::new(Semaphore::new(cap as usize));
     let (tx, rx) = mpsc::unbounded_channel();
+    let cut = CancellationToken::new();
     let rx = BodyRx {
         rx,
         budget: budget.clone(),
+        cut: cut.clone(),
     };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         // The permits drop here: hyper has the bytes now. Messages already queued go out as
-        // one DATA frame (see `coalesce`).
-        let (first, _permit) = rx.rx.recv().await?;
+        // one DATA frame (see `coalesce`). A cut subscriber (fan-out) ends the body.
+        let (first, _permit) = tokio::select! {
+            biased;
+            _ = rx.cut.cancelled() => return None,
+            m = rx.rx.recv() => m?,
+        };
         let mut permits = Vec::new();
         let chunk = coalesce(first, COALESCE_MAX, || {
             let (msg, permit) = rx.rx.try_recv().ok()?;
@@ -247,7 +262,12 @@ fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
         Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
     });
     (
-        FrameTx { tx, budget, cap },
+        FrameTx {
+            tx,
+            budget,
+            cap,
+            cut,
+        },
         BodyExt::boxed(StreamBody::new(stream)),
     )
 }
@@ -275,6 +295,8 @@ where
 {
     use tokio::time::{timeout_at, Instant};
     let streams = tokio_util::task::TaskTracker::new();
+    // Subscriptions end with the request body; `cut` fires when one is cut off as too slow.
+    let (subs_stop, cut) = (stop.child_token(), CancellationToken::new());
     let mut buf = BytesMut::new();
     // Set once `stop` fires: the end of the drain.
     let mut draining: Option<Instant> = None;
@@ -282,6 +304,7 @@ where
         let frame = match draining {
             None => tokio::select! {
                 f = body.frame() => f,
+                _ = cut.cancelled() => break 'read,
                 _ = stop.cancelled() => {
                     draining = Some(Instant::now() + service::DRAIN_MAX);
                     continue;
@@ -331,9 +354,36 @@ where
                 Ok(Action::Stream(plan)) => {
                     streams.spawn(paced(plan, true, tx.clone(), stop.clone()));
                 }
+                Ok(Action::Subscribe { .. }) if draining.is_some() => break 'read,
+                Ok(Action::Subscribe { stream, req }) => {
+                    let tx = tx.clone();
+                    let send = move |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(m).await }
+                    };
+                    let (s, c) = (subs_stop.clone(), cut.clone());
+                    service::spawn_subscription(
+                        &streams,
+                        &cfg.fanout,
+                        stream,
+                        req,
+                        msg,
+                        s,
+                        c,
+                        send,
+                    );
+                }
+                Ok(Action::Publish { topic }) => {
+                    service::publish(&cfg.fanout, topic, &msg, &stop).await;
+                }
                 Err(_) => break 'read,
             }
         }
+    }
+    subs_stop.cancel();
+    if cut.is_cancelled() {
+        // The subscriber is not reading: drop what is queued for it, so the response ends.
+        tx.cut();
     }
     streams.close();
     streams.wait().await;

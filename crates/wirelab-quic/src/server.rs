@@ -140,7 +140,15 @@ async fn stream(
         let mut c = confirmed.clone();
         async move { c.wait().await }
     };
-    let served = service::serve_messages(reader, writer, cfg.limits, None, stop.clone(), gate);
+    let served = service::serve_messages(
+        reader,
+        writer,
+        cfg.limits,
+        cfg.fanout.clone(),
+        None,
+        stop.clone(),
+        gate,
+    );
     let end_streams = async {
         shutdown.cancelled().await;
         reader_done.cancelled().await;

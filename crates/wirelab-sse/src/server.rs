@@ -318,6 +318,9 @@ impl Drop for Producer {
         let mut b = self.stream.lock();
         if b.generation == self.generation {
             b.detached = Some(std::time::Instant::now());
+            drop(b);
+            // Subscriptions forwarding into this stream see it detached.
+            self.stream.tick.send_replace(());
         }
     }
 }
@@ -416,7 +419,7 @@ fn events(
 
 async fn send(
     req: Request<Incoming>,
-    hub: &Hub,
+    hub: &Arc<Hub>,
     cfg: &ServerConfig,
     stop: CancellationToken,
 ) -> Response<Body> {
@@ -487,12 +490,80 @@ async fn send(
                     }
                 });
             }
+            Action::Subscribe { .. } if stop.is_cancelled() => {}
+            Action::Subscribe { stream: id, req } => {
+                subscribe(
+                    hub,
+                    &cfg.fanout,
+                    (key, id, stream.clone()),
+                    req,
+                    msg,
+                    &stop,
+                    idle_of(cfg),
+                );
+            }
+            Action::Publish { topic } => service::publish(&cfg.fanout, topic, &msg, &stop).await,
         }
     }
     Response::builder()
         .status(StatusCode::ACCEPTED)
         .body(Empty::new().boxed())
         .unwrap_or_default()
+}
+
+fn idle_of(cfg: &ServerConfig) -> Duration {
+    cfg.timeouts.idle
+}
+
+/// Forwards a subscription's deliveries into the logical stream's event stream until the
+/// event stream goes away (it detaches), the server stops, or the subscriber is cut off as too
+/// slow: then the logical stream is forgotten and its event stream ends, so the client's
+/// resume is answered `204` (it stops) rather than silently missing messages.
+fn subscribe(
+    hub: &Arc<Hub>,
+    fanout: &wirelab_core::fanout::Hub,
+    (key, id, stream): ((SessionId, u32), u32, Arc<Stream>),
+    req: codec::Subscribe,
+    ack: Bytes,
+    stop: &CancellationToken,
+    idle: Duration,
+) {
+    let sub = fanout.subscribe(id, req);
+    let (hub, stop, settings) = (hub.clone(), stop.clone(), hub.settings);
+    tokio::spawn(async move {
+        let push = |m: Bytes| {
+            let (stream, stop) = (stream.clone(), stop.clone());
+            async move {
+                let deadline = Instant::now() + idle;
+                stream.push(&m, &settings, deadline, &stop).await
+            }
+        };
+        let end = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = detached(&stream) => return,
+            end = wirelab_core::fanout::drive_subscription(sub, ack, push) => end,
+        };
+        if end == wirelab_core::fanout::SubEnd::Disconnected {
+            if let Ok(mut map) = hub.streams.lock() {
+                map.remove(&key);
+            }
+            stream.lock().generation += 1;
+            stream.tick.send_replace(());
+        }
+    });
+}
+
+/// Returns once the logical stream has no event stream attached.
+async fn detached(stream: &Stream) {
+    let mut rx = stream.tick.subscribe();
+    loop {
+        if stream.lock().detached.is_some() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn connection(

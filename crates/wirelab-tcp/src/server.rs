@@ -26,13 +26,14 @@ impl Server for TcpServer {
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
         let cfg = self.0.config();
         let (limits, timeouts) = (cfg.limits, cfg.timeouts);
+        let hub = cfg.fanout.clone();
         let sd = shutdown.clone();
         net::accept_loop(
             "tcp",
             self.0.tcp(),
             &shutdown,
             timeouts.shutdown_grace,
-            |sock| connection(sock, limits, timeouts, sd.clone()),
+            |sock| connection(sock, limits, hub.clone(), timeouts, sd.clone()),
         )
         .await;
         Ok(())
@@ -42,6 +43,7 @@ impl Server for TcpServer {
 async fn connection(
     sock: TcpStream,
     limits: Limits,
+    hub: wirelab_core::fanout::Hub,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -53,6 +55,7 @@ async fn connection(
         reader,
         writer,
         limits,
+        hub,
         Some(timeouts.idle),
         shutdown,
         no_gate,

@@ -193,6 +193,8 @@ where
     let writer = tokio::spawn(write_loop(sink, rx, tx.budget.clone()));
     let streams = TaskTracker::new();
     let stop_streams = shutdown.child_token();
+    // Cancelled when a subscriber on this session is cut off for falling behind.
+    let cut = CancellationToken::new();
     let t = cfg.timeouts;
     let mut ping = tokio::time::interval(
         t.ping_interval
@@ -217,6 +219,7 @@ where
                 continue;
             }
             _ = tokio::time::sleep_until(idle_deadline) => break Some(close_frame(CloseCode::Away, "idle timeout")),
+            _ = cut.cancelled() => break Some(close_frame(CloseCode::Policy, "slow subscriber cut off")),
             item = stream.next() => item,
         };
         idle_deadline = tokio::time::Instant::now() + t.idle;
@@ -253,6 +256,29 @@ where
                     });
                     continue;
                 }
+                Ok(Action::Subscribe { stream, req }) => {
+                    let tx = tx.clone();
+                    let send = move |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(Message::Binary(m)).await }
+                    };
+                    let (stop, c) = (stop_streams.clone(), cut.clone());
+                    service::spawn_subscription(
+                        &streams,
+                        &cfg.fanout,
+                        stream,
+                        req,
+                        b,
+                        stop,
+                        c,
+                        send,
+                    );
+                    continue;
+                }
+                Ok(Action::Publish { topic }) => {
+                    service::publish(&cfg.fanout, topic, &b, &shutdown).await;
+                    continue;
+                }
                 Err(_) => break Some(close_frame(CloseCode::Unsupported, "not a wirelab message")),
             },
             // tungstenite answers pings and the peer's close itself; keep reading so the
@@ -277,6 +303,11 @@ where
         }
     };
     stop_streams.cancel();
+    if cut.is_cancelled() {
+        // The subscriber is not reading: its close frame could wait forever. End it now.
+        writer.abort();
+        return Err(Error::Protocol("slow subscriber cut off".into()));
+    }
     if shutting_down {
         drain(&mut stream, &tx, &cfg, owed).await;
     }

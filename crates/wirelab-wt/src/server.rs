@@ -191,7 +191,15 @@ async fn stream(
     let writer = FramedWrite::new(send, net::length_prefixed(max));
     // The session starts after the handshake: no 0-RTT data, nothing to hold back.
     let gate = || async { Ok(()) };
-    let served = service::serve_messages(reader, writer, cfg.limits, None, stop.clone(), gate);
+    let served = service::serve_messages(
+        reader,
+        writer,
+        cfg.limits,
+        cfg.fanout.clone(),
+        None,
+        stop.clone(),
+        gate,
+    );
     let end_streams = async {
         shutdown.cancelled().await;
         reader_done.cancelled().await;
