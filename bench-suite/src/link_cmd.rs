@@ -11,7 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wirelab::hol::{self, HolPlan};
 use wirelab::runner::Servers;
 use wirelab_link::check::{self, burst_tolerance, loss_tolerance};
-use wirelab_link::{Link, LinkConfig, LinkOptions, LinkSpec, LossModel};
+use wirelab_link::router::{RouterInfo, WireStats};
+use wirelab_link::{
+    Link, LinkConfig, LinkControl, LinkOptions, LinkSpec, LossModel, Router, RouterClient,
+    RouterOptions,
+};
 
 /// Options shared by everything that starts a link.
 #[derive(Debug, Args, Clone)]
@@ -60,6 +64,31 @@ enum LinkCmd {
     /// Measure the emulator on this machine: RTT for 2 x 20 ms, 1% random loss, bursty loss,
     /// TCP goodput under rate limits; prints each against its setting. Needs root.
     Check(CheckArgs),
+    /// The docker compose lab's router: forwards IPv4 between the interfaces on two subnets
+    /// through the link emulator's models (kernel forwarding must be off). Needs
+    /// CAP_NET_RAW and CAP_NET_ADMIN. Runs until SIGTERM or SIGINT, then prints its counters
+    /// as JSON (and writes them to --stats-out).
+    Router(RouterArgs),
+}
+
+#[derive(Debug, Args)]
+struct RouterArgs {
+    /// The client side's subnet: the interface with an address in it is used.
+    #[arg(long, default_value = "198.18.0.0/24")]
+    client_net: String,
+    /// The server side's subnet.
+    #[arg(long, default_value = "198.19.0.0/24")]
+    server_net: String,
+    /// The link until a harness configures another (keys as for `wirelab run --link`).
+    #[arg(long, default_value = "rtt=0ms")]
+    link: String,
+    /// The control endpoint (TCP, JSON lines) the harness configures and reads the router
+    /// through.
+    #[arg(long, default_value = "0.0.0.0:7798")]
+    control: std::net::SocketAddr,
+    /// Also write the final counters to this file.
+    #[arg(long)]
+    stats_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +108,65 @@ struct CheckArgs {
 pub(crate) fn link(a: LinkArgs) -> Result<()> {
     match a.cmd {
         LinkCmd::Check(c) => link_check(c),
+        LinkCmd::Router(r) => router(r),
     }
+}
+
+fn router(a: RouterArgs) -> Result<()> {
+    let spec: LinkSpec = a
+        .link
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--link {}: {e}", a.link))?;
+    let opts = RouterOptions {
+        client: a.client_net.parse().map_err(anyhow::Error::msg)?,
+        server: a.server_net.parse().map_err(anyhow::Error::msg)?,
+    };
+    // Block the stop signals before any thread starts, so they all inherit the mask and the
+    // main thread takes them with sigwait.
+    let sigs = wirelab_link::router::StopSignals::block()?;
+    let router = Arc::new(Router::start(&opts, spec.config())?);
+    let listener = std::net::TcpListener::bind(a.control)
+        .with_context(|| format!("binding the control endpoint {}", a.control))?;
+    router.serve_control(listener);
+    eprintln!(
+        "router: {} {} ({}) ⇄ forwarder ⇄ {} {} ({}), link {spec}, control on {}",
+        router.client.name,
+        router.client.addr,
+        opts.client,
+        router.server.name,
+        router.server.addr,
+        opts.server,
+        a.control
+    );
+    let sig = sigs.wait()?;
+    let stats = router.stats()?;
+    let out = serde_json::json!({
+        "router": router.info(),
+        "link": spec.to_string(),
+        "signal": sig,
+        "stats": WireStats::from(&stats).summary(),
+    });
+    let text = serde_json::to_string_pretty(&out)?;
+    println!("{text}");
+    if let Some(p) = &a.stats_out {
+        std::fs::write(p, format!("{text}\n")).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Connects to the lab's router at `addr`, puts `spec` on it, and returns it as the link.
+pub(crate) fn connect_router(
+    addr: &str,
+    spec: &LinkSpec,
+) -> Result<(Arc<dyn LinkControl>, Arc<RouterInfo>)> {
+    let r = RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
+    r.configure(spec.config())?;
+    let info = r.info()?;
+    eprintln!(
+        "lab router at {addr}: {} {} ⇄ {} {}, link {spec}",
+        info.client.interface, info.client.address, info.server.interface, info.server.address
+    );
+    Ok((Arc::new(r), Arc::new(info)))
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -240,8 +327,13 @@ pub(crate) struct HolArgs {
     /// --control ADDR` on another host (HOST or HOST:PORT, port 7799 by default): no emulated
     /// loss, so whatever the path itself loses. No root needed. The RTT that sets the rate and
     /// the stall threshold is measured (tcp echoes) unless --rtt gives it.
-    #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["loss", "random_only"])]
+    #[arg(long, value_name = "HOST[:PORT]")]
     server: Option<String>,
+    /// With --server: the server is reached through the lab's router (`wirelab link router`)
+    /// at HOST or HOST:PORT (port 7798 by default), which emulates each cell's link: the
+    /// same grid, seeds and losses as the in-process emulator.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "server")]
+    router: Option<String>,
     /// With --server: trust the server's certificate through this CA (PEM) instead of by the
     /// fingerprint its control endpoint gives.
     #[arg(long, value_name = "FILE", requires = "server")]
@@ -274,6 +366,12 @@ impl HolArgs {
                 }
             }
             variants.retain(|v| self.only.contains(&v.label()));
+        }
+        if self.server.is_some()
+            && self.router.is_none()
+            && (!self.loss.is_empty() || self.random_only)
+        {
+            bail!("--loss and --random-only need a link: without --router, --server measures the real path's own loss");
         }
         if !(self.per_rtt.is_finite() && self.per_rtt > 0.0) {
             bail!("--per-rtt must be above 0");
@@ -383,7 +481,7 @@ async fn path_rtt_ms(servers: &Servers) -> Result<u64> {
 pub(crate) async fn hol(
     mut plan: HolPlan,
     args: &HolArgs,
-    link: Option<Arc<Link>>,
+    mut link: Option<Arc<dyn LinkControl>>,
     mut servers: Servers,
 ) -> Result<()> {
     if let Some(server) = &args.server {
@@ -402,6 +500,19 @@ pub(crate) async fn hol(
             bail!("the remote server serves none of the variants asked for");
         }
         servers.remote = Some(Arc::new(remote));
+        if let Some(addr) = &args.router {
+            let first = plan
+                .cells
+                .first()
+                .map(|c| plan.link_spec(c, 0))
+                .unwrap_or_default();
+            let (router, info) = connect_router(addr, &first)?;
+            servers.link = Some((router.clone(), first));
+            servers.router = Some(info);
+            link = Some(router);
+        }
+    }
+    if let (Some(_), None) = (&args.server, &args.router) {
         let rtts: Vec<u64> = if args.rtt.is_empty() {
             let rtt = path_rtt_ms(&servers).await?;
             eprintln!("path RTT: {rtt} ms (p50 of 50 echoes, rounded up, at least 2)");

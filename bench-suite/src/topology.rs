@@ -68,6 +68,7 @@ impl Topology {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
             },
             link: None,
+            router: None,
             remote: None,
         }
     }
