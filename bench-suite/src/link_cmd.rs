@@ -69,6 +69,12 @@ enum LinkCmd {
     /// CAP_NET_RAW and CAP_NET_ADMIN. Runs until SIGTERM or SIGINT, then prints its counters
     /// as JSON (and writes them to --stats-out).
     Router(RouterArgs),
+    /// Print a lab router's sides, settings and counters (since its last configuration) as
+    /// JSON, with its verdict (`invalid`: why it fell behind, or null).
+    RouterStats(RouterStatsArgs),
+    /// The server half of `wirelab link check --router --peer` (UDP echo, UDP receiver, TCP
+    /// receiver), for the lab's server container.
+    Peer(PeerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -103,12 +109,49 @@ struct CheckArgs {
     /// Fewer packets and shorter transfers (about 15 s instead of 30 s).
     #[arg(long)]
     quick: bool,
+    /// Check the lab's router instead of an in-process link: its control endpoint, HOST or
+    /// HOST:PORT (port 7798 by default). Needs --peer; no root needed.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "peer")]
+    router: Option<String>,
+    /// With --router: `wirelab link peer` on the server side, HOST or HOST:PORT (port 7790
+    /// by default), which runs the server half of each probe.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "router")]
+    peer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RouterStatsArgs {
+    /// The router's control endpoint, HOST or HOST:PORT (port 7798 by default).
+    router: String,
+}
+
+#[derive(Debug, Args)]
+struct PeerArgs {
+    /// Where to listen for probe requests.
+    #[arg(long, default_value = "0.0.0.0:7790")]
+    listen: std::net::SocketAddr,
 }
 
 pub(crate) fn link(a: LinkArgs) -> Result<()> {
     match a.cmd {
         LinkCmd::Check(c) => link_check(c),
         LinkCmd::Router(r) => router(r),
+        LinkCmd::RouterStats(r) => {
+            let c = RouterClient::connect(&r.router)
+                .with_context(|| format!("the lab router at {}", r.router))?;
+            let out = serde_json::json!({
+                "router": c.info()?,
+                "stats": c.wire_stats()?.summary(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        LinkCmd::Peer(p) => {
+            let l = std::net::TcpListener::bind(p.listen)
+                .with_context(|| format!("binding {}", p.listen))?;
+            eprintln!("peer: serving probe requests on {}", p.listen);
+            Ok(check::peer(l)?)
+        }
     }
 }
 
@@ -158,8 +201,13 @@ fn router(a: RouterArgs) -> Result<()> {
 pub(crate) fn connect_router(
     addr: &str,
     spec: &LinkSpec,
+    servers: &Servers,
 ) -> Result<(Arc<dyn LinkControl>, Arc<RouterInfo>)> {
-    let r = RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
+    let mut r =
+        RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
+    if let Some(remote) = &servers.remote {
+        r = r.with_server_cc(remote.info.env.tcp_congestion_control.clone());
+    }
     r.configure(spec.config())?;
     let info = r.info()?;
     eprintln!(
@@ -181,19 +229,52 @@ fn link_check(a: CheckArgs) -> Result<()> {
     if a.rates.contains(&0) {
         bail!("--rates: a rate must be above 0 Mbit/s");
     }
+    let start: LinkConfig = "rtt=40ms"
+        .parse::<LinkSpec>()
+        .map_err(anyhow::Error::msg)?
+        .config();
+    match (&a.router, &a.peer) {
+        (Some(router), Some(peer)) => {
+            let router = RouterClient::connect(router)
+                .with_context(|| format!("the lab router at {router}"))?;
+            let with_port = if peer.contains(':') {
+                peer.clone()
+            } else {
+                format!("{peer}:7790")
+            };
+            let peer = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .with_context(|| format!("resolving {with_port}"))?
+                .next()
+                .with_context(|| format!("{with_port} resolves to nothing"))?;
+            router.configure(start)?;
+            let info = router.info()?;
+            eprintln!(
+                "lab router: {} {} ⇄ {} {}; peer {peer}",
+                info.client.interface,
+                info.client.address,
+                info.server.interface,
+                info.server.address
+            );
+            check_on(&check::LabSides { router, peer }, &a)
+        }
+        _ => check_on(&a.setup.start(start)?, &a),
+    }
+}
+
+fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
     let spec = |s: &str| -> Result<LinkConfig> {
         Ok(s.parse::<LinkSpec>().map_err(anyhow::Error::msg)?.config())
     };
-    let link = a.setup.start(spec("rtt=40ms")?)?;
+    let link_ctl = link.control();
     let mut failed = 0;
     println!("| check | setting | measured | accepted | verdict |\n|---|---|---|---|---|");
 
     let r = check::rtt(
-        &link,
+        link,
         if a.quick { 100 } else { 200 },
         Duration::from_millis(20),
     )?;
-    let st = link.stats()?;
+    let st = link_ctl.stats()?;
     let ok = (r.mean_ms() - 40.0).abs() <= 0.5 && r.unanswered == 0 && st.invalid().is_none();
     failed += usize::from(!ok);
     println!(
@@ -206,8 +287,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
     );
 
     let n = if a.quick { 20_000 } else { 50_000 };
-    link.configure(spec("loss=1%,seed=11")?)?;
-    let r = check::udp_loss(&link, n, 10_000, 200)?;
+    link_ctl.configure(spec("loss=1%,seed=11")?)?;
+    let r = check::udp_loss(link, n, 10_000, 200)?;
     let tol = loss_tolerance(0.01, u64::from(n), 0.0);
     let ok = (r.tally.rate() - 0.01).abs() <= tol
         && r.tally.lost == r.stats.forwarder.up.counters.lost
@@ -231,8 +312,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
         loss_bad: 1.0,
     };
     cfg.up.seed = 5;
-    link.configure(cfg)?;
-    let r = check::udp_loss(&link, n * 2, 20_000, 200)?;
+    link_ctl.configure(cfg)?;
+    let r = check::udp_loss(link, n * 2, 20_000, 200)?;
     let btol = burst_tolerance(rr, r.tally.bursts);
     let ok = (r.tally.mean_burst() - 1.0 / rr).abs() <= btol && r.stats.invalid().is_none();
     failed += usize::from(!ok);
@@ -251,8 +332,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
         (Duration::from_millis(1500), Duration::from_secs(4))
     };
     for &rate in &a.rates {
-        link.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
-        let r = check::tcp_goodput(&link, warm, measure)?;
+        link_ctl.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
+        let r = check::tcp_goodput(link, warm, measure)?;
         let ideal = check::ideal_goodput(rate * 1_000_000, r.mss);
         let lat = |d: &wirelab_link::forward::DirectionStats| {
             d.lateness.value_at_quantile(0.99) as f64 / 1e3
@@ -262,7 +343,7 @@ fn link_check(a: CheckArgs) -> Result<()> {
         failed += usize::from(!ok);
         println!(
             "| TCP goodput ({}) | {rate} Mbit/s, RTT 20 ms, 20 ms queue | {:.1} Mbit/s = {:.1}% of ideal {:.1}; release lateness p99 {:.0} / {:.0} µs; {} queue drops{} | >= 95%, emulator kept up | {} |",
-            link.info().congestion_control.0,
+            link_ctl.congestion_control().0,
             r.goodput_bps / 1e6,
             r.goodput_bps / ideal * 100.0,
             ideal / 1e6,
@@ -506,7 +587,7 @@ pub(crate) async fn hol(
                 .first()
                 .map(|c| plan.link_spec(c, 0))
                 .unwrap_or_default();
-            let (router, info) = connect_router(addr, &first)?;
+            let (router, info) = connect_router(addr, &first, &servers)?;
             servers.link = Some((router.clone(), first));
             servers.router = Some(info);
             link = Some(router);

@@ -108,12 +108,7 @@ pub(crate) async fn run(
     if let (Some(l), Some(spec)) = (link, a.local_link_spec()?) {
         servers.link = Some((l, spec));
     }
-    if let Some(addr) = &a.router {
-        let spec = a.link_spec()?.unwrap_or_default();
-        let (router, info) = crate::link_cmd::connect_router(addr, &spec)?;
-        servers.link = Some((router, spec));
-        servers.router = Some(info);
-    }
+
     let all = scenario::embedded().map_err(anyhow::Error::msg)?;
     if a.list {
         println!("| scenario | sets | what it shows |\n|---|---|---|");
@@ -164,6 +159,12 @@ pub(crate) async fn run(
             variants
         }
     };
+    if let Some(addr) = &a.router {
+        let spec = a.link_spec()?.unwrap_or_default();
+        let (router, info) = crate::link_cmd::connect_router(addr, &spec, &servers)?;
+        servers.link = Some((router, spec));
+        servers.router = Some(info);
+    }
     let plan = Plan {
         scenarios,
         variants,

@@ -681,6 +681,7 @@ pub struct RouterClient {
     addr: SocketAddr,
     conn: Mutex<Option<(BufReader<TcpStream>, TcpStream)>>,
     cc: String,
+    server_cc: String,
 }
 
 impl RouterClient {
@@ -702,6 +703,7 @@ impl RouterClient {
             addr,
             conn: Mutex::new(None),
             cc,
+            server_cc: "?".into(),
         };
         c.info()?;
         Ok(c)
@@ -748,6 +750,12 @@ impl RouterClient {
         }
     }
 
+    /// Records the server side's congestion control (as its control endpoint reports it).
+    pub fn with_server_cc(mut self, cc: String) -> Self {
+        self.server_cc = cc;
+        self
+    }
+
     /// The router's sides and settings.
     pub fn info(&self) -> Result<RouterInfo, Error> {
         match self.call(&Request::Info)? {
@@ -777,9 +785,10 @@ impl LinkControl for RouterClient {
         Ok(self.wire_stats()?.to_stats())
     }
 
-    /// This (client) side's, and the server side's as the lab sets it (the same).
+    /// This (client) side's, read here, and the server side's as given to
+    /// [`RouterClient::with_server_cc`] (`?` if it was not).
     fn congestion_control(&self) -> (String, String) {
-        (self.cc.clone(), format!("{} (lab setting)", self.cc))
+        (self.cc.clone(), self.server_cc.clone())
     }
 }
 
