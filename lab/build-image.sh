@@ -36,7 +36,9 @@ if [ $rebuild = 1 ] || ! docker image inspect "$base" >/dev/null 2>&1; then
     echo "base image $base imported" >&2
 fi
 
-bin=${WIRELAB_BIN:-$root/${CARGO_TARGET_DIR:-target}/release/wirelab}
+target=${CARGO_TARGET_DIR:-target}
+case "$target" in /*) ;; *) target=$root/$target ;; esac
+bin=${WIRELAB_BIN:-$target/release/wirelab}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
 if [ ! -x "$bin" ]; then
     echo "building the release binary ($bin is missing) ..." >&2

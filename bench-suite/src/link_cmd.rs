@@ -95,6 +95,10 @@ struct RouterArgs {
     /// Also write the final counters to this file.
     #[arg(long)]
     stats_out: Option<PathBuf>,
+    /// Leave the forwarder at normal priority instead of trying SCHED_FIFO 50 (which a
+    /// container only gets with a real-time budget: compose `cpu_rt_runtime`).
+    #[arg(long)]
+    no_realtime: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +167,7 @@ fn router(a: RouterArgs) -> Result<()> {
     let opts = RouterOptions {
         client: a.client_net.parse().map_err(anyhow::Error::msg)?,
         server: a.server_net.parse().map_err(anyhow::Error::msg)?,
+        rt_priority: (!a.no_realtime).then_some(50),
     };
     // Block the stop signals before any thread starts, so they all inherit the mask and the
     // main thread takes them with sigwait.
@@ -172,14 +177,15 @@ fn router(a: RouterArgs) -> Result<()> {
         .with_context(|| format!("binding the control endpoint {}", a.control))?;
     router.serve_control(listener);
     eprintln!(
-        "router: {} {} ({}) ⇄ forwarder ⇄ {} {} ({}), link {spec}, control on {}",
+        "router: {} {} ({}) ⇄ forwarder ⇄ {} {} ({}), link {spec}, control on {}, {}",
         router.client.name,
         router.client.addr,
         opts.client,
         router.server.name,
         router.server.addr,
         opts.server,
-        a.control
+        a.control,
+        router.info().realtime
     );
     let sig = sigs.wait()?;
     let stats = router.stats()?;
@@ -192,7 +198,8 @@ fn router(a: RouterArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&out)?;
     println!("{text}");
     if let Some(p) = &a.stats_out {
-        std::fs::write(p, format!("{text}\n")).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, format!("{text}\n"))
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -203,16 +210,19 @@ pub(crate) fn connect_router(
     spec: &LinkSpec,
     servers: &Servers,
 ) -> Result<(Arc<dyn LinkControl>, Arc<RouterInfo>)> {
-    let mut r =
-        RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
+    let mut r = RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
     if let Some(remote) = &servers.remote {
         r = r.with_server_cc(remote.info.env.tcp_congestion_control.clone());
     }
     r.configure(spec.config())?;
     let info = r.info()?;
     eprintln!(
-        "lab router at {addr}: {} {} ⇄ {} {}, link {spec}",
-        info.client.interface, info.client.address, info.server.interface, info.server.address
+        "lab router at {addr}: {} {} ⇄ {} {}, link {spec}, forwarder at {}",
+        info.client.interface,
+        info.client.address,
+        info.server.interface,
+        info.server.address,
+        info.realtime
     );
     Ok((Arc::new(r), Arc::new(info)))
 }

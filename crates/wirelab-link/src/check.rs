@@ -476,11 +476,14 @@ enum PeerReply {
 
 fn read_reply(r: &mut BufReader<TcpStream>) -> Result<PeerReply, Error> {
     let mut line = String::new();
-    r.read_line(&mut line).map_err(io("reading from the peer"))?;
+    r.read_line(&mut line)
+        .map_err(io("reading from the peer"))?;
     match serde_json::from_str(&line) {
         Ok(PeerReply::Error(e)) => Err(Error::Setup(format!("the peer says: {e}"))),
         Ok(r) => Ok(r),
-        Err(e) => Err(Error::Setup(format!("bad answer from the peer ({e}): {line:?}"))),
+        Err(e) => Err(Error::Setup(format!(
+            "bad answer from the peer ({e}): {line:?}"
+        ))),
     }
 }
 
@@ -495,7 +498,9 @@ impl LabSides {
         let mut r = BufReader::new(c);
         match read_reply(&mut r)? {
             PeerReply::Port(p) => Ok((SocketAddr::new(self.peer.ip(), p), r)),
-            other => Err(Error::Setup(format!("unexpected answer from the peer: {other:?}"))),
+            other => Err(Error::Setup(format!(
+                "unexpected answer from the peer: {other:?}"
+            ))),
         }
     }
 }
@@ -584,10 +589,7 @@ impl Sides for LabSides {
 /// `wirelab link peer`: serves the server side of [`LabSides`]' probes on `listener`, one
 /// request per connection, each on its own thread, until the process ends.
 pub fn peer(listener: TcpListener) -> Result<(), Error> {
-    let ip = listener
-        .local_addr()
-        .map_err(io("peer address"))?
-        .ip();
+    let ip = listener.local_addr().map_err(io("peer address"))?.ip();
     for conn in listener.incoming() {
         let conn = conn.map_err(io("accepting a peer request"))?;
         std::thread::spawn(move || {
@@ -616,9 +618,10 @@ fn serve_peer_request(
 ) -> Result<(), Error> {
     let mut r = BufReader::new(conn);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(io("reading a peer request"))?;
-    let req: PeerRequest = serde_json::from_str(&line)
-        .map_err(|e| Error::Config(format!("bad peer request: {e}")))?;
+    r.read_line(&mut line)
+        .map_err(io("reading a peer request"))?;
+    let req: PeerRequest =
+        serde_json::from_str(&line).map_err(|e| Error::Config(format!("bad peer request: {e}")))?;
     let port = |a: SocketAddr| PeerReply::Port(a.port());
     // The client's "done" (or its connection closing) ends a service.
     let wait_done = move |mut r: BufReader<TcpStream>, flag: Arc<AtomicBool>| {

@@ -191,7 +191,9 @@ impl std::str::FromStr for Subnet {
         let (a, l) = s
             .split_once('/')
             .ok_or_else(|| format!("'{s}' is not a subnet (a.b.c.d/len)"))?;
-        let addr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 address"))?;
+        let addr = a
+            .parse()
+            .map_err(|_| format!("'{a}' is not an IPv4 address"))?;
         let len: u8 = l
             .parse()
             .ok()

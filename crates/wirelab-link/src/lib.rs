@@ -30,9 +30,9 @@ pub mod spec;
 pub use link::{
     Link, LinkConfig, LinkControl, LinkInfo, LinkOptions, LinkStats, CLIENT_ADDR, SERVER_ADDR,
 };
-pub use router::{Router, RouterClient, RouterOptions};
 pub use loss::{LossModel, LossProcess};
 pub use path::{Counters, Direction, DirectionConfig, Fate};
+pub use router::{Router, RouterClient, RouterOptions};
 pub use spec::LinkSpec;
 
 /// What can go wrong setting up or running the link.

@@ -357,7 +357,7 @@ impl Drop for Link {
 }
 
 /// Puts thread `tid` under `SCHED_FIFO` at `prio` with `chrt` (util-linux).
-fn set_fifo(tid: i32, prio: u8) -> Result<(), String> {
+pub(crate) fn set_fifo(tid: i32, prio: u8) -> Result<(), String> {
     match Proc::new("chrt")
         .args(["-f", "-p", &prio.to_string(), &tid.to_string()])
         .output()

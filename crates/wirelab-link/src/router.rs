@@ -37,9 +37,7 @@ use hdrhistogram::Histogram;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag};
 use serde::{Deserialize, Serialize};
 
-use crate::forward::{
-    self, Command, DirectionStats, ForwarderStats, Port, PortCounters, Received,
-};
+use crate::forward::{self, Command, DirectionStats, ForwarderStats, Port, PortCounters, Received};
 use crate::frame::{self, Mac, Subnet, ETH_HEADER, MAX_FRAME};
 use crate::link::{LinkConfig, LinkControl, LinkStats};
 use crate::path::{Counters, DirectionConfig};
@@ -79,9 +77,7 @@ pub fn find_interface(subnet: Subnet) -> Result<Interface, Error> {
         .iter()
         .find_map(|a| {
             let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
-            subnet
-                .contains(ip)
-                .then(|| (a.interface_name.clone(), ip))
+            subnet.contains(ip).then(|| (a.interface_name.clone(), ip))
         })
         .ok_or_else(|| {
             Error::Setup(format!(
@@ -370,6 +366,9 @@ pub struct RouterOptions {
     pub client: Subnet,
     /// The server side's subnet.
     pub server: Subnet,
+    /// Real-time priority (`SCHED_FIFO`, via `chrt`) for the forwarder thread, where the
+    /// container may have it; `None` leaves it at normal priority.
+    pub rt_priority: Option<u8>,
 }
 
 /// A running router: the forwarder thread between two packet ports.
@@ -382,6 +381,7 @@ pub struct Router {
     /// The server side's interface.
     pub server: Interface,
     config: Mutex<LinkConfig>,
+    realtime: String,
 }
 
 impl Router {
@@ -409,19 +409,32 @@ impl Router {
         let mut cport = PacketPort::open(ci.clone())?;
         let mut sport = PacketPort::open(si.clone())?;
         let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wl-router".into())
             .spawn(move || {
                 let _ = nix::sys::prctl::set_timerslack(1);
+                let _ = tid_tx.send(nix::unistd::gettid().as_raw());
                 forward::run(&mut cport, &mut sport, (cfg.up, cfg.down), rx)
             })
             .map_err(|e| Error::io("starting the forwarder thread", e))?;
+        let tid = tid_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| Error::Setup("the forwarder thread did not start".into()))?;
+        let realtime = match opts.rt_priority {
+            None => "normal priority (not asked for)".to_string(),
+            Some(p) => match crate::link::set_fifo(tid, p) {
+                Ok(()) => format!("SCHED_FIFO {p}"),
+                Err(why) => format!("normal priority ({why})"),
+            },
+        };
         Ok(Self {
             commands: Mutex::new(tx),
             thread: Some(thread),
             client: ci,
             server: si,
             config: Mutex::new(cfg),
+            realtime,
         })
     }
 
@@ -494,7 +507,7 @@ impl Router {
                     Ok(s) => Reply::Stats(Box::new(WireStats::from(&s))),
                     Err(e) => Reply::Error(e.to_string()),
                 },
-                Ok(Request::Info) => Reply::Info(self.info()),
+                Ok(Request::Info) => Reply::Info(Box::new(self.info())),
                 Err(e) => Reply::Error(format!("bad request: {e}")),
             };
             let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
@@ -515,6 +528,7 @@ impl Router {
             client: side(&self.client),
             server: side(&self.server),
             config: self.config(),
+            realtime: self.realtime.clone(),
         }
     }
 }
@@ -548,6 +562,9 @@ pub struct RouterInfo {
     pub server: RouterSide,
     /// Settings in force.
     pub config: LinkConfig,
+    /// The forwarder's scheduling: `SCHED_FIFO <prio>`, or normal priority and why.
+    #[serde(default)]
+    pub realtime: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -563,7 +580,7 @@ enum Request {
 enum Reply {
     Ok,
     Stats(Box<WireStats>),
-    Info(RouterInfo),
+    Info(Box<RouterInfo>),
     Error(String),
 }
 
@@ -736,7 +753,9 @@ impl RouterClient {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => {
                 *guard = None;
-                return Err(Error::Setup("the router closed its control connection".into()));
+                return Err(Error::Setup(
+                    "the router closed its control connection".into(),
+                ));
             }
             Err(e) => {
                 *guard = None;
@@ -759,7 +778,7 @@ impl RouterClient {
     /// The router's sides and settings.
     pub fn info(&self) -> Result<RouterInfo, Error> {
         match self.call(&Request::Info)? {
-            Reply::Info(i) => Ok(i),
+            Reply::Info(i) => Ok(*i),
             _ => Err(Error::Setup("unexpected answer from the router".into())),
         }
     }

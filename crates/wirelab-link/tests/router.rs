@@ -59,7 +59,9 @@ impl Lab {
         let [c, r, s] = &lab.names;
         for (side, ns, net) in [("c", c, 18u8), ("s", s, 19u8)] {
             let (a, b) = (format!("wl{pid}{side}0"), format!("wl{pid}{side}1"));
-            ip(&["-n", r, "link", "add", &a, "type", "veth", "peer", "name", &b]);
+            ip(&[
+                "-n", r, "link", "add", &a, "type", "veth", "peer", "name", &b,
+            ]);
             ip(&["-n", r, "link", "set", &b, "netns", ns]);
             let router_ip = format!("198.{net}.{third}.{}/29", fourth + 1);
             let end_ip = format!("198.{net}.{third}.{}/29", fourth + 2);
@@ -120,6 +122,7 @@ fn the_router_loses_what_the_seeded_model_loses_and_forwards_the_rest() {
     let opts = RouterOptions {
         client: lab.client_net.parse().unwrap(),
         server: lab.server_net.parse().unwrap(),
+        rt_priority: None,
     };
     // The router thread's namespace is inherited by its forwarder thread.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -154,7 +157,8 @@ fn the_router_loses_what_the_seeded_model_loses_and_forwards_the_rest() {
             let f = File::open(format!("/run/netns/{}", names[2])).unwrap();
             nix::sched::setns(f.as_fd(), CloneFlags::CLONE_NEWNET).unwrap();
             let s = UdpSocket::bind((addr, 9000)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1000)))
+                .unwrap();
             ready_tx.send(()).unwrap();
             let mut arrived = vec![false; N as usize];
             let mut buf = [0u8; 64];
