@@ -48,7 +48,7 @@ ctx=$(mktemp -d /tmp/wirelab-ctx.XXXXXX)
 trap 'rm -rf "$ctx" ${rootfs:+"$rootfs"}' EXIT
 cp "$bin" "$ctx/wirelab"
 strip "$ctx/wirelab" 2>/dev/null || true
-cp "$here"/Dockerfile "$here"/*.sh "$ctx/"
+cp -r "$here"/Dockerfile "$here"/*.sh "$here"/scenarios "$ctx/"
 docker build -q --build-arg BASE="$base" -t "$image" "$ctx" 2>/dev/null >/dev/null \
     || docker build --build-arg BASE="$base" -t "$image" "$ctx"
 echo "lab image $image built from $bin" >&2

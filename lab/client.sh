@@ -6,7 +6,8 @@
 #   LINK        the router's link, as for `wirelab run --link`   (rtt=40ms,loss=1%)
 #   SEED        seed of the loss processes    (1)
 #   TRANSPORTS  comma-separated               (all)
-#   SCENARIOS   comma-separated scenario names; else SET = quick | default | full  (quick)
+#   SCENARIOS   comma-separated scenario names (or .toml paths); else SET = quick | default |
+#               full; else the lab's set: echo_64B_c1_lab (100 echoes) and setup_1rtt
 #   REPS        repetitions                   (6)
 #   HOL_ARGS    extra arguments for `wirelab hol` (default: --quick)
 #   OUT         directory name under /results (lab-<UTC date>-<time>)
@@ -17,7 +18,8 @@ LINK=${LINK:-rtt=40ms,loss=1%}
 SEED=${SEED:-1}
 EXPERIMENT=${EXPERIMENT:-run}
 REPS=${REPS:-6}
-SET=${SET:-quick}
+SET=${SET:-}
+LAB_SET=/usr/local/share/wirelab/scenarios/echo_64B_c1_lab.toml,setup_1rtt
 
 wait_for() { # wait_for WHAT TRIES COMMAND...
     local what=$1 tries=$2; shift 2
@@ -42,6 +44,7 @@ run)
     if [ -n "${SCENARIOS:-}" ]; then args+=(--scenario "$SCENARIOS")
     elif [ "$SET" = quick ]; then args+=(--quick)
     elif [ "$SET" = full ]; then args+=(--full)
+    elif [ "$SET" != default ]; then args+=(--scenario "$LAB_SET")
     fi
     wirelab "${args[@]}" || rc=$?
     ;;
