@@ -7,7 +7,7 @@
 #   SEED        seed of the loss processes    (1)
 #   TRANSPORTS  comma-separated               (all)
 #   SCENARIOS   comma-separated scenario names (or .toml paths); else SET = quick | default |
-#               full; else the lab's set: echo_64B_c1_lab (100 echoes) and setup_1rtt
+#               full; else the lab's set: echo_64B_c1_shared (100 echoes) and setup_1rtt
 #   REPS        repetitions                   (6)
 #   HOL_ARGS    extra arguments for `wirelab hol` (default: --quick)
 #   OUT         directory name under /results (lab-<UTC date>-<time>)
@@ -19,7 +19,7 @@ SEED=${SEED:-1}
 EXPERIMENT=${EXPERIMENT:-run}
 REPS=${REPS:-6}
 SET=${SET:-}
-LAB_SET=/usr/local/share/wirelab/scenarios/echo_64B_c1_lab.toml,setup_1rtt
+LAB_SET=/usr/local/share/wirelab/scenarios/echo_64B_c1_shared.toml,setup_1rtt
 
 wait_for() { # wait_for WHAT TRIES COMMAND...
     local what=$1 tries=$2; shift 2
