@@ -617,7 +617,12 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                 )
             } else {
                 format!(
-                    "Link: TUN emulator, congestion control {} / {} (client / server namespace).",
+                    "Link: {}, congestion control {} / {} (client / server side).",
+                    if r.placement.kind == "lab" {
+                        "the compose lab's router (the emulator's models over AF_PACKET, between the client and server containers)"
+                    } else {
+                        "TUN emulator"
+                    },
                     r.reps
                         .first()
                         .map_or("?", |x| x.link.congestion_control[0].as_str()),
