@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use wirelab_link::{Link, LinkSpec, LinkStats};
+use wirelab_link::{LinkControl, LinkSpec, LinkStats};
 
 use crate::driver::{Experiment, Failure, Repetition, Saved};
 use crate::env::Env;
@@ -187,7 +187,8 @@ pub struct LinkRecord {
     pub down: [u64; 3],
     /// Release lateness p99, µs (up, down).
     pub lateness_p99_us: [f64; 2],
-    /// Packets the kernel dropped at the TUN queues (client, server).
+    /// Packets the kernel dropped before the forwarder read them (client side, server side:
+    /// the TUN queues, or the lab router's packet sockets).
     pub tun_drops: [u64; 2],
     /// Why the run is invalid (the emulator fell behind), if it is.
     pub invalid: Option<String>,
@@ -197,14 +198,14 @@ pub struct LinkRecord {
 
 impl LinkRecord {
     /// From the link's counters.
-    pub fn new(spec: &LinkSpec, stats: &LinkStats, link: &Link) -> Self {
+    pub fn new(spec: &LinkSpec, stats: &LinkStats, link: &dyn LinkControl) -> Self {
         let c = |d: &wirelab_link::forward::DirectionStats| {
             [d.counters.offered, d.counters.lost, d.counters.queue_drops]
         };
         let p99 = |d: &wirelab_link::forward::DirectionStats| {
             d.lateness.value_at_quantile(0.99) as f64 / 1e3
         };
-        let cc = &link.info().congestion_control;
+        let cc = &link.congestion_control();
         Self {
             spec: spec.to_string(),
             up: c(&stats.forwarder.up),
@@ -423,7 +424,7 @@ pub async fn one_run(
     hv: &HolVariant,
     cell: &Cell,
     rep: u32,
-    link: Option<&Link>,
+    link: Option<&dyn LinkControl>,
     server: &VariantServer,
 ) -> Result<HolRep> {
     let spec = plan.link_spec(cell, rep);
@@ -474,7 +475,7 @@ pub async fn one_run(
 /// `wirelab hol` on the driver: rows are ways of carrying K streams, cases are grid cells.
 struct HolExperiment<'a> {
     plan: &'a HolPlan,
-    link: Option<&'a Link>,
+    link: Option<&'a dyn LinkControl>,
     env: Env,
     placement: crate::results::Placement,
 }
@@ -548,7 +549,7 @@ impl Experiment for HolExperiment<'_> {
 /// `out/<cell>/<variant>.json` as each finishes.
 pub async fn execute(
     plan: &HolPlan,
-    link: Option<&Link>,
+    link: Option<&dyn LinkControl>,
     servers: &Servers,
     pb: &ProgressBar,
 ) -> Result<(Vec<HolResult>, Vec<Failure>)> {
@@ -616,7 +617,12 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                 )
             } else {
                 format!(
-                    "Link: TUN emulator, congestion control {} / {} (client / server namespace).",
+                    "Link: {}, congestion control {} / {} (client / server side).",
+                    if r.placement.kind == "lab" {
+                        "the compose lab's router (the emulator's models over AF_PACKET, between the client and server containers)"
+                    } else {
+                        "TUN emulator"
+                    },
                     r.reps
                         .first()
                         .map_or("?", |x| x.link.congestion_control[0].as_str()),

@@ -11,7 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wirelab::hol::{self, HolPlan};
 use wirelab::runner::Servers;
 use wirelab_link::check::{self, burst_tolerance, loss_tolerance};
-use wirelab_link::{Link, LinkConfig, LinkOptions, LinkSpec, LossModel};
+use wirelab_link::router::{RouterInfo, WireStats};
+use wirelab_link::{
+    Link, LinkConfig, LinkControl, LinkOptions, LinkSpec, LossModel, Router, RouterClient,
+    RouterOptions,
+};
 
 /// Options shared by everything that starts a link.
 #[derive(Debug, Args, Clone)]
@@ -60,6 +64,41 @@ enum LinkCmd {
     /// Measure the emulator on this machine: RTT for 2 x 20 ms, 1% random loss, bursty loss,
     /// TCP goodput under rate limits; prints each against its setting. Needs root.
     Check(CheckArgs),
+    /// The docker compose lab's router: forwards IPv4 between the interfaces on two subnets
+    /// through the link emulator's models (kernel forwarding must be off). Needs
+    /// CAP_NET_RAW and CAP_NET_ADMIN. Runs until SIGTERM or SIGINT, then prints its counters
+    /// as JSON (and writes them to --stats-out).
+    Router(RouterArgs),
+    /// Print a lab router's sides, settings and counters (since its last configuration) as
+    /// JSON, with its verdict (`invalid`: why it fell behind, or null).
+    RouterStats(RouterStatsArgs),
+    /// The server half of `wirelab link check --router --peer` (UDP echo, UDP receiver, TCP
+    /// receiver), for the lab's server container.
+    Peer(PeerArgs),
+}
+
+#[derive(Debug, Args)]
+struct RouterArgs {
+    /// The client side's subnet: the interface with an address in it is used.
+    #[arg(long, default_value = "198.18.0.0/24")]
+    client_net: String,
+    /// The server side's subnet.
+    #[arg(long, default_value = "198.19.0.0/24")]
+    server_net: String,
+    /// The link until a harness configures another (keys as for `wirelab run --link`).
+    #[arg(long, default_value = "rtt=0ms")]
+    link: String,
+    /// The control endpoint (TCP, JSON lines) the harness configures and reads the router
+    /// through.
+    #[arg(long, default_value = "0.0.0.0:7798")]
+    control: std::net::SocketAddr,
+    /// Also write the final counters to this file.
+    #[arg(long)]
+    stats_out: Option<PathBuf>,
+    /// Leave the forwarder at normal priority instead of trying SCHED_FIFO 50 (which a
+    /// container only gets with a real-time budget: compose `cpu_rt_runtime`).
+    #[arg(long)]
+    no_realtime: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,12 +113,118 @@ struct CheckArgs {
     /// Fewer packets and shorter transfers (about 15 s instead of 30 s).
     #[arg(long)]
     quick: bool,
+    /// Check the lab's router instead of an in-process link: its control endpoint, HOST or
+    /// HOST:PORT (port 7798 by default). Needs --peer; no root needed.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "peer")]
+    router: Option<String>,
+    /// With --router: `wirelab link peer` on the server side, HOST or HOST:PORT (port 7790
+    /// by default), which runs the server half of each probe.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "router")]
+    peer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RouterStatsArgs {
+    /// The router's control endpoint, HOST or HOST:PORT (port 7798 by default).
+    router: String,
+}
+
+#[derive(Debug, Args)]
+struct PeerArgs {
+    /// Where to listen for probe requests.
+    #[arg(long, default_value = "0.0.0.0:7790")]
+    listen: std::net::SocketAddr,
 }
 
 pub(crate) fn link(a: LinkArgs) -> Result<()> {
     match a.cmd {
         LinkCmd::Check(c) => link_check(c),
+        LinkCmd::Router(r) => router(r),
+        LinkCmd::RouterStats(r) => {
+            let c = RouterClient::connect(&r.router)
+                .with_context(|| format!("the lab router at {}", r.router))?;
+            let out = serde_json::json!({
+                "router": c.info()?,
+                "stats": c.wire_stats()?.summary(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        LinkCmd::Peer(p) => {
+            let l = std::net::TcpListener::bind(p.listen)
+                .with_context(|| format!("binding {}", p.listen))?;
+            eprintln!("peer: serving probe requests on {}", p.listen);
+            Ok(check::peer(l)?)
+        }
     }
+}
+
+fn router(a: RouterArgs) -> Result<()> {
+    let spec: LinkSpec = a
+        .link
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--link {}: {e}", a.link))?;
+    let opts = RouterOptions {
+        client: a.client_net.parse().map_err(anyhow::Error::msg)?,
+        server: a.server_net.parse().map_err(anyhow::Error::msg)?,
+        rt_priority: (!a.no_realtime).then_some(50),
+    };
+    // Block the stop signals before any thread starts, so they all inherit the mask and the
+    // main thread takes them with sigwait.
+    let sigs = wirelab_link::router::StopSignals::block()?;
+    let router = Arc::new(Router::start(&opts, spec.config())?);
+    let listener = std::net::TcpListener::bind(a.control)
+        .with_context(|| format!("binding the control endpoint {}", a.control))?;
+    router.serve_control(listener);
+    eprintln!(
+        "router: {} {} ({}) ⇄ forwarder ⇄ {} {} ({}), link {spec}, control on {}, {}",
+        router.client.name,
+        router.client.addr,
+        opts.client,
+        router.server.name,
+        router.server.addr,
+        opts.server,
+        a.control,
+        router.info().realtime
+    );
+    let sig = sigs.wait()?;
+    let stats = router.stats()?;
+    let out = serde_json::json!({
+        "router": router.info(),
+        "link": spec.to_string(),
+        "signal": sig,
+        "stats": WireStats::from(&stats).summary(),
+    });
+    let text = serde_json::to_string_pretty(&out)?;
+    println!("{text}");
+    if let Some(p) = &a.stats_out {
+        std::fs::write(p, format!("{text}\n"))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Connects to the lab's router at `addr`, puts `spec` on it, and returns it as the link.
+pub(crate) fn connect_router(
+    addr: &str,
+    spec: &LinkSpec,
+    servers: &Servers,
+) -> Result<(Arc<dyn LinkControl>, Arc<RouterInfo>)> {
+    let mut r = RouterClient::connect(addr).with_context(|| format!("the lab router at {addr}"))?;
+    if let Some(remote) = &servers.remote {
+        r = r.with_server_cc(remote.info.env.tcp_congestion_control.clone());
+    }
+    r.configure(spec.config())?;
+    let info = r.info()?;
+    eprintln!(
+        "lab router at {addr}: {} {} ⇄ {} {}, link {spec}, forwarder at {}",
+        info.client.interface,
+        info.client.address,
+        info.server.interface,
+        info.server.address,
+        info.realtime
+    );
+    Ok((Arc::new(r), Arc::new(info)))
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -94,19 +239,52 @@ fn link_check(a: CheckArgs) -> Result<()> {
     if a.rates.contains(&0) {
         bail!("--rates: a rate must be above 0 Mbit/s");
     }
+    let start: LinkConfig = "rtt=40ms"
+        .parse::<LinkSpec>()
+        .map_err(anyhow::Error::msg)?
+        .config();
+    match (&a.router, &a.peer) {
+        (Some(router), Some(peer)) => {
+            let router = RouterClient::connect(router)
+                .with_context(|| format!("the lab router at {router}"))?;
+            let with_port = if peer.contains(':') {
+                peer.clone()
+            } else {
+                format!("{peer}:7790")
+            };
+            let peer = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .with_context(|| format!("resolving {with_port}"))?
+                .next()
+                .with_context(|| format!("{with_port} resolves to nothing"))?;
+            router.configure(start)?;
+            let info = router.info()?;
+            eprintln!(
+                "lab router: {} {} ⇄ {} {}; peer {peer}",
+                info.client.interface,
+                info.client.address,
+                info.server.interface,
+                info.server.address
+            );
+            check_on(&check::LabSides { router, peer }, &a)
+        }
+        _ => check_on(&a.setup.start(start)?, &a),
+    }
+}
+
+fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
     let spec = |s: &str| -> Result<LinkConfig> {
         Ok(s.parse::<LinkSpec>().map_err(anyhow::Error::msg)?.config())
     };
-    let link = a.setup.start(spec("rtt=40ms")?)?;
+    let link_ctl = link.control();
     let mut failed = 0;
     println!("| check | setting | measured | accepted | verdict |\n|---|---|---|---|---|");
 
     let r = check::rtt(
-        &link,
+        link,
         if a.quick { 100 } else { 200 },
         Duration::from_millis(20),
     )?;
-    let st = link.stats()?;
+    let st = link_ctl.stats()?;
     let ok = (r.mean_ms() - 40.0).abs() <= 0.5 && r.unanswered == 0 && st.invalid().is_none();
     failed += usize::from(!ok);
     println!(
@@ -119,8 +297,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
     );
 
     let n = if a.quick { 20_000 } else { 50_000 };
-    link.configure(spec("loss=1%,seed=11")?)?;
-    let r = check::udp_loss(&link, n, 10_000, 200)?;
+    link_ctl.configure(spec("loss=1%,seed=11")?)?;
+    let r = check::udp_loss(link, n, 10_000, 200)?;
     let tol = loss_tolerance(0.01, u64::from(n), 0.0);
     let ok = (r.tally.rate() - 0.01).abs() <= tol
         && r.tally.lost == r.stats.forwarder.up.counters.lost
@@ -144,8 +322,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
         loss_bad: 1.0,
     };
     cfg.up.seed = 5;
-    link.configure(cfg)?;
-    let r = check::udp_loss(&link, n * 2, 20_000, 200)?;
+    link_ctl.configure(cfg)?;
+    let r = check::udp_loss(link, n * 2, 20_000, 200)?;
     let btol = burst_tolerance(rr, r.tally.bursts);
     let ok = (r.tally.mean_burst() - 1.0 / rr).abs() <= btol && r.stats.invalid().is_none();
     failed += usize::from(!ok);
@@ -164,8 +342,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
         (Duration::from_millis(1500), Duration::from_secs(4))
     };
     for &rate in &a.rates {
-        link.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
-        let r = check::tcp_goodput(&link, warm, measure)?;
+        link_ctl.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
+        let r = check::tcp_goodput(link, warm, measure)?;
         let ideal = check::ideal_goodput(rate * 1_000_000, r.mss);
         let lat = |d: &wirelab_link::forward::DirectionStats| {
             d.lateness.value_at_quantile(0.99) as f64 / 1e3
@@ -175,7 +353,7 @@ fn link_check(a: CheckArgs) -> Result<()> {
         failed += usize::from(!ok);
         println!(
             "| TCP goodput ({}) | {rate} Mbit/s, RTT 20 ms, 20 ms queue | {:.1} Mbit/s = {:.1}% of ideal {:.1}; release lateness p99 {:.0} / {:.0} µs; {} queue drops{} | >= 95%, emulator kept up | {} |",
-            link.info().congestion_control.0,
+            link_ctl.congestion_control().0,
             r.goodput_bps / 1e6,
             r.goodput_bps / ideal * 100.0,
             ideal / 1e6,
@@ -242,8 +420,13 @@ pub(crate) struct HolArgs {
     /// --control ADDR` on another host (HOST or HOST:PORT, port 7799 by default): no emulated
     /// loss, so whatever the path itself loses. No root needed. The RTT that sets the rate and
     /// the stall threshold is measured (tcp echoes) unless --rtt gives it.
-    #[arg(long, value_name = "HOST[:PORT]", conflicts_with_all = ["loss", "random_only"])]
+    #[arg(long, value_name = "HOST[:PORT]")]
     server: Option<String>,
+    /// With --server: the server is reached through the lab's router (`wirelab link router`)
+    /// at HOST or HOST:PORT (port 7798 by default), which emulates each cell's link: the
+    /// same grid, seeds and losses as the in-process emulator.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "server")]
+    router: Option<String>,
     /// With --server: trust the server's certificate through this CA (PEM) instead of by the
     /// fingerprint its control endpoint gives.
     #[arg(long, value_name = "FILE", requires = "server")]
@@ -276,6 +459,12 @@ impl HolArgs {
                 }
             }
             variants.retain(|v| self.only.contains(&v.label()));
+        }
+        if self.server.is_some()
+            && self.router.is_none()
+            && (!self.loss.is_empty() || self.random_only)
+        {
+            bail!("--loss and --random-only need a link: without --router, --server measures the real path's own loss");
         }
         if !(self.per_rtt.is_finite() && self.per_rtt > 0.0) {
             bail!("--per-rtt must be above 0");
@@ -390,7 +579,7 @@ async fn path_rtt_ms(servers: &Servers) -> Result<u64> {
 pub(crate) async fn hol(
     mut plan: HolPlan,
     args: &HolArgs,
-    link: Option<Arc<Link>>,
+    mut link: Option<Arc<dyn LinkControl>>,
     mut servers: Servers,
 ) -> Result<()> {
     if let Some(server) = &args.server {
@@ -409,6 +598,19 @@ pub(crate) async fn hol(
             bail!("the remote server serves none of the variants asked for");
         }
         servers.remote = Some(Arc::new(remote));
+        if let Some(addr) = &args.router {
+            let first = plan
+                .cells
+                .first()
+                .map(|c| plan.link_spec(c, 0))
+                .unwrap_or_default();
+            let (router, info) = connect_router(addr, &first, &servers)?;
+            servers.link = Some((router.clone(), first));
+            servers.router = Some(info);
+            link = Some(router);
+        }
+    }
+    if let (Some(_), None) = (&args.server, &args.router) {
         let rtts: Vec<u64> = if args.rtt.is_empty() {
             let rtt = path_rtt_ms(&servers).await?;
             eprintln!("path RTT: {rtt} ms (p50 of 50 echoes, rounded up, at least 2)");

@@ -52,7 +52,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Check a running server: echoes on K streams and a server stream; prints RTT percentiles.
     Client(serve::ClientArgs),
-    /// The link emulator (TUN devices in two network namespaces; needs root).
+    /// The link emulator (TUN devices in two network namespaces; needs root), its accuracy
+    /// check, and the docker compose lab's router and peer.
     Link(link_cmd::LinkArgs),
     /// List the transports this build has: what each is, its TLS policy, modes, 0-RTT, floor,
     /// and the variants `run` and `hol` measure.
@@ -145,12 +146,17 @@ fn main() -> ExitCode {
     // runtime's in the client namespace.
     let link_cfg = match &cli.command {
         Command::Link(_) => None,
-        Command::Hol(a) if a.report_only().is_some() || a.server().is_some() => None,
+        Command::Hol(a) if a.report_only().is_some() || a.server().is_some() => {
+            if let Err(e) = a.plan() {
+                return fail(e);
+            }
+            None
+        }
         Command::Hol(a) => match a.plan() {
             Ok(_) => Some((a.link_setup().clone(), wirelab_link::LinkConfig::default())),
             Err(e) => return fail(e),
         },
-        Command::Run(a) => match a.link_spec() {
+        Command::Run(a) => match a.local_link_spec() {
             Ok(Some(spec)) => Some((a.link_setup().clone(), spec.config())),
             Ok(None) => None,
             Err(e) => return fail(e),
@@ -209,7 +215,13 @@ fn main() -> ExitCode {
             let (servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(async move {
                 let plan = a.plan()?;
-                link_cmd::hol(plan, &a, link, servers).await
+                link_cmd::hol(
+                    plan,
+                    &a,
+                    link.map(|l| l as Arc<dyn wirelab_link::LinkControl>),
+                    servers,
+                )
+                .await
             })
         }
         command => {

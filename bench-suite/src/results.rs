@@ -149,8 +149,9 @@ pub struct ResultFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     /// `in-process` (client and servers in one process on loopback), `link` (the same through
-    /// the link emulator) or `remote` (a server on another host, or namespace, over a real
-    /// network path).
+    /// the link emulator), `remote` (a server on another host, or namespace, over a real
+    /// network path) or `lab` (the docker compose lab: a server container reached through the
+    /// router container, which emulates the link).
     pub kind: String,
     /// The remote server's control endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +197,16 @@ impl Placement {
                     "separate clocks: round-trip figures only"
                 },
                 "this host"
+            ),
+            "lab" => format!(
+                "The docker compose lab: server container {} reached through the router container ({}); {}",
+                self.server.as_deref().unwrap_or("?"),
+                link.unwrap_or("?"),
+                if self.clock == "shared" {
+                    "one kernel, so one clock"
+                } else {
+                    "separate clocks: round-trip figures only"
+                }
             ),
             "link" => format!(
                 "Through the link emulator ({}), client and servers in one process in two network namespaces",

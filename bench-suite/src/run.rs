@@ -45,8 +45,9 @@ pub(crate) struct RunArgs {
     list: bool,
     /// Run over the link emulator instead of loopback (needs root), e.g.
     /// `rtt=40ms,loss=1%` (keys: rtt delay jitter loss burst rate queue seed). Setup times
-    /// are then also given in round trips.
-    #[arg(long, value_name = "SPEC", conflicts_with = "server")]
+    /// are then also given in round trips. With --server it needs --router: the link is then
+    /// the lab router's.
+    #[arg(long, value_name = "SPEC")]
     link: Option<String>,
     /// Measure a remote server over the real network instead of local ones: the control
     /// endpoint of `wirelab serve --control ADDR` on that host, as HOST or HOST:PORT (port
@@ -57,6 +58,11 @@ pub(crate) struct RunArgs {
     /// against HOST, instead of by the fingerprint its control endpoint gives.
     #[arg(long, value_name = "FILE", requires = "server")]
     ca: Option<PathBuf>,
+    /// With --server: the server is reached through the lab's router (`wirelab link router`)
+    /// whose control endpoint is HOST or HOST:PORT (port 7798 by default); the router carries
+    /// the --link settings (placement `lab`). See the lab chapter of the docs.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "server")]
+    router: Option<String>,
     #[command(flatten)]
     link_setup: crate::link_cmd::LinkSetup,
     #[command(flatten)]
@@ -64,6 +70,18 @@ pub(crate) struct RunArgs {
 }
 
 impl RunArgs {
+    /// The `--link` spec, parsed, when it is for the in-process link emulator (not the lab's
+    /// router).
+    pub(crate) fn local_link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
+        if self.router.is_some() {
+            return Ok(None);
+        }
+        if self.link.is_some() && self.server.is_some() {
+            bail!("--link with --server needs --router (the lab's router carries the link)");
+        }
+        self.link_spec()
+    }
+
     /// The `--link` spec, parsed.
     pub(crate) fn link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
         self.link
@@ -94,9 +112,10 @@ pub(crate) async fn run(
     mut servers: Servers,
     link: Option<std::sync::Arc<wirelab_link::Link>>,
 ) -> Result<()> {
-    if let (Some(l), Some(spec)) = (link, a.link_spec()?) {
+    if let (Some(l), Some(spec)) = (link, a.local_link_spec()?) {
         servers.link = Some((l, spec));
     }
+
     let all = scenario::embedded().map_err(anyhow::Error::msg)?;
     if a.list {
         println!("| scenario | sets | what it shows |\n|---|---|---|");
@@ -147,6 +166,12 @@ pub(crate) async fn run(
             variants
         }
     };
+    if let Some(addr) = &a.router {
+        let spec = a.link_spec()?.unwrap_or_default();
+        let (router, info) = crate::link_cmd::connect_router(addr, &spec, &servers)?;
+        servers.link = Some((router, spec));
+        servers.router = Some(info);
+    }
     let plan = Plan {
         scenarios,
         variants,

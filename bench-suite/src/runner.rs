@@ -58,8 +58,11 @@ pub struct Servers {
     pub separate: bool,
     /// The address servers listen on: 127.0.0.1, or the link emulator's server address.
     pub listen: std::net::IpAddr,
-    /// The link emulator the client reaches the servers through, and its settings.
-    pub link: Option<(Arc<wirelab_link::Link>, wirelab_link::LinkSpec)>,
+    /// The link emulator the client reaches the servers through (the in-process TUN link, or
+    /// the lab's router), and its settings.
+    pub link: Option<(Arc<dyn wirelab_link::LinkControl>, wirelab_link::LinkSpec)>,
+    /// The lab's router, when the link is one (its sides and settings, for the record).
+    pub router: Option<Arc<wirelab_link::router::RouterInfo>>,
     /// A remote server (the `remote` placement): its transports are measured instead of
     /// local ones, and its CPU time is read from its control endpoint.
     pub remote: Option<Arc<crate::control::Remote>>,
@@ -71,6 +74,12 @@ impl Servers {
     /// Where the measurements run, as results record it.
     pub fn placement(&self) -> results::Placement {
         match (&self.remote, &self.link) {
+            (Some(r), Some(_)) if self.router.is_some() => results::Placement {
+                kind: "lab".into(),
+                server: Some(r.control.to_string()),
+                clock: if r.clock_shared { "shared" } else { "separate" }.into(),
+                server_env: Some(r.info.env.clone()),
+            },
             (Some(r), _) => results::Placement {
                 kind: "remote".into(),
                 server: Some(r.control.to_string()),

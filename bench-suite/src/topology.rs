@@ -164,6 +164,7 @@ impl Topology {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
             },
             link: None,
+            router: None,
             remote: None,
             cpus: self.cpus,
         }

@@ -66,7 +66,7 @@ fn run(id: &str, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
         let server = VariantServer::start(&hv.variant, &certs, &servers)
             .await
             .unwrap();
-        let rep = hol::one_run(&plan, &hv, &cell, 0, Some(&link), &server)
+        let rep = hol::one_run(&plan, &hv, &cell, 0, Some(&*link), &server)
             .await
             .unwrap();
         server.stop().await;

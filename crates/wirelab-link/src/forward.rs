@@ -1,6 +1,11 @@
-//! The forwarder: one thread that holds both TUN devices, reads every packet either side
-//! sends, asks the direction's model ([`Direction`]) for its fate and writes it to the other
-//! side when it is due.
+//! The forwarder: one thread that holds both sides of the link, reads every packet either
+//! side sends, asks the direction's model ([`Direction`]) for its fate and writes it to the
+//! other side when it is due.
+//!
+//! A side is a [`Port`]: a TUN device ([`TunPort`], the namespace link of [`crate::link`]) or
+//! an AF_PACKET socket on an Ethernet interface ([`crate::router::PacketPort`], the lab's
+//! router). Both front ends run this same loop on the same models, so a seed gives the same
+//! losses whichever carries the packets.
 //!
 //! It waits in `ppoll(2)` with a nanosecond timeout (the next release), under a 1 ns timer
 //! slack and, where allowed, `SCHED_FIFO`, and ends long sleeps 300 µs before a release to
@@ -17,13 +22,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
 use tun_rs::SyncDevice;
 
 use crate::path::{Counters, Direction, DirectionConfig, Fate};
 
 /// Largest packet read from a TUN device: the MTU (1500) with room to spare. A read that
 /// fills the buffer means a packet over the MTU (offloads on), which is counted.
-const BUF: usize = 2048;
+pub(crate) const BUF: usize = 2048;
 /// Longest wait in `ppoll`, so commands are picked up promptly.
 const MAX_WAIT: Duration = Duration::from_millis(5);
 /// Packets read from one side before looking at the other and at due releases.
@@ -80,6 +86,94 @@ pub struct ForwarderStats {
     pub up: DirectionStats,
     /// Server to client.
     pub down: DirectionStats,
+    /// What the client side's port counted itself (zero for a TUN device).
+    pub client_port: PortCounters,
+    /// What the server side's port counted itself.
+    pub server_port: PortCounters,
+}
+
+/// What a front end's port counts besides the models: frames it did not forward and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    /// Frames read that were not for forwarding (the router's own traffic, broadcasts,
+    /// frames to its own addresses, not IPv4).
+    pub skipped: u64,
+    /// Packets dropped because their TTL ran out.
+    pub ttl_expired: u64,
+    /// Packets held until the next hop's MAC was known.
+    pub held_for_neighbour: u64,
+    /// Packets dropped because the next hop's MAC was not learnt in time.
+    pub no_neighbour: u64,
+    /// Packets the kernel dropped before the port read them (the socket's queue overflowed),
+    /// as far as the port can see.
+    pub kernel_drops: u64,
+}
+
+/// What [`Port::recv`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// An IP packet, now in the buffer; `oversize` when it was over the MTU (offloads on).
+    Packet {
+        /// Over the MTU.
+        oversize: bool,
+    },
+    /// Something not to forward (counted by the port); read on.
+    Skipped,
+}
+
+/// One side of the forwarder: where packets come in and go out.
+pub trait Port: AsFd {
+    /// Reads the next packet into `buf` (replacing its contents: the IP packet only), or
+    /// `Ok(None)` when nothing is waiting.
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Received>>;
+    /// Sends an IP packet out of this side.
+    fn send(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// Does deferred work (packets waiting for a neighbour); returns whether some is left,
+    /// so the loop comes back soon.
+    fn service(&mut self) -> bool {
+        false
+    }
+    /// The port's own counters.
+    fn counters(&self) -> PortCounters {
+        PortCounters::default()
+    }
+}
+
+/// A TUN device as a [`Port`]: packets are IP packets already.
+pub struct TunPort(pub SyncDevice);
+
+impl std::fmt::Debug for TunPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunPort")
+    }
+}
+
+impl AsFd for TunPort {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Port for TunPort {
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Received>> {
+        buf.resize(BUF, 0);
+        loop {
+            match self.0.recv(buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    // A read that fills the buffer is a packet over the MTU.
+                    return Ok(Some(Received::Packet { oversize: n >= BUF }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.0.send(packet).map(|_| ())
+    }
 }
 
 /// Commands to the forwarder thread.
@@ -115,15 +209,14 @@ impl Side {
 /// A packet waiting for release: (due, sequence for FIFO among equal times, bytes).
 type Held = Reverse<(u64, u64, Vec<u8>)>;
 
-/// The forwarding loop. Returns when told to stop or when a device fails.
-pub(crate) fn run(
-    client: SyncDevice,
-    server: SyncDevice,
+/// The forwarding loop between two non-blocking ports. Returns when told to stop or when a
+/// port fails.
+pub(crate) fn run<C: Port, S: Port>(
+    client: &mut C,
+    server: &mut S,
     cfg: (DirectionConfig, DirectionConfig),
     commands: mpsc::Receiver<Command>,
 ) -> io::Result<()> {
-    client.set_nonblocking(true)?;
-    server.set_nonblocking(true)?;
     let mut up = Side::new(cfg.0).map_err(io::Error::other)?;
     let mut down = Side::new(cfg.1).map_err(io::Error::other)?;
     // Held packets, due to the server (up) and to the client (down).
@@ -146,6 +239,8 @@ pub(crate) fn run(
                     let mut s = ForwarderStats {
                         up: up.stats.clone(),
                         down: down.stats.clone(),
+                        client_port: client.counters(),
+                        server_port: server.counters(),
                     };
                     s.up.counters = up.dir.counters();
                     s.down.counters = down.dir.counters();
@@ -160,6 +255,8 @@ pub(crate) fn run(
             .iter()
             .filter_map(|h| h.peek().map(|Reverse((due, _, _))| *due))
             .min();
+        // A port with deferred work is looked at again within 1 ms.
+        let deferred = client.service() | server.service();
         let wait = match next {
             Some(due) if due <= now => Duration::ZERO,
             // A long sleep ends SPIN early and the rest is polled without sleeping; between
@@ -174,6 +271,11 @@ pub(crate) fn run(
             Some(_) if spinning => Duration::ZERO,
             Some(due) => Duration::from_nanos(due - now),
             None => MAX_WAIT,
+        };
+        let wait = if deferred {
+            wait.min(Duration::from_millis(1))
+        } else {
+            wait
         };
         let (c_ready, s_ready) = {
             let mut fds = [
@@ -191,46 +293,44 @@ pub(crate) fn run(
             (ready(&fds[0]), ready(&fds[1]))
         };
         if c_ready {
-            read_side(&client, &mut up, &mut to_server, &mut seq, &mut pool)?;
+            read_side(client, &mut up, &mut to_server, &mut seq, &mut pool)?;
         }
         if s_ready {
-            read_side(&server, &mut down, &mut to_client, &mut seq, &mut pool)?;
+            read_side(server, &mut down, &mut to_client, &mut seq, &mut pool)?;
         }
-        let released = release(&server, &mut to_server, &mut up.stats, &mut pool)
-            | release(&client, &mut to_client, &mut down.stats, &mut pool);
+        let released = release(server, &mut to_server, &mut up.stats, &mut pool)
+            | release(client, &mut to_client, &mut down.stats, &mut pool);
         if released {
             spinning = false;
         }
     }
 }
 
-fn read_side(
-    dev: &SyncDevice,
+fn read_side<P: Port>(
+    port: &mut P,
     side: &mut Side,
     held: &mut BinaryHeap<Held>,
     seq: &mut u64,
     pool: &mut Vec<Vec<u8>>,
 ) -> io::Result<()> {
     for _ in 0..BATCH {
-        let mut buf = pool.pop().unwrap_or_else(|| vec![0; BUF]);
-        buf.resize(BUF, 0);
-        let n = match dev.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(BUF));
+        let oversize = match port.recv(&mut buf)? {
+            None => {
                 pool.push(buf);
                 return Ok(());
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            Some(Received::Skipped) => {
                 pool.push(buf);
                 continue;
             }
-            Err(e) => return Err(e),
+            Some(Received::Packet { oversize }) => oversize,
         };
         let now = now_ns();
-        if n >= BUF {
+        if oversize {
             side.stats.oversize += 1;
         }
-        buf.truncate(n);
+        let n = buf.len();
         let index = side.index;
         side.index += 1;
         match side.dir.offer(index, now, n as u64) {
@@ -250,8 +350,8 @@ fn read_side(
     Ok(())
 }
 
-fn release(
-    dev: &SyncDevice,
+fn release<P: Port>(
+    dev: &mut P,
     held: &mut BinaryHeap<Held>,
     stats: &mut DirectionStats,
     pool: &mut Vec<Vec<u8>>,
@@ -261,7 +361,7 @@ fn release(
     while held.peek().is_some_and(|Reverse((due, _, _))| *due <= now) {
         let Reverse((due, _, buf)) = held.pop().expect("peeked");
         match dev.send(&buf) {
-            Ok(_) => stats.written += 1,
+            Ok(()) => stats.written += 1,
             Err(_) => stats.write_errors += 1,
         }
         let late = now_ns().saturating_sub(due).max(1);

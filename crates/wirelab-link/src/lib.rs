@@ -11,18 +11,28 @@
 //! and [`link`] (sets both up and tears them down), and [`check`] measures the result.
 //! Creating namespaces and TUN devices needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN);
 //! without it [`Link::start`] fails with [`Error::Privilege`].
+//!
+//! The same forwarder and models have a second front end, [`router`]: the docker compose
+//! lab's router, between two Ethernet interfaces over AF_PACKET sockets ([`frame`] parses
+//! and rebuilds the frames), driven from the client container through [`RouterClient`]. Both
+//! are a [`LinkControl`] to the harness.
 
 pub mod check;
 pub mod forward;
+pub mod frame;
 pub mod link;
 pub mod loss;
 pub mod netns;
 pub mod path;
+pub mod router;
 pub mod spec;
 
-pub use link::{Link, LinkConfig, LinkInfo, LinkOptions, LinkStats, CLIENT_ADDR, SERVER_ADDR};
+pub use link::{
+    Link, LinkConfig, LinkControl, LinkInfo, LinkOptions, LinkStats, CLIENT_ADDR, SERVER_ADDR,
+};
 pub use loss::{LossModel, LossProcess};
 pub use path::{Counters, Direction, DirectionConfig, Fate};
+pub use router::{Router, RouterClient, RouterOptions};
 pub use spec::LinkSpec;
 
 /// What can go wrong setting up or running the link.

@@ -33,7 +33,7 @@ pub const TUN_QUEUE: u32 = 1000;
 pub const LATENESS_BUDGET: Duration = Duration::from_millis(1);
 
 /// Both directions' settings.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LinkConfig {
     /// Client to server.
     pub up: DirectionConfig,
@@ -78,20 +78,45 @@ pub struct LinkInfo {
 pub struct LinkStats {
     /// The forwarder's counters and lateness, per direction.
     pub forwarder: ForwarderStats,
-    /// Packets the kernel dropped because the forwarder did not read its TUN queue in time
-    /// (client device, server device), since the link started.
+    /// Packets the kernel dropped because the forwarder did not read them in time (client
+    /// side, server side): at the TUN queues since the link started, or, for the lab's
+    /// router, at its packet sockets' receive queues.
     pub tun_drops: (u64, u64),
 }
 
+/// What the harness needs of an emulated link, whichever front end carries it: the TUN link
+/// of this process ([`Link`]) or the lab's router in another container
+/// ([`crate::router::RouterClient`]).
+pub trait LinkControl: std::fmt::Debug + Send + Sync {
+    /// Replaces both directions' settings; counters, packet indices and lateness restart.
+    fn configure(&self, cfg: LinkConfig) -> Result<(), Error>;
+    /// The counters since the last [`LinkControl::configure`].
+    fn stats(&self) -> Result<LinkStats, Error>;
+    /// TCP congestion control on the client and server sides, as far as known.
+    fn congestion_control(&self) -> (String, String);
+}
+
+impl LinkControl for Link {
+    fn configure(&self, cfg: LinkConfig) -> Result<(), Error> {
+        Link::configure(self, cfg)
+    }
+    fn stats(&self) -> Result<LinkStats, Error> {
+        Link::stats(self)
+    }
+    fn congestion_control(&self) -> (String, String) {
+        self.info().congestion_control.clone()
+    }
+}
+
 impl LinkStats {
-    /// `None` when the emulator kept up; otherwise why the run is invalid: a TUN queue
-    /// overflowed, a packet over the MTU came through, a write failed, or release lateness
+    /// `None` when the emulator kept up; otherwise why the run is invalid: the kernel dropped
+    /// packets before the forwarder read them, a packet over the MTU came through, a write failed, or release lateness
     /// at the 99th percentile exceeded [`LATENESS_BUDGET`].
     pub fn invalid(&self) -> Option<String> {
         let mut why = Vec::new();
         if self.tun_drops != (0, 0) {
             why.push(format!(
-                "the kernel dropped {} + {} packets at the TUN queues (the forwarder fell behind)",
+                "the kernel dropped {} + {} packets before the forwarder read them (it fell behind)",
                 self.tun_drops.0, self.tun_drops.1
             ));
         }
@@ -233,7 +258,10 @@ impl Link {
             .spawn(move || {
                 let _ = nix::sys::prctl::set_timerslack(1);
                 let _ = tid_tx.send(nix::unistd::gettid().as_raw());
-                forward::run(cdev, sdev, (cfg.up, cfg.down), rx)
+                cdev.set_nonblocking(true)?;
+                sdev.set_nonblocking(true)?;
+                let (mut c, mut s) = (forward::TunPort(cdev), forward::TunPort(sdev));
+                forward::run(&mut c, &mut s, (cfg.up, cfg.down), rx)
             })
             .map_err(|e| Error::io("starting the forwarder thread", e))?;
         let tid = tid_rx
@@ -329,7 +357,7 @@ impl Drop for Link {
 }
 
 /// Puts thread `tid` under `SCHED_FIFO` at `prio` with `chrt` (util-linux).
-fn set_fifo(tid: i32, prio: u8) -> Result<(), String> {
+pub(crate) fn set_fifo(tid: i32, prio: u8) -> Result<(), String> {
     match Proc::new("chrt")
         .args(["-f", "-p", &prio.to_string(), &tid.to_string()])
         .output()
@@ -383,6 +411,8 @@ mod tests {
             forwarder: ForwarderStats {
                 up: d.clone(),
                 down: d,
+                client_port: Default::default(),
+                server_port: Default::default(),
             },
             tun_drops: (0, 0),
         }
@@ -398,7 +428,7 @@ mod tests {
         assert!(s
             .invalid()
             .unwrap()
-            .contains("0 + 3 packets at the TUN queues"));
+            .contains("0 + 3 packets before the forwarder read them"));
 
         let mut s = clean();
         s.forwarder.up.oversize = 1;

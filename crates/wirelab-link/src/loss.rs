@@ -1,7 +1,7 @@
 //! Loss models, decided by packet index.
 
 /// Which packets a direction loses.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LossModel {
     /// Nothing is lost.
     None,

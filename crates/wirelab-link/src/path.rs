@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use crate::loss::{LossModel, LossProcess};
 
 /// The settings of one direction.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DirectionConfig {
     /// Loss model.
     pub loss: LossModel,
@@ -58,7 +58,7 @@ pub enum Fate {
 }
 
 /// Packets and bytes at every stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Packets offered.
     pub offered: u64,
