@@ -79,6 +79,8 @@ impl Servers {
                 server: Some(r.control.to_string()),
                 clock: if r.clock_shared { "shared" } else { "separate" }.into(),
                 server_env: Some(r.info.env.clone()),
+                // The server runs in its own container: only the client's placement is ours.
+                cpu: format!("client side: {}", self.cpus.describe()),
             },
             (Some(r), _) => results::Placement {
                 kind: "remote".into(),
