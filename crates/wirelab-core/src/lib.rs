@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod mux;
 pub mod net;
+pub mod page;
 pub mod service;
 pub mod tls;
 pub mod transport;
