@@ -15,8 +15,11 @@
 //! wirelab serve --control 0.0.0.0:7799          # on host A: every transport and a control endpoint
 //! wirelab run --server host-a                   # on host B: the scenarios over the real path
 //! wirelab transports                            # what each transport is
+//! wirelab browser --quick                       # the workloads from headless Chromium
+//! wirelab browser --limits                      # the browser's own limits
 //! ```
 
+mod browser_cmd;
 mod link_cmd;
 mod opts;
 mod run;
@@ -61,6 +64,10 @@ enum Command {
     /// transport, over loss rates, RTTs and loss models (needs root), or over a real path
     /// against a remote server (--server); writes JSON, report.md and charts.
     Hol(link_cmd::HolArgs),
+    /// Run the workloads from headless Chromium (WebSocket, RFC 8441, fetch over h1/h2/h3,
+    /// EventSource) against servers in this process, beside the Rust client; or, with
+    /// --limits, measure the browser's own limits. Writes JSON results, report.md and charts.
+    Browser(browser_cmd::BrowserArgs),
 }
 
 /// Options of `wirelab transports`.
@@ -188,6 +195,14 @@ fn main() -> ExitCode {
             let (servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(run::run(a, servers, link))
         }
+        Command::Browser(a) => {
+            let topo = match wirelab::topology::Topology::start(None, None) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let servers = topo.servers();
+            topo.block_on(browser_cmd::browser(a, servers))
+        }
         Command::Hol(a) => {
             let topo = match wirelab::topology::Topology::start(link, None) {
                 Ok(t) => t,
@@ -215,6 +230,7 @@ fn main() -> ExitCode {
                     Command::Serve(a) => serve::serve(a).await,
                     Command::Client(a) => serve::client(a).await,
                     Command::Run(_)
+                    | Command::Browser(_)
                     | Command::Hol(_)
                     | Command::Link(_)
                     | Command::Transports(_) => {

@@ -128,8 +128,9 @@ pub struct ResultFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     /// `in-process` (client and servers in one process on loopback), `link` (the same through
-    /// the link emulator) or `remote` (a server on another host, or namespace, over a real
-    /// network path).
+    /// the link emulator), `remote` (a server on another host, or namespace, over a real
+    /// network path) or `browser` (a headless browser on loopback running the page the
+    /// servers serve, `wirelab browser`).
     pub kind: String,
     /// The remote server's control endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +141,15 @@ pub struct Placement {
     /// The remote server's environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_env: Option<Env>,
+    /// `browser`: the browser that ran the page, as it names itself (DevTools
+    /// `Browser.getVersion`, e.g. `HeadlessChrome/156.0.8078.108`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+    /// `browser`: the protocols the browser really used, in its own words
+    /// (`nextHopProtocol` of the page and of each request; the status of WebSocket
+    /// handshakes: 101 for the HTTP/1.1 Upgrade, 200 for an extended CONNECT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negotiated: Vec<String>,
 }
 
 impl Default for Placement {
@@ -149,6 +159,8 @@ impl Default for Placement {
             server: None,
             clock: "shared".into(),
             server_env: None,
+            browser: None,
+            negotiated: Vec::new(),
         }
     }
 }
@@ -166,6 +178,10 @@ impl Placement {
                     "separate clocks: round-trip figures only"
                 },
                 "this host"
+            ),
+            "browser" => format!(
+                "Loopback, from the browser ({}, headless, driven over the DevTools protocol) to servers in this process",
+                self.browser.as_deref().unwrap_or("?")
             ),
             "link" => format!(
                 "Through the link emulator ({}), client and servers in one process in two network namespaces",

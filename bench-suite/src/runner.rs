@@ -70,6 +70,7 @@ impl Servers {
                 server: Some(r.control.to_string()),
                 clock: if r.clock_shared { "shared" } else { "separate" }.into(),
                 server_env: Some(r.info.env.clone()),
+                ..results::Placement::default()
             },
             (None, Some(_)) => results::Placement {
                 kind: "link".into(),
