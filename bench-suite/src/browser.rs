@@ -33,6 +33,10 @@ pub struct Target {
     pub api: &'static str,
     /// The workloads it runs: `echo`, `stream`.
     pub workloads: &'static [&'static str],
+    /// The server whose origin the page is loaded from when it is not the target's own
+    /// (transport, TLS): a cross-origin run (CORS; a "cold" WebSocket with no HTTP/2
+    /// connection to its origin yet).
+    pub from: Option<(&'static str, bool)>,
 }
 
 const BOTH: &[&str] = &["echo", "stream"];
@@ -45,54 +49,80 @@ pub const TARGETS: &[Target] = &[
         tls: false,
         api: "websocket",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "ws",
         tls: true,
         api: "websocket",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "h1",
         tls: false,
         api: "fetch",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "h2",
         tls: true,
         api: "fetch",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "h2",
         tls: true,
         api: "duplex",
         workloads: &["echo"],
+        from: None,
     },
     Target {
         transport: "h2ws",
         tls: true,
         api: "websocket",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "h3",
         tls: true,
         api: "fetch",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "sse",
         tls: false,
         api: "eventsource",
         workloads: BOTH,
+        from: None,
     },
     Target {
         transport: "sse",
         tls: true,
         api: "eventsource",
         workloads: BOTH,
+        from: None,
+    },
+    // From another origin's page: the WebSocket opens a connection of its own offering only
+    // ALPN http/1.1, and the h2ws server answers with the RFC 6455 upgrade.
+    Target {
+        transport: "h2ws",
+        tls: true,
+        api: "websocket",
+        workloads: &["echo"],
+        from: Some(("ws", true)),
+    },
+    // fetch from another origin: CORS.
+    Target {
+        transport: "h2",
+        tls: true,
+        api: "fetch",
+        workloads: &["echo"],
+        from: Some(("ws", true)),
     },
 ];
 
@@ -115,12 +145,22 @@ impl Target {
         }
     }
 
-    /// Its label in tables: `browser ws`, `browser h2 fetch`, `browser sse-h2`.
+    /// Its label in tables: `browser ws`, `browser h2 fetch`, `browser sse-h2`,
+    /// `browser h2ws (page of another origin)`.
     pub fn label(&self, transport_label: &str) -> String {
-        match self.api {
+        let base = match self.api {
             "fetch" | "duplex" => format!("browser {transport_label} {}", self.api),
             _ => format!("browser {transport_label}"),
+        };
+        match self.from {
+            Some(_) => format!("{base} (page of another origin)"),
+            None => base,
         }
+    }
+
+    /// The server the page is loaded from: (transport, TLS).
+    pub fn page_server(&self) -> (&'static str, bool) {
+        self.from.unwrap_or((self.transport, self.tls))
     }
 }
 
@@ -231,7 +271,12 @@ pub fn waves(done_ms: &[f64], interval_ms: f64) -> Vec<usize> {
 /// The pace of WebSocket opens (pure): opens per second between the first and the last open
 /// of a `wsLimit` result (its `open_ms`), if at least two opened.
 pub fn opens_per_s(v: &Value) -> Option<f64> {
-    let t: Vec<f64> = v.get("open_ms")?.as_array()?.iter().filter_map(Value::as_f64).collect();
+    let t: Vec<f64> = v
+        .get("open_ms")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
     let (first, last) = (t.first()?, t.last()?);
     (t.len() >= 2 && last > first).then(|| (t.len() - 1) as f64 / ((last - first) / 1000.0))
 }
@@ -286,15 +331,21 @@ pub struct Chromium {
     pub version: String,
 }
 
-/// One tab, attached as a flattened session.
+/// One tab, attached as a flattened session, in a browser context of its own (its own
+/// cookies, caches and connection pools: nothing is reused from another tab's connections).
 #[derive(Debug, Clone)]
 pub struct Tab {
     session: String,
+    context: String,
 }
 
 impl Chromium {
     /// Starts Chromium with [`chromium_args`] and connects to its DevTools endpoint.
-    pub async fn launch(spki: &str, force_quic: &[SocketAddr], netlog: Option<&Path>) -> Result<Self> {
+    pub async fn launch(
+        spki: &str,
+        force_quic: &[SocketAddr],
+        netlog: Option<&Path>,
+    ) -> Result<Self> {
         let bin = find_chromium()?;
         let profile = std::env::temp_dir().join(format!(
             "wirelab-chromium-{}-{}",
@@ -324,7 +375,9 @@ impl Chromium {
                     seen.push(line);
                 }
             }
-            Err(anyhow!("Chromium exited before printing its DevTools address"))
+            Err(anyhow!(
+                "Chromium exited before printing its DevTools address"
+            ))
         })
         .await
         .map_err(|_| anyhow!("Chromium printed no DevTools address in 30 s"))
@@ -334,7 +387,12 @@ impl Chromium {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let cdp = Cdp::connect(&url).await?;
         let v = cdp
-            .call("Browser.getVersion", json!({}), None, Duration::from_secs(10))
+            .call(
+                "Browser.getVersion",
+                json!({}),
+                None,
+                Duration::from_secs(10),
+            )
             .await?;
         let version = v["product"].as_str().unwrap_or("unknown").to_string();
         Ok(Self {
@@ -350,12 +408,26 @@ impl Chromium {
         &self.cdp
     }
 
-    /// Opens a tab with the page, runtime and network domains enabled.
+    /// Opens a tab in a new browser context, with the page, runtime and network domains
+    /// enabled.
     pub async fn tab(&self) -> Result<Tab> {
         let t = Duration::from_secs(10);
         let r = self
             .cdp
-            .call("Target.createTarget", json!({"url": "about:blank"}), None, t)
+            .call("Target.createBrowserContext", json!({}), None, t)
+            .await?;
+        let context = r["browserContextId"]
+            .as_str()
+            .context("no browserContextId")?
+            .to_string();
+        let r = self
+            .cdp
+            .call(
+                "Target.createTarget",
+                json!({"url": "about:blank", "browserContextId": context}),
+                None,
+                t,
+            )
             .await?;
         let target = r["targetId"].as_str().context("no targetId")?.to_string();
         let r = self
@@ -371,7 +443,20 @@ impl Chromium {
         for domain in ["Page.enable", "Runtime.enable", "Network.enable"] {
             self.cdp.call(domain, json!({}), Some(&session), t).await?;
         }
-        Ok(Tab { session })
+        Ok(Tab { session, context })
+    }
+
+    /// Closes a tab and its browser context (and so its connections).
+    pub async fn close_tab(&self, tab: Tab) {
+        let _ = self
+            .cdp
+            .call(
+                "Target.disposeBrowserContext",
+                json!({"browserContextId": tab.context}),
+                None,
+                Duration::from_secs(10),
+            )
+            .await;
     }
 
     /// Loads `url` in `tab` and waits for its load event.
@@ -448,7 +533,10 @@ mod tests {
             devtools_url("\nDevTools listening on ws://127.0.0.1:40001/devtools/browser/ab-cd\n"),
             Some("ws://127.0.0.1:40001/devtools/browser/ab-cd")
         );
-        assert_eq!(devtools_url("[1130/092000.1:ERROR:bus.cc(407)] Failed"), None);
+        assert_eq!(
+            devtools_url("[1130/092000.1:ERROR:bus.cc(407)] Failed"),
+            None
+        );
     }
 
     #[test]
@@ -477,12 +565,17 @@ mod tests {
         let h2 = TARGETS.iter().find(|t| t.transport == "h2").unwrap();
         assert_eq!(h2.url(addr), "https://127.0.0.1:9000");
         assert_eq!(h2.label("h2"), "browser h2 fetch");
+        let cold = TARGETS.iter().find(|t| t.from.is_some()).unwrap();
+        assert!(cold.label("h2ws").ends_with("(page of another origin)"));
+        assert_ne!(cold.page_server(), (cold.transport, cold.tls));
         assert!(TARGETS.iter().filter(|t| t.quic()).all(|t| t.tls));
     }
 
     #[test]
     fn waves_show_a_connection_limit() {
-        let h1: Vec<f64> = (0..18).map(|i| 1000.0 * f64::from(i / 6 + 1) + f64::from(i)).collect();
+        let h1: Vec<f64> = (0..18)
+            .map(|i| 1000.0 * f64::from(i / 6 + 1) + f64::from(i))
+            .collect();
         assert_eq!(waves(&h1, 1000.0), vec![6, 6, 6]);
         assert_eq!(waves(&[1010.0, 1020.0, -1.0], 1000.0), vec![2]);
         assert!(waves(&[1.0], 0.0).is_empty());

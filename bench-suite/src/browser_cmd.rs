@@ -81,11 +81,7 @@ struct Lab {
 }
 
 impl Lab {
-    async fn start(
-        targets: &[&Target],
-        servers: &Servers,
-        extra: &[(&str, bool)],
-    ) -> Result<Self> {
+    async fn start(targets: &[&Target], servers: &Servers, extra: &[(&str, bool)]) -> Result<Self> {
         let ident = Identity::self_signed(&["localhost", "127.0.0.1"])?;
         let spki = ident
             .spki_sha256_base64()
@@ -94,10 +90,12 @@ impl Lab {
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
         let mut h2ws_streams = 0;
-        let mut wanted: Vec<(String, bool)> = targets
-            .iter()
-            .map(|t| (t.transport.to_string(), t.tls))
-            .collect();
+        let mut wanted: Vec<(String, bool)> = Vec::new();
+        for t in targets {
+            let (pt, ps) = t.page_server();
+            wanted.push((pt.to_string(), ps));
+            wanted.push((t.transport.to_string(), t.tls));
+        }
         wanted.extend(extra.iter().map(|(t, s)| (t.to_string(), *s)));
         for (transport, tls) in wanted {
             if addrs.contains_key(&(transport.clone(), tls)) {
@@ -234,7 +232,10 @@ pub(crate) async fn browser(a: BrowserArgs, servers: Servers) -> Result<()> {
     let pb = progress(runs)?;
     let env = env::Env::capture();
     let t0 = Instant::now();
-    let measured = measure(&chromium, &lab, &targets, &scenarios, reps, warmup, &env, &out, &pb).await;
+    let measured = measure(
+        &chromium, &lab, &targets, &scenarios, reps, warmup, &env, &out, &pb,
+    )
+    .await;
     pb.finish_and_clear();
     chromium.close().await;
     lab.stop().await;
@@ -299,20 +300,52 @@ async fn measure(
     out: &std::path::Path,
     pb: &ProgressBar,
 ) -> Result<Vec<String>> {
-    let tab = chromium.tab().await?;
     let mut failures = Vec::new();
     for t in targets {
+        // A fresh browser context per target: its first connection is cold, whatever ran
+        // before (the warm-up repetitions then warm it).
+        let tab = chromium.tab().await?;
+        let r = measure_target(
+            chromium, &tab, lab, t, scenarios, reps, warmup, env, out, pb,
+        )
+        .await;
+        chromium.close_tab(tab).await;
+        failures.extend(r?);
+    }
+    Ok(failures)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_target(
+    chromium: &Chromium,
+    tab: &browser::Tab,
+    lab: &Lab,
+    t: &Target,
+    scenarios: &[Scenario],
+    reps: u32,
+    warmup: u32,
+    env: &env::Env,
+    out: &std::path::Path,
+    pb: &ProgressBar,
+) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    {
         let addr = lab.addr(t.transport, t.tls);
         let label = t.label(&transport_label(t)?);
-        let page = format!("{}/", t.origin(addr));
-        if let Err(e) = chromium.goto(&tab, &page).await {
+        let (pt, ps) = t.page_server();
+        let page = format!(
+            "{}://{}/",
+            if ps { "https" } else { "http" },
+            lab.addr(pt, ps)
+        );
+        if let Err(e) = chromium.goto(tab, &page).await {
             failures.push(format!("{label}: {e:#}"));
             pb.inc(t.workloads.len() as u64 * u64::from(reps + warmup));
-            continue;
+            return Ok(failures);
         }
         let nav = chromium
             .eval(
-                &tab,
+                tab,
                 "performance.getEntriesByType('navigation')[0].nextHopProtocol + ' ' + self.crossOriginIsolated",
                 Duration::from_secs(5),
             )
@@ -340,9 +373,11 @@ async fn measure(
             let mut error = None;
             for i in 0..reps + warmup {
                 let r = chromium
-                    .eval(&tab, &expr, Duration::from_secs(120))
+                    .eval(tab, &expr, Duration::from_secs(120))
                     .await
-                    .and_then(|v| serde_json::from_value::<PageRun>(v).context("the page's result"));
+                    .and_then(|v| {
+                        serde_json::from_value::<PageRun>(v).context("the page's result")
+                    });
                 pb.inc(1);
                 match r {
                     Ok(run) => {
@@ -395,7 +430,9 @@ async fn measure(
                 scenario: s.clone(),
                 variant: VariantInfo {
                     label: label.clone(),
-                    slug: label.replace(['+', ' '], "-"),
+                    slug: label
+                        .replace(" (page of another origin)", "-cross-origin")
+                        .replace(['+', ' '], "-"),
                     transport: t.transport.into(),
                     tls: t.tls,
                     mode: transports::mode_name(v.mode).into(),
@@ -425,19 +462,29 @@ async fn measure(
 
 /// `wirelab browser --limits`.
 async fn limits(a: BrowserArgs, servers: Servers) -> Result<()> {
-    let out = a.out.clone().unwrap_or_else(|| default_out("browser-limits"));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out("browser-limits"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let lab = Lab::start(
         &[],
         &servers,
-        &[("ws", false), ("h1", false), ("h2", true), ("h2ws", true), ("h3", true)],
+        &[
+            ("ws", false),
+            ("h1", false),
+            ("h2", true),
+            ("h2ws", true),
+            ("h3", true),
+        ],
     )
     .await?;
     // A second ws server: two hosts (two ports of one address) for the per-browser cap.
     let mut cfg2 = ServerConfig::new(SocketAddr::new(servers.listen, 0));
     cfg2.tls = None;
     let ws_id = transports::parse("ws").map_err(anyhow::Error::msg)?;
-    let (ws2, ws2_task) = transports::start_server(ws_id, cfg2, lab.stop.clone(), &servers.handle).await?;
+    let (ws2, ws2_task) =
+        transports::start_server(ws_id, cfg2, lab.stop.clone(), &servers.handle).await?;
     let chromium = Chromium::launch(&lab.spki, &lab.quic(), a.netlog.as_deref()).await?;
     let version = chromium.version.clone();
     eprintln!("wirelab browser --limits: {version} -> {}", out.display());
@@ -449,7 +496,10 @@ async fn limits(a: BrowserArgs, servers: Servers) -> Result<()> {
     rows["browser"] = Value::String(version.clone());
     rows["env"] = serde_json::to_value(env::Env::capture())?;
     let md = limits_markdown(&rows, &version);
-    std::fs::write(out.join("limits.json"), serde_json::to_string_pretty(&rows)?)?;
+    std::fs::write(
+        out.join("limits.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
     std::fs::write(out.join("limits.md"), &md)?;
     println!("{md}");
     println!("Results: {}", out.join("limits.json").display());
@@ -472,7 +522,11 @@ async fn limits_with(
     chromium.goto(&tab, &format!("http://{ws}/")).await?;
     eprintln!("limits: {n} WebSockets to one host");
     rows["ws_one_host"] = chromium
-        .eval(&tab, &format!("wirelab.wsLimit('ws://{ws}/ws', {n}, 15000)"), long)
+        .eval(
+            &tab,
+            &format!("wirelab.wsLimit('ws://{ws}/ws', {n}, 15000)"),
+            long,
+        )
         .await?;
     eprintln!("limits: {n} + {n} WebSockets to two hosts");
     rows["ws_two_hosts"] = chromium
@@ -488,11 +542,19 @@ async fn limits_with(
     chromium.websocket_protocols();
     eprintln!("limits: {n} WebSockets over RFC 8441");
     rows["ws_rfc8441"] = chromium
-        .eval(&tab, &format!("wirelab.wsLimit('wss://{h2ws}/ws', {n}, 15000)"), long)
+        .eval(
+            &tab,
+            &format!("wirelab.wsLimit('wss://{h2ws}/ws', {n}, 15000)"),
+            long,
+        )
         .await?;
     rows["ws_rfc8441"]["handshakes"] = json!(chromium.websocket_protocols());
     // Concurrent slow requests per host.
-    for (name, transport, tls) in [("fetch_h1", "h1", false), ("fetch_h2", "h2", true), ("fetch_h3", "h3", true)] {
+    for (name, transport, tls) in [
+        ("fetch_h1", "h1", false),
+        ("fetch_h2", "h2", true),
+        ("fetch_h3", "h3", true),
+    ] {
         let addr = lab.addr(transport, tls);
         let origin = format!("{}://{addr}", if tls { "https" } else { "http" });
         chromium.goto(&tab, &format!("{origin}/")).await?;
@@ -500,7 +562,10 @@ async fn limits_with(
         let mut r = chromium
             .eval(
                 &tab,
-                &format!("wirelab.fetchLimit('{origin}', {}, {})", a.fetch_count, a.fetch_ms),
+                &format!(
+                    "wirelab.fetchLimit('{origin}', {}, {})",
+                    a.fetch_count, a.fetch_ms
+                ),
                 long,
             )
             .await?;
@@ -524,15 +589,24 @@ fn limits_markdown(r: &Value, version: &str) -> String {
             v["opened"],
             v["failed"],
             v["pending"],
-            wirelab::browser::opens_per_s(v)
-                .map_or("-".into(), |x| format!("{x:.0}"))
+            wirelab::browser::opens_per_s(v).map_or("-".into(), |x| format!("{x:.0}"))
         );
     };
     let n = &r["ws_count"];
-    ws_row(&mut md, &format!("{n} WebSockets, one host"), &r["ws_one_host"], "");
+    ws_row(
+        &mut md,
+        &format!("{n} WebSockets, one host"),
+        &r["ws_one_host"],
+        "",
+    );
     if let Some(two) = r["ws_two_hosts"].as_array() {
         for (i, v) in two.iter().enumerate() {
-            ws_row(&mut md, &format!("{n} WebSockets, host {} of 2 (same time)", i + 1), v, "");
+            ws_row(
+                &mut md,
+                &format!("{n} WebSockets, host {} of 2 (same time)", i + 1),
+                v,
+                "",
+            );
         }
     }
     ws_row(
@@ -541,8 +615,7 @@ fn limits_markdown(r: &Value, version: &str) -> String {
         &r["ws_rfc8441"],
         &format!(
             "server allows {} streams; handshakes: {}",
-            r["h2ws_max_concurrent_streams"],
-            r["ws_rfc8441"]["handshakes"]
+            r["h2ws_max_concurrent_streams"], r["ws_rfc8441"]["handshakes"]
         ),
     );
     let _ = writeln!(
@@ -550,7 +623,11 @@ fn limits_markdown(r: &Value, version: &str) -> String {
         "\n| {} slow requests ({} ms each) | protocol | finished in waves of |\n|---|---|---|",
         r["fetch_count"], r["fetch_ms"]
     );
-    for (name, what) in [("fetch_h1", "HTTP/1.1"), ("fetch_h2", "h2"), ("fetch_h3", "h3")] {
+    for (name, what) in [
+        ("fetch_h1", "HTTP/1.1"),
+        ("fetch_h2", "h2"),
+        ("fetch_h3", "h3"),
+    ] {
         let v = &r[name];
         let _ = writeln!(md, "| {what} | {} | {} |", v["protocols"], v["waves"]);
     }

@@ -238,10 +238,9 @@ impl Cdp {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Ok(mut v) = self.events.lock() {
-                if let Some(i) = v
-                    .iter()
-                    .position(|e| e.method == method && (session.is_none() || e.session.as_deref() == session))
-                {
+                if let Some(i) = v.iter().position(|e| {
+                    e.method == method && (session.is_none() || e.session.as_deref() == session)
+                }) {
                     let ev = v.remove(i);
                     v.drain(..i);
                     return Ok(ev);
@@ -271,17 +270,19 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(r#"{"id":4,"error":{"code":-32000,"message":"Cannot navigate","data":"bad URL"}}"#)
-                .unwrap(),
+            parse(
+                r#"{"id":4,"error":{"code":-32000,"message":"Cannot navigate","data":"bad URL"}}"#
+            )
+            .unwrap(),
             Incoming::Reply {
                 id: 4,
                 result: Err("Cannot navigate: bad URL".into())
             }
         );
-        let Incoming::Event(e) =
-            parse(r#"{"method":"Page.loadEventFired","params":{"timestamp":1.5},"sessionId":"S1"}"#)
-                .unwrap()
-        else {
+        let Incoming::Event(e) = parse(
+            r#"{"method":"Page.loadEventFired","params":{"timestamp":1.5},"sessionId":"S1"}"#,
+        )
+        .unwrap() else {
             panic!("not an event")
         };
         assert_eq!(e.method, "Page.loadEventFired");
@@ -292,12 +293,17 @@ mod tests {
 
     #[test]
     fn commands_carry_their_session() {
-        let c: Value =
-            serde_json::from_str(&command(7, "Runtime.evaluate", json!({"expression":"1"}), Some("S")))
-                .unwrap();
+        let c: Value = serde_json::from_str(&command(
+            7,
+            "Runtime.evaluate",
+            json!({"expression":"1"}),
+            Some("S"),
+        ))
+        .unwrap();
         assert_eq!(c["id"], 7);
         assert_eq!(c["sessionId"], "S");
-        let c: Value = serde_json::from_str(&command(8, "Browser.getVersion", json!({}), None)).unwrap();
+        let c: Value =
+            serde_json::from_str(&command(8, "Browser.getVersion", json!({}), None)).unwrap();
         assert!(c.get("sessionId").is_none());
     }
 
@@ -308,6 +314,9 @@ mod tests {
             Ok(json!(2))
         );
         let ex = json!({"result":{"type":"object"},"exceptionDetails":{"text":"Uncaught","exception":{"description":"Error: echo 3 came back different\n    at run"}}});
-        assert_eq!(evaluated(&ex), Err("Error: echo 3 came back different".into()));
+        assert_eq!(
+            evaluated(&ex),
+            Err("Error: echo 3 came back different".into())
+        );
     }
 }

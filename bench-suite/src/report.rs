@@ -324,7 +324,12 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
                 kinds.push(k);
             }
         }
-        let _ = writeln!(md, "| placement | {} (clock {}) |", kinds.join(", "), p.clock);
+        let _ = writeln!(
+            md,
+            "| placement | {} (clock {}) |",
+            kinds.join(", "),
+            p.clock
+        );
         if let Some(se) = &p.server_env {
             let _ = writeln!(
                 md,

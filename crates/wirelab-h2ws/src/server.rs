@@ -8,9 +8,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 use wirelab_core::{net, Error, Result, Server, ServerConfig};
 
@@ -187,7 +187,9 @@ where
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(cfg.timeouts.handshake)
         .max_buf_size(cfg.limits.max_header_bytes.max(8192));
-    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     let grace = cfg.timeouts.shutdown_grace;
     let r = tokio::select! {
@@ -230,7 +232,10 @@ fn handle_h1(
         return refuse(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws");
     }
     if req.method() != Method::GET {
-        let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "WebSocket handshakes use GET");
+        let mut r = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "WebSocket handshakes use GET",
+        );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return r;
@@ -253,8 +258,10 @@ fn handle_h1(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported Sec-WebSocket-Version; this server speaks 13",
         );
-        r.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return r;
     }
     let Some(key) = req

@@ -190,11 +190,19 @@ pub fn page(server: &str, head: bool) -> Response<Body> {
     for (k, v) in wirelab_core::page::HEADERS {
         b = b.header(*k, *v);
     }
-    let body = if head { Bytes::new() } else { Bytes::from(html) };
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(html)
+    };
     with_cors(b.body(Full::new(body).boxed()).unwrap_or_default())
 }
 
-async fn route<B>(req: Request<B>, cfg: Arc<ServerConfig>, stop: CancellationToken) -> Response<Body>
+async fn route<B>(
+    req: Request<B>,
+    cfg: Arc<ServerConfig>,
+    stop: CancellationToken,
+) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,

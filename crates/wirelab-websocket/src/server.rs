@@ -274,7 +274,10 @@ where
                     continue;
                 }
                 Incoming::Bad => {
-                    break Some(close_frame(CloseCode::Unsupported, "invalid wirelab message"))
+                    break Some(close_frame(
+                        CloseCode::Unsupported,
+                        "invalid wirelab message",
+                    ))
                 }
             },
             // tungstenite answers pings and the peer's close itself; keep reading so the

@@ -262,7 +262,11 @@ async fn plain_text_and_bytes_are_echoed_as_they_came() {
         .unwrap();
     let sent = [
         Message::Text("hello".into()),
-        Message::Binary(b"just some bytes that are long enough to be a header".to_vec().into()),
+        Message::Binary(
+            b"just some bytes that are long enough to be a header"
+                .to_vec()
+                .into(),
+        ),
         Message::Binary(vec![7u8; 3].into()),
         Message::Binary(service_msg().into()),
         Message::Text("and text again".into()),
