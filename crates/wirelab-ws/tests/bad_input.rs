@@ -496,3 +496,15 @@ async fn client_answers_the_servers_close_and_reports_its_code() {
         1001
     );
 }
+
+/// `GET /` without an upgrade is the browser page, then the connection closes.
+#[tokio::test]
+async fn the_browser_page_is_served_at_slash() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let (addr, _stop) = server(|_| {}).await;
+    let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(r.contains("const SERVER = \"ws\";"));
+    assert!(r.contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
+    assert!(r.trim_end().ends_with("</html>"));
+}
