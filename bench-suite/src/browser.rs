@@ -94,6 +94,13 @@ pub const TARGETS: &[Target] = &[
         from: None,
     },
     Target {
+        transport: "h3",
+        tls: true,
+        api: "duplex",
+        workloads: &["echo"],
+        from: None,
+    },
+    Target {
         transport: "sse",
         tls: false,
         api: "eventsource",
