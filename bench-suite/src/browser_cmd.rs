@@ -603,7 +603,10 @@ fn limits_markdown(r: &Value, version: &str) -> String {
     let two = &r["ws_two_hosts"];
     ws_row(
         &mut md,
-        &format!("{} WebSockets, two hosts (two ports), alternating", two["n"]),
+        &format!(
+            "{} WebSockets, two hosts (two ports), alternating",
+            two["n"]
+        ),
         two,
         &format!("opened per host: {}", two["opened_per_url"]),
     );

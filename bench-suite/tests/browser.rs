@@ -77,7 +77,10 @@ async fn quick_browser_set() {
     assert!(used("browser h2 fetch").contains("requests h2"));
     assert!(used("browser h3 fetch").contains("requests h3"));
     let h2ws = used("browser h2ws");
-    assert!(h2ws.contains("page h2") && h2ws.contains("RFC 8441"), "{h2ws}");
+    assert!(
+        h2ws.contains("page h2") && h2ws.contains("RFC 8441"),
+        "{h2ws}"
+    );
     let cold = used("browser h2ws (page of another origin)");
     assert!(cold.contains("RFC 6455 Upgrade"), "{cold}");
     assert!(used("browser h2 fetch (page of another origin)").contains("requests h2"));
@@ -112,7 +115,10 @@ async fn small_limits_experiment() {
     ])
     .await;
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "wirelab browser --limits failed:\n{stderr}");
+    assert!(
+        o.status.success(),
+        "wirelab browser --limits failed:\n{stderr}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("limits.json")).unwrap()).unwrap();
     assert_eq!(v["ws_one_host"]["opened"], 20, "{v}");
@@ -139,12 +145,23 @@ async fn small_limits_experiment() {
 #[tokio::test]
 async fn missing_chromium_says_how_to_install_it() {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wirelab"));
-    c.args(["browser", "--quick", "--out", out_dir("nobrowser").to_str().unwrap()])
-        .env("PATH", "/nonexistent")
-        .env_remove("WIRELAB_CHROMIUM")
-        .kill_on_drop(true);
-    let o = tokio::time::timeout(BOUND, c.output()).await.unwrap().unwrap();
+    c.args([
+        "browser",
+        "--quick",
+        "--out",
+        out_dir("nobrowser").to_str().unwrap(),
+    ])
+    .env("PATH", "/nonexistent")
+    .env_remove("WIRELAB_CHROMIUM")
+    .kill_on_drop(true);
+    let o = tokio::time::timeout(BOUND, c.output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("apt-get install -y --no-install-recommends chromium"), "{e}");
+    assert!(
+        e.contains("apt-get install -y --no-install-recommends chromium"),
+        "{e}"
+    );
 }
