@@ -329,132 +329,128 @@ async fn measure_target(
     pb: &ProgressBar,
 ) -> Result<Vec<String>> {
     let mut failures = Vec::new();
-    {
-        let addr = lab.addr(t.transport, t.tls);
-        let label = t.label(&transport_label(t)?);
-        let (pt, ps) = t.page_server();
-        let page = format!(
-            "{}://{}/",
-            if ps { "https" } else { "http" },
-            lab.addr(pt, ps)
-        );
-        if let Err(e) = chromium.goto(tab, &page).await {
-            failures.push(format!("{label}: {e:#}"));
-            pb.inc(t.workloads.len() as u64 * u64::from(reps + warmup));
-            return Ok(failures);
-        }
-        let nav = chromium
+    let addr = lab.addr(t.transport, t.tls);
+    let label = t.label(&transport_label(t)?);
+    let (pt, ps) = t.page_server();
+    let page = format!(
+        "{}://{}/",
+        if ps { "https" } else { "http" },
+        lab.addr(pt, ps)
+    );
+    if let Err(e) = chromium.goto(tab, &page).await {
+        failures.push(format!("{label}: {e:#}"));
+        pb.inc(t.workloads.len() as u64 * u64::from(reps + warmup));
+        return Ok(failures);
+    }
+    let nav = chromium
             .eval(
                 tab,
                 "performance.getEntriesByType('navigation')[0].nextHopProtocol + ' ' + self.crossOriginIsolated",
                 Duration::from_secs(5),
             )
             .await?;
-        let nav = nav.as_str().unwrap_or("? false").to_string();
-        let (nav_proto, isolated) = nav.split_once(' ').unwrap_or((&nav, "false"));
-        for s in scenarios {
-            let workload = match s.kind {
-                Kind::Echo => "echo",
-                Kind::Stream => "stream",
-                _ => continue,
-            };
-            if !t.workloads.contains(&workload) {
-                continue;
-            }
-            pb.set_message(format!("{} · {label}", s.name));
-            chromium.websocket_protocols();
-            let spec = json!({
-                "api": t.api, "url": t.url(addr), "workload": workload,
-                "size": s.size_bytes(), "count": s.messages, "timeoutMs": 20000,
-            });
-            let expr = format!("wirelab.run({spec})");
-            let mut kept = Vec::new();
-            let mut protocols: Vec<String> = Vec::new();
-            let mut error = None;
-            for i in 0..reps + warmup {
-                let r = chromium
-                    .eval(tab, &expr, Duration::from_secs(120))
-                    .await
-                    .and_then(|v| {
-                        serde_json::from_value::<PageRun>(v).context("the page's result")
-                    });
-                pb.inc(1);
-                match r {
-                    Ok(run) => {
-                        for p in &run.protocols {
-                            if !protocols.contains(p) {
-                                protocols.push(p.clone());
-                            }
-                        }
-                        if i >= warmup {
-                            kept.push(run);
+    let nav = nav.as_str().unwrap_or("? false").to_string();
+    let (nav_proto, isolated) = nav.split_once(' ').unwrap_or((&nav, "false"));
+    for s in scenarios {
+        let workload = match s.kind {
+            Kind::Echo => "echo",
+            Kind::Stream => "stream",
+            _ => continue,
+        };
+        if !t.workloads.contains(&workload) {
+            continue;
+        }
+        pb.set_message(format!("{} · {label}", s.name));
+        chromium.websocket_protocols();
+        let spec = json!({
+            "api": t.api, "url": t.url(addr), "workload": workload,
+            "size": s.size_bytes(), "count": s.messages, "timeoutMs": 20000,
+        });
+        let expr = format!("wirelab.run({spec})");
+        let mut kept = Vec::new();
+        let mut protocols: Vec<String> = Vec::new();
+        let mut error = None;
+        for i in 0..reps + warmup {
+            let r = chromium
+                .eval(tab, &expr, Duration::from_secs(120))
+                .await
+                .and_then(|v| serde_json::from_value::<PageRun>(v).context("the page's result"));
+            pb.inc(1);
+            match r {
+                Ok(run) => {
+                    for p in &run.protocols {
+                        if !protocols.contains(p) {
+                            protocols.push(p.clone());
                         }
                     }
-                    Err(e) => {
-                        error = Some(e);
-                        pb.inc(u64::from(reps + warmup - i - 1));
-                        break;
+                    if i >= warmup {
+                        kept.push(run);
                     }
                 }
-            }
-            if let Some(e) = error {
-                failures.push(format!("{} · {label}: {e:#}", s.name));
-                continue;
-            }
-            let mut negotiated = vec![format!("page {nav_proto}")];
-            if !protocols.is_empty() {
-                negotiated.push(format!("requests {}", protocols.join(", ")));
-            }
-            let ws = chromium.websocket_protocols();
-            if !ws.is_empty() {
-                negotiated.push(format!("WebSocket {}", ws.join(", ")));
-            }
-            let reps: Vec<results::Rep> = kept.iter().map(PageRun::rep).collect();
-            let v = rust_variant(t)?;
-            let mut notes = vec![format!(
-                "browser API {}; timer {}",
-                t.api,
-                if isolated == "true" {
-                    "cross-origin isolated (µs resolution)"
-                } else {
-                    "not isolated (coarsened to ~100 µs)"
+                Err(e) => {
+                    error = Some(e);
+                    pb.inc(u64::from(reps + warmup - i - 1));
+                    break;
                 }
-            )];
-            if t.api == "duplex" {
-                notes.push(
+            }
+        }
+        if let Some(e) = error {
+            failures.push(format!("{} · {label}: {e:#}", s.name));
+            continue;
+        }
+        let mut negotiated = vec![format!("page {nav_proto}")];
+        if !protocols.is_empty() {
+            negotiated.push(format!("requests {}", protocols.join(", ")));
+        }
+        let ws = chromium.websocket_protocols();
+        if !ws.is_empty() {
+            negotiated.push(format!("WebSocket {}", ws.join(", ")));
+        }
+        let reps: Vec<results::Rep> = kept.iter().map(PageRun::rep).collect();
+        let v = rust_variant(t)?;
+        let mut notes = vec![format!(
+            "browser API {}; timer {}",
+            t.api,
+            if isolated == "true" {
+                "cross-origin isolated (µs resolution)"
+            } else {
+                "not isolated (coarsened to ~100 µs)"
+            }
+        )];
+        if t.api == "duplex" {
+            notes.push(
                     "duplex: Chromium sends the whole streamed request body before it hands the response to the page (half duplex), so each latency is from a message's write to its answer after the body ended".into(),
                 );
-            }
-            let result = ResultFile {
-                schema: results::SCHEMA.into(),
-                scenario: s.clone(),
-                variant: VariantInfo {
-                    label: label.clone(),
-                    slug: label
-                        .replace(" (page of another origin)", "-cross-origin")
-                        .replace(['+', ' '], "-"),
-                    transport: t.transport.into(),
-                    tls: t.tls,
-                    mode: transports::mode_name(v.mode).into(),
-                    floor: v.floor().map(|f| f.as_str().to_string()),
-                },
-                env: env.clone(),
-                warmup_reps: warmup,
-                summary: results::summarize(&reps),
-                reps,
-                notes,
-                link: None,
-                placement: Placement {
-                    kind: "browser".into(),
-                    browser: Some(chromium.version.clone()),
-                    negotiated,
-                    ..Placement::default()
-                },
-            };
-            result.save(out)?;
-            if pb.is_hidden() {
-                eprintln!("done {} · {label}", s.name);
-            }
+        }
+        let result = ResultFile {
+            schema: results::SCHEMA.into(),
+            scenario: s.clone(),
+            variant: VariantInfo {
+                label: label.clone(),
+                slug: label
+                    .replace(" (page of another origin)", "-cross-origin")
+                    .replace(['+', ' '], "-"),
+                transport: t.transport.into(),
+                tls: t.tls,
+                mode: transports::mode_name(v.mode).into(),
+                floor: v.floor().map(|f| f.as_str().to_string()),
+            },
+            env: env.clone(),
+            warmup_reps: warmup,
+            summary: results::summarize(&reps),
+            reps,
+            notes,
+            link: None,
+            placement: Placement {
+                kind: "browser".into(),
+                browser: Some(chromium.version.clone()),
+                negotiated,
+                ..Placement::default()
+            },
+        };
+        result.save(out)?;
+        if pb.is_hidden() {
+            eprintln!("done {} · {label}", s.name);
         }
     }
     Ok(failures)
