@@ -134,9 +134,10 @@ pub const TARGETS: &[Target] = &[
 ];
 
 impl Target {
-    /// Whether its server is reached over QUIC (UDP).
+    /// Whether its server is reached over QUIC (UDP), so Chromium must be told to use QUIC
+    /// for its origin: see [`over_quic`].
     pub fn quic(&self) -> bool {
-        self.transport == "h3"
+        over_quic(self.transport)
     }
 
     /// The page's origin on a server listening at `addr`.
@@ -169,6 +170,14 @@ impl Target {
     pub fn page_server(&self) -> (&'static str, bool) {
         self.from.unwrap_or((self.transport, self.tls))
     }
+}
+
+/// Whether a transport's server speaks QUIC (its floor is `quic`, as for h3), so a browser
+/// reaches it only with QUIC forced for its origin.
+pub fn over_quic(transport: &str) -> bool {
+    crate::transports::parse(transport)
+        .map(|id| crate::transports::descriptor(id).floor.map(|f| f.as_str()) == Some("quic"))
+        .unwrap_or(false)
 }
 
 /// Where Chromium is: `$WIRELAB_CHROMIUM`, else the first of `chromium`, `chromium-browser`,
@@ -576,6 +585,8 @@ mod tests {
         assert!(cold.label("h2ws").ends_with("(page of another origin)"));
         assert_ne!(cold.page_server(), (cold.transport, cold.tls));
         assert!(TARGETS.iter().filter(|t| t.quic()).all(|t| t.tls));
+        assert!(over_quic("h3"));
+        assert!(!over_quic("h2") && !over_quic("nonsense"));
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Lab {
     fn quic(&self) -> Vec<SocketAddr> {
         self.addrs
             .iter()
-            .filter(|((t, _), _)| t == "h3")
+            .filter(|((t, _), _)| browser::over_quic(t))
             .map(|(_, a)| *a)
             .collect()
     }
