@@ -286,6 +286,21 @@ fn base64_encode(data: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// The hash Chromium's `--ignore-certificate-errors-spki-list` takes: base64 of 32 bytes,
+    /// the SHA-256 of the DER SubjectPublicKeyInfo, which the certificate itself contains.
+    #[test]
+    fn spki_hash_is_of_the_certificates_public_key() {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let h = id.spki_sha256_base64().unwrap();
+        assert_eq!(h.len(), 44);
+        assert!(h.ends_with('='));
+        let spki = id.spki.as_ref().unwrap();
+        let cert: &[u8] = &id.certificate();
+        assert!(cert.windows(spki.len()).any(|w| w == spki.as_slice()));
+        let other = Identity::self_signed(&["localhost"]).unwrap();
+        assert_ne!(other.spki_sha256_base64().unwrap(), h);
+    }
+
     #[test]
     fn base64_known_answers() {
         assert_eq!(base64_encode(b""), "");
