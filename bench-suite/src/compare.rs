@@ -26,10 +26,47 @@ fn key_metrics(kind: Kind) -> &'static [(Metric, f64, usize)] {
     }
 }
 
+/// How a result's placement reads for a comparison: where, through what, and its threads.
+fn placement_of(r: &ResultFile) -> String {
+    let p = &r.placement;
+    let mut out = p.kind.clone();
+    if let Some(link) = &r.link {
+        out.push_str(&format!(" ({link})"));
+    }
+    if let Some(server) = &p.server {
+        out.push_str(&format!(" server {server}"));
+    }
+    out.push_str(&format!(", threads {}", p.cpu));
+    out
+}
+
+/// A paragraph that says so when the two runs ran in different placements (where they ran,
+/// the link, where their threads ran): their differences may be the placement's, not the
+/// code's. Empty when every result of both runs shares one placement.
+fn placement_warning(a: &[ResultFile], b: &[ResultFile]) -> String {
+    let set = |rs: &[ResultFile]| {
+        let mut v: Vec<String> = rs.iter().map(placement_of).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (pa, pb) = (set(a), set(b));
+    if pa == pb && pa.len() <= 1 {
+        return String::new();
+    }
+    format!(
+        "**Different placements: a change below may be the placement's, not the code's.** \
+         A ran {}; B ran {}.\n\n",
+        pa.join(" / "),
+        pb.join(" / ")
+    )
+}
+
 /// The diff: for every scenario and transport in both runs, each key metric in A and B, the
 /// change of the median, and whether the 95% intervals are apart (a clear change) or overlap.
 pub fn compare(a: &[ResultFile], b: &[ResultFile]) -> String {
-    let mut s = String::from(
+    let mut s = placement_warning(a, b);
+    s.push_str(
         "| scenario | transport | metric | A | B | change | |\n|---|---|---|---:|---:|---:|---|\n",
     );
     let mut only = Vec::new();
@@ -101,4 +138,35 @@ pub fn compare(a: &[ResultFile], b: &[ResultFile]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_in(kind: &str, cpu: &str) -> ResultFile {
+        let json = include_str!("../tests/data/result-tcp-setup.json");
+        let mut r: ResultFile = serde_json::from_str(json).unwrap();
+        r.placement.kind = kind.into();
+        r.placement.cpu = cpu.into();
+        r
+    }
+
+    #[test]
+    fn compare_says_so_when_placements_differ() {
+        let split = result_in("in-process", "split (client cpu 0, server cpu 1)");
+        let free = result_in("in-process", "free");
+        let same = compare(std::slice::from_ref(&split), std::slice::from_ref(&split));
+        assert!(!same.contains("Different placements"), "{same}");
+        let diff = compare(&[split], &[free]);
+        assert!(diff.starts_with("**Different placements"), "{diff}");
+        assert!(
+            diff.contains("threads split (client cpu 0, server cpu 1)"),
+            "{diff}"
+        );
+        assert!(
+            diff.contains("B ran in-process (rtt=50ms,loss=0%,seed=1), threads free"),
+            "{diff}"
+        );
+    }
 }

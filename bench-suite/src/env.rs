@@ -116,12 +116,7 @@ impl Env {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let cpus_allowed = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let (cores, cpus_allowed) = process_cpus();
         Env {
             wirelab: env!("CARGO_PKG_VERSION").into(),
             git_rev: env!("WIRELAB_GIT_REV").into(),
@@ -135,7 +130,7 @@ impl Env {
             .into(),
             crates: lock_versions(include_str!("../../Cargo.lock"), &CRATES),
             cpu_model,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores,
             cpus_allowed,
             kernel: read("/proc/sys/kernel/osrelease"),
             tcp_congestion_control: read("/proc/sys/net/ipv4/tcp_congestion_control"),
@@ -143,6 +138,27 @@ impl Env {
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
+}
+
+/// The CPUs the process may use as it started: their count and `Cpus_allowed_list`. Read once
+/// and kept, because `--cpu` later pins every thread (the main one included) to one CPU, after
+/// which the thread's own view is that one CPU. [`crate::topology::Pinning::resolve`] reads it
+/// before it pins anything.
+pub fn process_cpus() -> (usize, String) {
+    static CPUS: std::sync::OnceLock<(usize, String)> = std::sync::OnceLock::new();
+    CPUS.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        (
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            allowed,
+        )
+    })
+    .clone()
 }
 
 #[cfg(test)]

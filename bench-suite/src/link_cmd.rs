@@ -197,6 +197,8 @@ fn link_check(a: CheckArgs) -> Result<()> {
 pub(crate) struct HolArgs {
     #[command(flatten)]
     setup: LinkSetup,
+    #[command(flatten)]
+    cpu: crate::opts::CpuOpts,
     /// The CI grid: RTT 20 ms, loss 0 and 2% random, 600 messages per run (about a minute).
     #[arg(long)]
     quick: bool,
@@ -338,6 +340,11 @@ impl HolArgs {
 
     pub(crate) fn link_setup(&self) -> &LinkSetup {
         &self.setup
+    }
+
+    /// Where the client and server threads run.
+    pub(crate) fn cpu(&self) -> Option<wirelab::topology::Cpus> {
+        self.cpu.cpu
     }
 
     /// `--report DIR`, if given.

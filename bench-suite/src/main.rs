@@ -188,7 +188,11 @@ fn main() -> ExitCode {
         // `run` and `hol` serve from their own runtime, so server and client CPU time can be
         // told apart; over a link each runtime lives in its side's namespace.
         Command::Run(a) => {
-            let topo = match wirelab::topology::Topology::start(link, None) {
+            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -196,7 +200,14 @@ fn main() -> ExitCode {
             topo.block_on(run::run(a, servers, link))
         }
         Command::Browser(a) => {
-            let topo = match wirelab::topology::Topology::start(None, None) {
+            // Chromium's processes run wherever the scheduler puts them: no pinning here either
+            // (results record `free`).
+            let cpus =
+                match wirelab::topology::Pinning::resolve(Some(wirelab::topology::Cpus::Free)) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+            let topo = match wirelab::topology::Topology::start(None, None, cpus) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -204,7 +215,11 @@ fn main() -> ExitCode {
             topo.block_on(browser_cmd::browser(a, servers))
         }
         Command::Hol(a) => {
-            let topo = match wirelab::topology::Topology::start(link, None) {
+            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };

@@ -264,3 +264,13 @@ mod tests {
         assert!(parse_size("big").is_err());
     }
 }
+
+/// Where the client and server threads run (`run`, `hol`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CpuOpts {
+    /// Where client and server threads run: `split` (client threads on one CPU, server threads
+    /// on another), `same` (all on one CPU) or `free` (the scheduler decides, so figures move
+    /// with it). Default: split where two CPUs are allowed, else same. Recorded in every result.
+    #[arg(long, value_enum)]
+    pub(crate) cpu: Option<wirelab::topology::Cpus>,
+}

@@ -326,9 +326,10 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
         }
         let _ = writeln!(
             md,
-            "| placement | {} (clock {}) |",
+            "| placement | {} (clock {}; threads {}) |",
             kinds.join(", "),
-            p.clock
+            p.clock,
+            p.cpu
         );
         if let Some(se) = &p.server_env {
             let _ = writeln!(

@@ -150,6 +150,14 @@ pub struct Placement {
     /// handshakes: 101 for the HTTP/1.1 Upgrade, 200 for an extended CONNECT).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub negotiated: Vec<String>,
+    /// Where client and server threads ran (`--cpu`): `split (client cpu 0, server cpu 1)`,
+    /// `same (cpu 0)` or `free` (files from before `--cpu`: free).
+    #[serde(default = "free")]
+    pub cpu: String,
+}
+
+fn free() -> String {
+    "free".into()
 }
 
 impl Default for Placement {
@@ -161,6 +169,7 @@ impl Default for Placement {
             server_env: None,
             browser: None,
             negotiated: Vec::new(),
+            cpu: free(),
         }
     }
 }
@@ -168,7 +177,7 @@ impl Default for Placement {
 impl Placement {
     /// One sentence for reports: where it ran and which figures that allows.
     pub fn describe(&self, link: Option<&str>) -> String {
-        match self.kind.as_str() {
+        let place = match self.kind.as_str() {
             "remote" => format!(
                 "Remote server {} over a real network path ({}); client on {}",
                 self.server.as_deref().unwrap_or("?"),
@@ -188,7 +197,8 @@ impl Placement {
                 link.unwrap_or("?")
             ),
             _ => "Loopback, client and servers in one process on separate runtimes".into(),
-        }
+        };
+        format!("{place}; threads: {}", self.cpu)
     }
 }
 

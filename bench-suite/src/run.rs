@@ -59,6 +59,8 @@ pub(crate) struct RunArgs {
     ca: Option<PathBuf>,
     #[command(flatten)]
     link_setup: crate::link_cmd::LinkSetup,
+    #[command(flatten)]
+    cpu: crate::opts::CpuOpts,
 }
 
 impl RunArgs {
@@ -68,6 +70,11 @@ impl RunArgs {
             .as_deref()
             .map(|s| s.parse().map_err(|e| anyhow::anyhow!("--link {s}: {e}")))
             .transpose()
+    }
+
+    /// Where the client and server threads run.
+    pub(crate) fn cpu(&self) -> Option<wirelab::topology::Cpus> {
+        self.cpu.cpu
     }
 
     /// How to set the link up.

@@ -59,6 +59,8 @@ pub struct Servers {
     /// A remote server (the `remote` placement): its transports are measured instead of
     /// local ones, and its CPU time is read from its control endpoint.
     pub remote: Option<Arc<crate::control::Remote>>,
+    /// Where the client and server threads run.
+    pub cpus: crate::topology::Pinning,
 }
 
 impl Servers {
@@ -70,13 +72,20 @@ impl Servers {
                 server: Some(r.control.to_string()),
                 clock: if r.clock_shared { "shared" } else { "separate" }.into(),
                 server_env: Some(r.info.env.clone()),
+                // The server's threads are on another host (or namespace): only the client's
+                // placement is ours.
+                cpu: format!("client side: {}", self.cpus.describe()),
                 ..results::Placement::default()
             },
             (None, Some(_)) => results::Placement {
                 kind: "link".into(),
+                cpu: self.cpus.describe(),
                 ..results::Placement::default()
             },
-            (None, None) => results::Placement::default(),
+            (None, None) => results::Placement {
+                cpu: self.cpus.describe(),
+                ..results::Placement::default()
+            },
         }
     }
 }
@@ -243,7 +252,8 @@ impl Experiment for RunExperiment<'_> {
         let mut cfg = r.server.client();
         cfg.mode = v.mode;
         if s.kind == Kind::Scale {
-            return crate::scale::one_rep(s, v).await;
+            let server_cpu = self.servers.cpus.on.map(|(_, server)| server);
+            return crate::scale::one_rep(s, v, server_cpu).await;
         }
         let probe = Probe {
             wire: None,
@@ -389,7 +399,7 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
                 ..Rep::default()
             })
         }
-        Kind::Scale => crate::scale::one_rep(s, v).await,
+        Kind::Scale => unreachable!("scale runs its own server process (see `Run::rep`)"),
         Kind::Stream => {
             cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;

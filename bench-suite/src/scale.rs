@@ -44,8 +44,9 @@ const CHILD_BOUND: Duration = Duration::from_secs(10);
 /// How long one connection may take to open and answer its first echo.
 const CONNECT_BOUND: Duration = Duration::from_secs(30);
 
-/// One repetition of scale scenario `s` for variant `v`.
-pub async fn one_rep(s: &Scenario, v: &Variant) -> Result<Rep> {
+/// One repetition of scale scenario `s` for variant `v`; the server process runs on
+/// `server_cpu` if given (`--cpu`).
+pub async fn one_rep(s: &Scenario, v: &Variant, server_cpu: Option<usize>) -> Result<Rep> {
     let n = usize::try_from(s.connections).context("connections")?;
     let warm = (n / 10).clamp(1, 100);
     raise_nofile(2 * (n + warm) as u64 + 1024)?;
@@ -54,7 +55,7 @@ pub async fn one_rep(s: &Scenario, v: &Variant) -> Result<Rep> {
         std::process::id(),
         v.slug()
     ));
-    let server = ServerProcess::start(v, &cert)?;
+    let server = ServerProcess::start(v, &cert, server_cpu)?;
     let result = async {
         let mut cfg = ClientConfig::new(server.addr);
         cfg.mode = v.mode;
@@ -249,7 +250,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(v: &Variant, cert: &Path) -> Result<Self> {
+    fn start(v: &Variant, cert: &Path, cpu: Option<usize>) -> Result<Self> {
         let exe = std::env::var_os("WIRELAB_EXE")
             .map(PathBuf::from)
             .map_or_else(std::env::current_exe, Ok)
@@ -266,12 +267,25 @@ impl ServerProcess {
         if !v.tls && v.descriptor().tls.by_default() {
             cmd.arg("--h2c");
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {} serve", exe.display()))?;
+            .stderr(Stdio::inherit());
+        // A child inherits the CPUs of the thread that starts it: start it from a thread on
+        // the server's CPU, not from this (client) one.
+        let spawned = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    if let Some(c) = cpu {
+                        crate::topology::pin(c)
+                            .with_context(|| format!("pinning the server to CPU {c}"))?;
+                    }
+                    cmd.spawn()
+                        .with_context(|| format!("starting {} serve", exe.display()))
+                })
+                .join()
+        });
+        let mut child = spawned
+            .map_err(|_| anyhow::anyhow!("the thread starting the server process panicked"))??;
         let stdout = child.stdout.take().expect("piped");
         // The first lines say where it listens, then "serving"; read them on a thread so the
         // wait is bounded.

@@ -330,6 +330,16 @@ async fn run_quick_writes_json_report_and_charts() {
             r.summary.keys()
         );
         assert!(!r.env.git_rev.is_empty() && r.env.cores >= 1);
+        // Pinned by default (`--cpu`): split where two CPUs are allowed, else same.
+        let cpu = &r.placement.cpu;
+        assert!(
+            cpu.starts_with(if r.env.cores >= 2 {
+                "split ("
+            } else {
+                "same ("
+            }),
+            "{cpu}"
+        );
     }
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for s in &quick {

@@ -32,7 +32,8 @@ fn root() -> bool {
 fn run(id: &str, tls_on: bool, sharing: Sharing, seed: u64) -> HolRep {
     let id = transports::parse(id).unwrap();
     let link = Arc::new(Link::start(&LinkOptions::default(), LinkConfig::default()).unwrap());
-    let topo = Topology::start(Some(link), Some(1)).unwrap();
+    let cpus = wirelab::topology::Pinning::resolve(Some(wirelab::topology::Cpus::Free)).unwrap();
+    let topo = Topology::start(Some(link), Some(1), cpus).unwrap();
     let hv = HolVariant {
         variant: transports::Variant {
             id,

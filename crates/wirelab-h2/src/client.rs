@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use wirelab_core::codec::StreamRequest;
 use wirelab_core::transport::stream_by_messages;
 use wirelab_core::{net, Channel, Client, ClientConfig, Error, Mode, Received, Result, Sharing};
-use wirelab_http::{check_status, collect_messages, read_messages, InOrder, STREAM_HEADER};
+use wirelab_http::{
+    check_status, coalesce, collect_messages, read_messages, InOrder, COALESCE_MAX, STREAM_HEADER,
+};
 
 type ReqBody = BoxBody<Bytes, Infallible>;
 type Sender = SendRequest<ReqBody>;
@@ -45,7 +47,7 @@ pub struct H2Channel {
 enum Kind {
     Rr(InOrder),
     Duplex {
-        tx: mpsc::Sender<std::result::Result<Frame<Bytes>, Infallible>>,
+        tx: mpsc::Sender<Bytes>,
         rx: mpsc::Receiver<Result<Bytes>>,
     },
 }
@@ -99,10 +101,14 @@ impl H2Channel {
         let kind = match cfg.mode {
             Mode::Rr => Kind::Rr(InOrder::default()),
             Mode::Duplex => {
-                let (tx, body_rx) = mpsc::channel(256);
+                let (tx, body_rx) = mpsc::channel::<Bytes>(256);
+                // Messages already queued go out as one DATA frame: one frame per small
+                // message trips the server's budget for framing overhead under load.
                 let body =
                     StreamBody::new(futures_util::stream::unfold(body_rx, |mut rx| async move {
-                        rx.recv().await.map(|f| (f, rx))
+                        let first = rx.recv().await?;
+                        let chunk = coalesce(first, COALESCE_MAX, || rx.try_recv().ok());
+                        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
                     }));
                 let mut req = request(
                     Method::POST,
@@ -112,15 +118,25 @@ impl H2Channel {
                 req.headers_mut()
                     .insert(STREAM_HEADER, http::HeaderValue::from(id));
                 sender.ready().await.map_err(proto)?;
-                let resp = sender.send_request(req).await.map_err(proto)?;
-                check_status(&resp)?;
+                // hyper queues the HEADERS when `send_request` is called; only the response
+                // is awaited, by the reader. The channel does not wait for the response head
+                // before its first message: nothing in HTTP/2 asks a client to (RFC 9113 §8.1),
+                // and waiting would cost a round trip the protocol does not (see the
+                // methodology chapter, "Setup at the protocol's minimum"). A refusal (a status
+                // other than 200, a reset) reaches the channel's next `recv`.
+                let response = sender.send_request(req);
                 let (in_tx, rx) = mpsc::channel(256);
                 let reader = tokio::spawn(async move {
-                    let fwd = in_tx.clone();
-                    let r = read_messages(resp.into_body(), max, move |r| {
-                        let fwd = fwd.clone();
-                        async move { fwd.send(Ok(r.msg)).await.is_ok() }
-                    })
+                    let r = async {
+                        let resp = response.await.map_err(proto)?;
+                        check_status(&resp)?;
+                        let fwd = in_tx.clone();
+                        read_messages(resp.into_body(), max, move |r| {
+                            let fwd = fwd.clone();
+                            async move { fwd.send(Ok(r.msg)).await.is_ok() }
+                        })
+                        .await
+                    }
                     .await;
                     let _ = in_tx
                         .send(Err(r.err().unwrap_or(Error::ConnectionClosed)))
@@ -204,10 +220,7 @@ impl Channel for H2Channel {
 
     async fn send(&mut self, msg: Bytes) -> Result<()> {
         match &mut self.kind {
-            Kind::Duplex { tx, .. } => tx
-                .send(Ok(Frame::data(msg)))
-                .await
-                .map_err(|_| Error::ConnectionClosed),
+            Kind::Duplex { tx, .. } => tx.send(msg).await.map_err(|_| Error::ConnectionClosed),
             Kind::Rr(pending) => {
                 let mut sender = self.sender.clone();
                 let req = request(

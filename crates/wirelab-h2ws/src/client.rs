@@ -12,6 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use wirelab_core::mux::{Mux, MuxChannel, MuxSession};
 use wirelab_core::{net, Client, ClientConfig, Error, Result, Sharing};
 use wirelab_websocket::client::EndAfterClose;
+use wirelab_websocket::gate::Gated;
 
 type Sender = SendRequest<Empty<Bytes>>;
 
@@ -111,7 +112,7 @@ async fn open_websocket(
     }
     let upgraded = hyper::upgrade::on(&mut resp).await.map_err(proto)?;
     let ws = WebSocketStream::from_raw_socket(
-        EndAfterClose::new(TokioIo::new(upgraded)),
+        EndAfterClose::new(Gated::new(TokioIo::new(upgraded), cfg.limits.read_buffer)),
         Role::Client,
         Some(wirelab_websocket::config(&cfg.limits)),
     )

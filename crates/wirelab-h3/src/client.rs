@@ -352,14 +352,38 @@ impl H3Channel {
             Mode::Rr => Kind::Rr(InOrder::default()),
             Mode::Duplex => {
                 let uri = format!("{base}/duplex");
-                let (send, recv) = open_request(&link, Method::POST, &uri, Some(id)).await?;
+                let (send, recv, answered) = if link.early {
+                    // Opened in 0-RTT: a rejection discards the stream and everything sent on
+                    // it, so the first message waits for the answer, which proves acceptance
+                    // (see `answered`).
+                    let (send, recv) = open_request(&link, Method::POST, &uri, Some(id)).await?;
+                    (send, recv, true)
+                } else {
+                    // Nothing in HTTP/3 asks a client to wait for the response head before it
+                    // sends request data (RFC 9114 §4.1): the HEADERS are sent and the first
+                    // message may follow at once. The reader takes the response head; a refusal
+                    // reaches the channel's next `recv`.
+                    let (_, mut sender) = link.current()?;
+                    let req = request(Method::POST, &uri, Some(id))?;
+                    let s = sender.send_request(req).await.map_err(stream_err)?;
+                    let (send, recv) = s.split();
+                    (send, recv, false)
+                };
                 let (in_tx, rx) = mpsc::channel(256);
                 readers.push(tokio::spawn(async move {
-                    let fwd = in_tx.clone();
-                    let r = read_messages(recv_body(recv), max, move |r| {
-                        let fwd = fwd.clone();
-                        async move { fwd.send(Ok(r.msg)).await.is_ok() }
-                    })
+                    let r = async {
+                        let mut recv = recv;
+                        if !answered {
+                            let resp = recv.recv_response().await.map_err(stream_err)?;
+                            check_status(&resp)?;
+                        }
+                        let fwd = in_tx.clone();
+                        read_messages(recv_body(recv), max, move |r| {
+                            let fwd = fwd.clone();
+                            async move { fwd.send(Ok(r.msg)).await.is_ok() }
+                        })
+                        .await
+                    }
                     .await;
                     let _ = in_tx
                         .send(Err(r.err().unwrap_or(Error::ConnectionClosed)))

@@ -267,6 +267,37 @@ fn response(body: Body) -> Response<Body> {
         .unwrap_or_default()
 }
 
+/// The most bytes [`coalesce`] joins into one chunk (one HTTP/2 or HTTP/3 DATA frame).
+pub const COALESCE_MAX: usize = 16 << 10;
+
+/// Joins `first` and the messages `more` has ready at once (it returns `None` when none is)
+/// into one chunk, taking no more once the chunk holds `max` bytes, or returns `first` alone
+/// if it is the only one (no copy).
+///
+/// A streaming body that becomes one DATA frame per small message looks like an attack to a
+/// receiver that budgets framing overhead (the h2 crate closes the connection with
+/// `ENHANCE_YOUR_CALM` once too many small DATA frames are buffered), and costs a frame header
+/// and a write per message. Joining what is already queued, as tungstenite batches frames,
+/// adds no wait: a message alone still goes out at once.
+pub fn coalesce(first: Bytes, max: usize, mut more: impl FnMut() -> Option<Bytes>) -> Bytes {
+    if first.len() >= max {
+        return first;
+    }
+    let Some(second) = more() else {
+        return first;
+    };
+    let mut buf = BytesMut::with_capacity(max.min(first.len() + second.len() * 4));
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second);
+    while buf.len() < max {
+        match more() {
+            Some(m) => buf.extend_from_slice(&m),
+            None => break,
+        }
+    }
+    buf.freeze()
+}
+
 fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
     let cap = u32::try_from(write_queue.max(1)).unwrap_or(u32::MAX);
     let budget = Arc::new(Semaphore::new(cap as usize));
@@ -276,9 +307,16 @@ fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
         budget: budget.clone(),
     };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        // The permit drops here: hyper has the bytes now.
-        let (msg, _permit) = rx.rx.recv().await?;
-        Some((Ok::<_, Infallible>(Frame::data(msg)), rx))
+        // The permits drop here: hyper has the bytes now. Messages already queued go out as
+        // one DATA frame (see `coalesce`).
+        let (first, _permit) = rx.rx.recv().await?;
+        let mut permits = Vec::new();
+        let chunk = coalesce(first, COALESCE_MAX, || {
+            let (msg, permit) = rx.rx.try_recv().ok()?;
+            permits.push(permit);
+            Some(msg)
+        });
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
     });
     (
         FrameTx { tx, budget, cap },
@@ -477,4 +515,41 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 /// A hyper error as the contract's protocol error, with its causes.
 pub fn protocol_error(e: hyper::Error) -> Error {
     Error::Protocol(describe(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(msgs: &[&'static [u8]]) -> impl FnMut() -> Option<Bytes> {
+        let mut q: VecDeque<Bytes> = msgs.iter().map(|m| Bytes::from_static(m)).collect();
+        move || q.pop_front()
+    }
+
+    #[test]
+    fn coalesce_joins_what_is_queued_and_stops_at_the_bound() {
+        // Alone: the same bytes, not a copy.
+        let first = Bytes::from_static(b"one");
+        let out = coalesce(first.clone(), 16, queue(&[]));
+        assert_eq!(out.as_ptr(), first.as_ptr());
+        // Queued messages join in order.
+        assert_eq!(
+            coalesce(Bytes::from_static(b"ab"), 16, queue(&[b"cd", b"ef"])),
+            Bytes::from_static(b"abcdef")
+        );
+        // No more is taken once the bound is reached; the rest stays queued.
+        let mut more = queue(&[b"cdef", b"gh", b"ij"]);
+        assert_eq!(
+            coalesce(Bytes::from_static(b"ab"), 6, &mut more),
+            Bytes::from_static(b"abcdef")
+        );
+        assert_eq!(more(), Some(Bytes::from_static(b"gh")));
+        // A first message at the bound goes alone.
+        let mut more = queue(&[b"x"]);
+        assert_eq!(
+            coalesce(Bytes::from_static(b"abcdef"), 6, &mut more),
+            Bytes::from_static(b"abcdef")
+        );
+        assert_eq!(more(), Some(Bytes::from_static(b"x")));
+    }
 }

@@ -405,3 +405,87 @@ async fn page_and_cors() {
     drop(ev);
     stop(s).await;
 }
+
+/// A client that opens its event stream and never reads it must not make the server buffer
+/// without bound: the events its `POST`s produce fill the stream's bounded replay buffer (the
+/// heap the server spends on it), hyper's write buffer and the kernel's socket buffers, and then
+/// the next `POST` waits and, at the idle timeout, is answered `503` ("the event stream is not
+/// being read") instead of being queued. The bound on what is accepted before that: the replay
+/// buffer, what the connection may hold in user space (the event batch and hyper's write
+/// buffer, under 1 MiB together) and the kernel's buffers (the server's send buffer at most
+/// `tcp_wmem`'s maximum, the client's receive buffer as set here). Other sessions are served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_event_stream_gets_503_not_unbounded_buffering() {
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 16 << 10;
+    const RCVBUF: u32 = 8 << 10;
+    let settings = SseSettings {
+        replay_events: 64,
+        replay_bytes: 256 << 10,
+        ..SseSettings::default()
+    };
+    let mut cfg = local();
+    cfg.timeouts.idle = Duration::from_secs(2);
+    let s = serve_with(cfg, settings).await;
+    let session = 0x51_0e;
+    // The never-reading event stream: a small receive buffer, a GET, and no read ever.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(RCVBUF).unwrap();
+    let mut never_read = within("connect", BOUND, sock.connect(s.addr))
+        .await
+        .unwrap();
+    let get = format!(
+        "GET /events?{} HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        q(session)
+    );
+    never_read.write_all(get.as_bytes()).await.unwrap();
+    // The stream exists once a POST to it is not answered 404.
+    let first = within("the event stream to attach", BOUND, async {
+        loop {
+            match post(s.addr, session, msg(0, SIZE)).await {
+                StatusCode::NOT_FOUND => tokio::task::yield_now().await,
+                other => break other,
+            }
+        }
+    })
+    .await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    let wmem_max: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bound = (256 << 10) + (1 << 20) + wmem_max + 4 * u64::from(RCVBUF);
+    let most = bound / SIZE as u64 + 1;
+    let mut accepted = 1u64;
+    let refused = within("a POST to be refused", Duration::from_secs(60), async {
+        loop {
+            let status = post(s.addr, session, msg(accepted, SIZE)).await;
+            if status != StatusCode::ACCEPTED {
+                break status;
+            }
+            accepted += 1;
+            assert!(
+                accepted <= most,
+                "{accepted} messages of {SIZE} B accepted for a stream nobody reads: more than \
+                 the {bound} B the bound allows"
+            );
+        }
+    })
+    .await;
+    assert_eq!(refused, StatusCode::SERVICE_UNAVAILABLE);
+    // Another session is served meanwhile, and the server stops cleanly with the stuck one.
+    let (status, mut ev) = events(s.addr, session + 1, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        post(s.addr, session + 1, msg(7, 64)).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(next_data(&mut ev).await.1, msg(7, 64));
+    eprintln!("never-reading client: {accepted} x {SIZE} B accepted (bound {bound} B), then 503");
+    drop(never_read);
+    stop(s).await;
+}

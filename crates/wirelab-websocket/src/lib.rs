@@ -23,10 +23,16 @@ use wirelab_core::Limits;
 /// write buffer that starts writing at [`Limits::write_queue`] bytes. Its hard cap stays above
 /// one whole message plus that much (tungstenite fails a write over the cap); what keeps a
 /// server's write buffer small is [`gate::Gated`] and the session's byte-bounded queue.
+///
+/// tungstenite's own read buffer is [`gate::TUNGSTENITE_READ`] bytes: it zero-fills the free
+/// part of it before every read from the transport (`FrameCodec::read_in`), which at the
+/// [`Limits::read_buffer`] size (8 KiB) cost about 7,400 instructions per echo, 38% of the ws
+/// client's (counted with `scripts/instructions.sh`). Reads of [`Limits::read_buffer`] bytes
+/// are made by [`gate::Gated`] underneath, so wrap the transport in it (servers and clients do).
 pub fn config(l: &Limits) -> WebSocketConfig {
     let write = l.write_queue.max(1);
     WebSocketConfig::default()
-        .read_buffer_size(l.read_buffer)
+        .read_buffer_size(gate::TUNGSTENITE_READ)
         .write_buffer_size(write)
         .max_write_buffer_size(l.max_message.saturating_add(write).saturating_mul(2))
         .max_message_size(Some(l.max_message))

@@ -2,6 +2,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use wirelab_core::mux::{Mux, MuxChannel, MuxSession};
 use wirelab_core::{net, Client, ClientConfig, Error, Result};
 use wirelab_websocket::client::{map_err, EndAfterClose};
+use wirelab_websocket::gate::Gated;
 
 /// A ws client session: one WebSocket (`shared`) or one per logical stream (`pool`).
 #[derive(Debug)]
@@ -31,7 +32,7 @@ where
         cfg.timeouts.handshake,
         tokio_tungstenite::client_async_with_config(
             url,
-            EndAfterClose::new(io),
+            EndAfterClose::new(Gated::new(io, cfg.limits.read_buffer)),
             Some(wirelab_websocket::config(&cfg.limits)),
         ),
     )
