@@ -2,7 +2,9 @@
 //!
 //! Groups: `echo_64B`, `echo_1KiB`, `echo_64KiB` (one closed-loop echo on one stream of a
 //! session opened beforehand), `stream_1KiB` (a server stream of 1000 × 1 KiB), `setup` (a new
-//! session to its first echo; quic and h3 also with 0-RTT). Each function is a transport
+//! session to its first echo; quic and h3 also with 0-RTT), `datagram_64B` (one unreliable
+//! datagram echo, sent again after 1 s without its echo; transports with datagrams: wt). Each
+//! function is a transport
 //! variant (`tcp`, `h2-rr`, `h3-duplex`, ...). Filter like any criterion bench:
 //! `cargo bench -p wirelab -- echo_64B/` or `cargo bench -p wirelab -- quic`.
 //!
@@ -150,6 +152,37 @@ fn setup<C: Client>(
     });
 }
 
+/// One 64-byte datagram echo per iteration on a session opened beforehand (wt). A datagram
+/// whose echo has not come within 1 s is sent again, so a loss costs time instead of hanging.
+fn datagram(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, t: &Target) {
+    let client = rt
+        .block_on(wirelab_wt::WtClient::connect(&t.cfg))
+        .expect("session");
+    let d = client.datagrams().expect("a session has datagrams");
+    let m = codec::encode(0, 0, 0, Kind::Echo, 64).expect("message");
+    g.bench_function(t.variant.slug(), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    loop {
+                        d.send(&m).expect("datagram sent");
+                        match tokio::time::timeout(Duration::from_secs(1), d.recv()).await {
+                            Ok(r) => {
+                                r.expect("datagram echo");
+                                break;
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                }
+                start.elapsed()
+            })
+        })
+    });
+    rt.block_on(client.close()).expect("close");
+}
+
 fn quick(g: &mut BenchmarkGroup<'_, WallTime>) {
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(500))
@@ -186,6 +219,15 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(u64::from(req.count * req.size)));
     for t in &targets {
         with_client!(t.variant.id, C => stream::<C>(&mut g, &rt, t, req));
+    }
+    g.finish();
+    let mut g = c.benchmark_group("datagram_64B");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for t in &targets {
+        if t.variant.id == <wirelab_wt::Wt as wirelab_core::Transport>::DESCRIPTOR.id {
+            datagram(&mut g, &rt, t);
+        }
     }
     g.finish();
     let mut g = c.benchmark_group("setup");

@@ -17,6 +17,7 @@ fn key_metrics(kind: Kind) -> &'static [(Metric, f64, usize)] {
         Kind::Open => &[(Metric::P50Us, 1.0, 1), (Metric::P99Us, 1.0, 1)],
         Kind::Saturate => &[(Metric::SustainedPerS, 1.0, 0)],
         Kind::Stream => &[(Metric::GoodputMibS, 1.0, 1)],
+        Kind::Datagram => &[(Metric::LossPct, 1.0, 2), (Metric::P50Us, 1.0, 1)],
         Kind::Setup => &[(Metric::P50Us, 1e-3, 2)],
         Kind::Scale => &[
             (Metric::ServerKibPerIdleConn, 1.0, 1),

@@ -113,14 +113,19 @@ fn transports_cmd(a: &TransportsArgs) -> anyhow::Result<()> {
         } else {
             println!("{:<5} {}", d.id, d.summary);
             println!(
-                "      TLS {tls}{}; 0-RTT {}; floor {}",
+                "      TLS {tls}{}; 0-RTT {}; floor {}{}",
                 if d.alpn.is_empty() {
                     String::new()
                 } else {
                     format!(" (ALPN {})", String::from_utf8_lossy(d.alpn))
                 },
                 if d.zero_rtt { "yes" } else { "no" },
-                d.floor.map_or("none (it is one)", |f| f.as_str())
+                d.floor.map_or("none (it is one)", |f| f.as_str()),
+                if d.datagrams {
+                    "; datagrams (run's datagram scenarios)"
+                } else {
+                    ""
+                }
             );
             println!("      run: {}; hol: {}", run.join(", "), hol.join(", "));
         }

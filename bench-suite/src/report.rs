@@ -35,6 +35,13 @@ fn columns(kind: Kind) -> Vec<Col> {
             Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
         ],
         Kind::Saturate => vec![Col("sustained msg/s", Metric::SustainedPerS, 1.0, 0)],
+        Kind::Datagram => vec![
+            Col("loss %", Metric::LossPct, 1.0, 2),
+            Col("reordered %", Metric::ReorderPct, 1.0, 2),
+            Col("p50 µs (echoes back)", Metric::P50Us, 1.0, 1),
+            Col("p99 µs (echoes back)", Metric::P99Us, 1.0, 1),
+            Col("echoes/s", Metric::MsgPerS, 1.0, 0),
+        ],
         Kind::Stream => vec![
             Col("goodput MiB/s", Metric::GoodputMibS, 1.0, 1),
             Col("msg/s", Metric::MsgPerS, 1.0, 0),
@@ -254,6 +261,13 @@ fn charts(dir: &Path, name: &str, rs: &[&ResultFile]) -> Result<Vec<(String, Str
             "ms",
             Metric::P50Us,
             1e-3,
+        )?,
+        Kind::Datagram => bar(
+            "loss.svg",
+            format!("{name}: datagram echoes lost"),
+            "% of those sent",
+            Metric::LossPct,
+            1.0,
         )?,
         Kind::Scale => bar(
             "memory.svg",

@@ -78,6 +78,23 @@ pub struct Rep {
     /// Scale: what N connections cost the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleRep>,
+    /// Datagram echo: what became of the datagrams sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<DatagramRep>,
+}
+
+/// What became of the datagrams of one datagram-echo repetition (see
+/// `wirelab_wt::datagram::Tally`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatagramRep {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Distinct echoes received.
+    pub received: u64,
+    /// Echoes that came after the echo of a later datagram.
+    pub reordered: u64,
+    /// Echoes of a datagram already received.
+    pub duplicates: u64,
 }
 
 /// What N connections cost a server in its own process (scale scenarios).
@@ -260,6 +277,10 @@ pub enum Metric {
     ConnsPerS,
     /// `server_cpu_us_per_conn_setup`.
     ServerCpuUsPerConnSetup,
+    /// `loss_pct`: datagram echoes that never came back, % of those sent.
+    LossPct,
+    /// `reorder_pct`: datagram echoes that came back after a later one, % of those received.
+    ReorderPct,
 }
 
 impl Metric {
@@ -284,6 +305,8 @@ impl Metric {
             Self::ServerKibPerActiveConn => "server_kib_per_active_conn",
             Self::ConnsPerS => "conns_per_s",
             Self::ServerCpuUsPerConnSetup => "server_cpu_us_per_conn_setup",
+            Self::LossPct => "loss_pct",
+            Self::ReorderPct => "reorder_pct",
         }
     }
 }
@@ -337,8 +360,11 @@ pub fn metrics(rep: &Rep) -> BTreeMap<Metric, f64> {
     if let (Some(c), true) = (&rep.cost, rep.messages > 0) {
         let per = |v: u64| v as f64 / rep.messages as f64;
         if let (Some(tx), Some(rx)) = (c.tx_bytes, c.rx_bytes) {
-            // Each side on its own: a loaded file's counters may not add up within u64.
-            put(Metric::WireBytesPerMsg, per(tx) + per(rx));
+            // Each side on its own: a loaded file's counters may not add up within u64. Nothing
+            // counted at all means the socket was not counted (wt's client makes its own).
+            if tx > 0 || rx > 0 {
+                put(Metric::WireBytesPerMsg, per(tx) + per(rx));
+            }
         }
         if let Some(d) = c.datagrams.filter(|d| *d > 0) {
             put(Metric::DatagramsPerMsg, per(d));
@@ -352,6 +378,18 @@ pub fn metrics(rep: &Rep) -> BTreeMap<Metric, f64> {
     }
     if let Some(r) = rep.sustained_per_s {
         put(Metric::SustainedPerS, r);
+    }
+    if let Some(d) = rep.datagrams.filter(|d| d.sent > 0) {
+        put(
+            Metric::LossPct,
+            100.0 * d.sent.saturating_sub(d.received) as f64 / d.sent as f64,
+        );
+        if d.received > 0 {
+            put(
+                Metric::ReorderPct,
+                100.0 * d.reordered as f64 / d.received as f64,
+            );
+        }
     }
     if let Some(s) = rep.scale.filter(|s| s.connections > 0) {
         let n = s.connections as f64;
@@ -439,6 +477,7 @@ fn kind_order(k: Kind) -> u8 {
         Kind::Stream => 3,
         Kind::Setup => 4,
         Kind::Scale => 5,
+        Kind::Datagram => 6,
     }
 }
 
@@ -453,6 +492,39 @@ fn order_of(v: &VariantInfo) -> (usize, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datagram_loss_and_reordering_in_percent() {
+        let rep = Rep {
+            datagrams: Some(DatagramRep {
+                sent: 200,
+                received: 196,
+                reordered: 2,
+                duplicates: 0,
+            }),
+            ..Rep::default()
+        };
+        let m = metrics(&rep);
+        assert!((m[&Metric::LossPct] - 2.0).abs() < 1e-9);
+        assert!((m[&Metric::ReorderPct] - 100.0 * 2.0 / 196.0).abs() < 1e-9);
+        // Nothing sent: no figure rather than 0% or NaN.
+        let none = Rep {
+            datagrams: Some(DatagramRep::default()),
+            ..Rep::default()
+        };
+        assert!(!metrics(&none).contains_key(&Metric::LossPct));
+        // No socket bytes counted (wt's client): no wire figure rather than 0 B.
+        let uncounted = Rep {
+            messages: 10,
+            cost: Some(crate::probe::Cost {
+                tx_bytes: Some(0),
+                rx_bytes: Some(0),
+                ..Default::default()
+            }),
+            ..Rep::default()
+        };
+        assert!(!metrics(&uncounted).contains_key(&Metric::WireBytesPerMsg));
+    }
 
     #[test]
     fn metric_names_are_their_serde_names() {
@@ -475,6 +547,8 @@ mod tests {
             Metric::ServerKibPerActiveConn,
             Metric::ConnsPerS,
             Metric::ServerCpuUsPerConnSetup,
+            Metric::LossPct,
+            Metric::ReorderPct,
         ] {
             assert_eq!(serde_json::to_value(m).unwrap(), m.name());
             assert_eq!(m.to_string(), m.name());

@@ -29,6 +29,10 @@ use crate::workload::{self, Schedule};
 /// Send lateness above which the open-loop generator says it could not keep its rate.
 pub const LATENESS_BUDGET: Duration = Duration::from_millis(1);
 
+/// [`LATENESS_BUDGET`] for datagram echo, which is paced by tokio's timer (1 ms resolution):
+/// a datagram sent up to 2 ms late still leaves the rate kept.
+pub const DATAGRAM_LATENESS_BUDGET: Duration = Duration::from_millis(2);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -90,9 +94,10 @@ impl Servers {
     }
 }
 
-/// Whether a scenario applies to a variant (0-RTT needs QUIC).
+/// Whether a scenario applies to a variant (0-RTT needs QUIC, datagram echo datagrams).
 pub fn applies(s: &Scenario, v: &Variant) -> bool {
     !(s.kind == Kind::Setup && s.zero_rtt && !transports::has_zero_rtt(v.id))
+        && (s.kind != Kind::Datagram || v.descriptor().datagrams)
 }
 
 /// How many repetitions a plan runs in all (for progress bars).
@@ -400,6 +405,32 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
             })
         }
         Kind::Scale => unreachable!("scale runs its own server process (see `Run::rep`)"),
+        Kind::Datagram => {
+            cfg.streams = 1;
+            let sched = Schedule {
+                rate: s.rate,
+                duration: Duration::from_millis(s.duration_ms),
+                size,
+                // Paced by tokio's timer, whose resolution is 1 ms.
+                lateness_budget: DATAGRAM_LATENESS_BUDGET,
+            };
+            let r = workload::datagram_echo(v.id, &cfg, sched, Some(&probe)).await?;
+            Ok(Rep {
+                messages: r.tally.received,
+                elapsed_s: r.elapsed.as_secs_f64(),
+                payload_bytes: r.tally.received * size as u64,
+                latency: Some(HistData::from_histogram(&r.rtt)),
+                cost: r.cost,
+                datagrams: Some(crate::results::DatagramRep {
+                    sent: r.tally.sent,
+                    received: r.tally.received,
+                    reordered: r.tally.reordered,
+                    duplicates: r.tally.duplicates,
+                }),
+                behind: r.behind,
+                ..Rep::default()
+            })
+        }
         Kind::Stream => {
             cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;

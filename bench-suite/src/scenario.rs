@@ -27,6 +27,10 @@ pub enum Kind {
     /// server memory and CPU per connection, and connections per second at set-up. The server
     /// runs in a child process (`wirelab serve`) so its memory is its own.
     Scale,
+    /// Unreliable datagram echo at a fixed rate (transports with datagrams: wt): loss and
+    /// reordering of the echoes, and the round trip of those that came back (never
+    /// retransmitted). What has not come back a bounded wait after the last send is lost.
+    Datagram,
 }
 
 /// How K logical streams map onto connections, as written in scenario files.
@@ -170,6 +174,7 @@ impl Scenario {
             Kind::Setup => "setup_1rtt".into(),
             Kind::Stream => format!("stream_{}", self.size),
             Kind::Scale => format!("scale_c{}", self.connections),
+            Kind::Datagram => format!("datagram_{}_r{}", self.size, self.rate),
         }
     }
 
@@ -212,6 +217,14 @@ impl Scenario {
                 return err("needs rate > 0 and duration_ms > 0")
             }
             Kind::Open if self.rate.fract() != 0.0 => return err("rate must be whole"),
+            Kind::Datagram
+                if !(self.rate.is_finite() && self.rate >= 1.0 && self.rate.fract() == 0.0)
+                    || self.duration_ms == 0
+                    || self.streams != 1
+                    || self.sharing != SharingName::Shared =>
+            {
+                return err("needs a whole rate >= 1, duration_ms > 0, one shared stream")
+            }
             Kind::Saturate if !self.slo_ms.is_finite() || self.slo_ms <= 0.0 => {
                 return err("needs slo_ms > 0")
             }
@@ -297,6 +310,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "scale_c10000",
         include_str!("../scenarios/scale_c10000.toml"),
+    ),
+    (
+        "datagram_64B_r1000",
+        include_str!("../scenarios/datagram_64B_r1000.toml"),
     ),
 ];
 

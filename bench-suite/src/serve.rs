@@ -79,6 +79,13 @@ pub(crate) struct ClientArgs {
     /// Messages in the server-stream check (0 skips it).
     #[arg(long, default_value_t = 100)]
     stream_count: u32,
+    /// wt: after the echoes, send this many datagrams (of --size bytes, at --datagram-rate)
+    /// and report how many echoes were lost or reordered (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    datagrams: u64,
+    /// Datagrams per second with --datagrams.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    datagram_rate: u64,
     #[command(flatten)]
     limits: LimitOpts,
     #[command(flatten)]
@@ -341,6 +348,18 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
             interval_ms: 0,
         }),
     };
+    if a.datagrams > 0 && !d.datagrams {
+        let with: Vec<_> = transports::LIST
+            .iter()
+            .filter(|d| d.datagrams)
+            .map(|d| d.id.as_str())
+            .collect();
+        bail!(
+            "--datagrams: {} has no datagrams (only {})",
+            a.transport,
+            with.join(" and ")
+        );
+    }
     let o = transports::run_client(a.transport, &cfg, &work).await?;
     let s = stats::summarize(&o.rtt);
     println!(
@@ -365,6 +384,34 @@ pub(crate) async fn client(a: ClientArgs) -> Result<()> {
         "echo {} x {} B: RTT p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({:.0} msg/s)",
         s.count, a.size, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us, o.messages_per_sec()
     );
+    if a.datagrams > 0 {
+        let rate = a.datagram_rate as f64;
+        let sched = wirelab::workload::Schedule {
+            rate,
+            duration: std::time::Duration::from_secs_f64(a.datagrams as f64 / rate),
+            size: a.size,
+            lateness_budget: std::time::Duration::from_millis(2),
+        };
+        let mut dcfg = cfg.clone();
+        dcfg.streams = 1;
+        let r = wirelab::workload::datagram_echo(a.transport, &dcfg, sched, None).await?;
+        let t = &r.tally;
+        let w = stats::summarize(&r.rtt);
+        println!(
+            "datagrams {} x {} B at {}/s: {} echoed, {} lost ({:.2}%), {} reordered, {} duplicates; RTT of the echoes p50 {:.1} us  p99 {:.1} us{}",
+            t.sent,
+            a.size,
+            a.datagram_rate,
+            t.received,
+            t.lost(),
+            100.0 * t.loss_ratio(),
+            t.reordered,
+            t.duplicates,
+            w.p50_us,
+            w.p99_us,
+            r.behind.map(|b| format!(" ({b})")).unwrap_or_default()
+        );
+    }
     if let Some((n, owd)) = o.stream {
         // Server and client stamp with their own monotonic clocks: one clock only on one host.
         if a.connect.ip().is_loopback() {

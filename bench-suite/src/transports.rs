@@ -39,7 +39,8 @@ macro_rules! transport_list {
             h2ws: wirelab_h2ws::H2ws,
             quic: wirelab_quic::Quic,
             h3: wirelab_h3::H3,
-            sse: wirelab_sse::Sse
+            sse: wirelab_sse::Sse,
+            wt: wirelab_wt::Wt
         }
     };
 }

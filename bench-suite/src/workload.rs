@@ -609,3 +609,127 @@ mod tests {
             .contains("could not keep the rate"));
     }
 }
+
+/// One datagram-echo measurement (see [`datagram_echo`]).
+#[derive(Debug)]
+pub struct DatagramEcho {
+    /// What became of the datagrams.
+    pub tally: wirelab_wt::datagram::Tally,
+    /// Round trip of each echo that came back, ns (each datagram is sent once: nothing here
+    /// was retransmitted).
+    pub rtt: Histogram<u64>,
+    /// From the first send to the last (the schedule, without the wait for stragglers).
+    pub elapsed: Duration,
+    /// `None` when the generator kept its schedule; otherwise why it did not.
+    pub behind: Option<String>,
+    /// CPU and socket bytes during the run.
+    pub cost: Option<Cost>,
+}
+
+/// How long [`datagram_echo`] waits after the last send for echoes still on their way; what
+/// has not come back by then is counted lost.
+pub const DATAGRAM_STRAGGLE: Duration = Duration::from_secs(1);
+
+/// Datagram echo at a fixed rate on one session of `id` (only `wt` carries datagrams): each
+/// datagram is a service message (its sequence number and send time in the header) sent once
+/// at its scheduled time; the server sends it back. Echoes are counted as they come (loss,
+/// reordering, duplicates: [`wirelab_wt::datagram::Tracker`]) until all are back or
+/// [`DATAGRAM_STRAGGLE`] after the last send; a lost datagram never holds the workload up.
+pub async fn datagram_echo(
+    id: wirelab_core::TransportId,
+    cfg: &ClientConfig,
+    sched: Schedule,
+    probe: Option<&Probe>,
+) -> Result<DatagramEcho> {
+    use wirelab_core::Transport;
+    use wirelab_wt::datagram::Tracker;
+    if id != <wirelab_wt::Wt as Transport>::DESCRIPTOR.id {
+        bail!("datagram echo: {id} has no datagrams (wt has)");
+    }
+    if !(sched.rate.is_finite() && sched.rate > 0.0) {
+        bail!("datagram rate must be positive, not {}", sched.rate);
+    }
+    let client = wirelab_wt::WtClient::connect(cfg)
+        .await
+        .context("connecting")?;
+    let d = client.datagrams().context("the session has no datagrams")?;
+    let max = d
+        .max_size()
+        .context("the server does not accept datagrams")?;
+    if sched.size > max {
+        bail!(
+            "{} B datagrams do not fit: at most {max} B on this path",
+            sched.size
+        );
+    }
+    let total = sched.messages();
+    let (deadline_tx, mut deadline_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+    let rx = d.clone();
+    let receiver = tokio::spawn(async move {
+        let mut tracker = Tracker::new(total);
+        let mut rtt = stats::histogram();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        while !tracker.complete() {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(m) => {
+                        let now = clock::now_ns();
+                        // Not a message of ours (or mangled): counted as unknown, not as an echo.
+                        let Ok(h) = codec::peek_header(&m) else {
+                            tracker.record(u64::MAX);
+                            continue;
+                        };
+                        if tracker.record(h.seq) {
+                            let _ = rtt.record(now.saturating_sub(h.sent_ns).max(1));
+                        }
+                    }
+                    Err(_) => break,
+                },
+                dl = &mut deadline_rx, if deadline.is_none() => match dl {
+                    Ok(dl) => deadline = Some(dl),
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_some() => break,
+            }
+        }
+        (tracker.tally(), rtt)
+    });
+    let measuring = probe::measure(probe);
+    let interval_ns = 1e9 / sched.rate;
+    let start = tokio::time::Instant::now();
+    let mut lateness = stats::histogram();
+    let mut send_error = None;
+    for n in 0..total {
+        let due = start + Duration::from_nanos((n as f64 * interval_ns) as u64);
+        tokio::time::sleep_until(due).await;
+        let late = tokio::time::Instant::now().saturating_duration_since(due);
+        let _ = lateness.record((late.as_nanos() as u64).max(1));
+        let m = codec::encode(0, n, clock::now_ns(), Kind::Echo, sched.size)?;
+        // A datagram the stack cannot take now is simply lost; a session that is gone ends
+        // the run.
+        if let Err(e) = d.send(&m) {
+            send_error = Some(e);
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = deadline_tx.send(tokio::time::Instant::now() + DATAGRAM_STRAGGLE);
+    let (tally, rtt) = receiver
+        .await
+        .map_err(|e| anyhow!("datagram receiver failed: {e}"))?;
+    let cost = measuring.finish();
+    if let Some(e) = send_error {
+        return Err(anyhow!(e)).context("sending datagrams");
+    }
+    let sent = lateness.len();
+    let behind = generator_verdict(&lateness, sent, total, sched.lateness_budget);
+    client.close().await.context("closing the session")?;
+    Ok(DatagramEcho {
+        tally,
+        rtt,
+        elapsed,
+        behind,
+        cost,
+    })
+}

@@ -238,6 +238,19 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
     fails_with(
+        &[
+            "client",
+            "-t",
+            "tcp",
+            "-c",
+            "127.0.0.1:1",
+            "--datagrams",
+            "5",
+        ],
+        "has no datagrams (only wt)",
+    )
+    .await;
+    fails_with(
         &["client", "-t", "nope", "-c", "127.0.0.1:1"],
         "possible values: tcp, ws",
     )

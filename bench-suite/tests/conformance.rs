@@ -359,6 +359,7 @@ impl End {
             (Goodbye::QuicStop, _) => End::Quic,
             (Goodbye::Http3Goaway, _) => End::H3,
             (Goodbye::EventStreamEnd, _) => End::Eof,
+            (Goodbye::WtSessionEnd, _) => End::Eof,
         }
     }
 }

@@ -699,3 +699,149 @@ async fn h3_client_against_aioquic_http3_server() {
         "our h3 client against aioquic http3_server.py: 200 echoes on 4 streams, 50 more resumed with 0-RTT: OK"
     );
 }
+
+/// aioquic (the library, 1.7.2) as a WebTransport client of our wt server
+/// (`peers/aioquic_wt_client.py`): the session's CONNECT is answered 200, 100 service messages
+/// come back intact over one WebTransport stream, 20 datagrams are echoed; and aioquic, which
+/// checks the SETTINGS it receives, saw ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_webtransport_client_against_wt() {
+    let Some(py) = peer(venv().join("bin/python"), "aioquic WebTransport client") else {
+        return;
+    };
+    let dir = scratch("aioquic-wt-client");
+    let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, id.certificate_pem()).unwrap();
+    let mut cfg = local();
+    cfg.tls = Some(id.server_config(&[tls::ALPN_H3]).unwrap());
+    let (addr, stop) = start::<wirelab_wt::WtServer>(cfg).await;
+    // 100 service messages, each with the 4-byte length prefix the wt stream carries.
+    let mut framed = Vec::new();
+    for seq in 0..100u64 {
+        let size = 32 + (seq as usize * 37) % 2000;
+        let m = wirelab_core::codec::encode(0, seq, seq, wirelab_core::codec::Kind::Echo, size)
+            .unwrap();
+        framed.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&m);
+    }
+    let messages = dir.join("messages.bin");
+    std::fs::write(&messages, &framed).unwrap();
+    let out = run(tokio::process::Command::new(py)
+        .arg(peer_script("aioquic_wt_client.py"))
+        .arg("127.0.0.1")
+        .arg(addr.port().to_string())
+        .arg(&ca)
+        .arg(&messages))
+    .await;
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["response"][":status"], "200", "{v}");
+    assert_eq!(v["stream_echo_equal"], true, "{v}");
+    assert_eq!(v["datagrams_echoed"], 20, "{v}");
+    // The SETTINGS Chromium and aioquic look for.
+    for (k, want) in [
+        ("0x8", 1),
+        ("0x33", 1),
+        ("0x2b603742", 1),
+        ("0xc671706a", 1),
+    ] {
+        assert_eq!(v["settings"][k], want, "SETTINGS {k}: {v}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "aioquic WebTransport client against wt: CONNECT 200, 100 messages on one stream, 20 datagrams: OK; our SETTINGS as aioquic saw them: {}",
+        v["settings"]
+    );
+}
+
+/// Our wt client against an aioquic WebTransport echo server (`peers/aioquic_wt_server.py`):
+/// 4 WebTransport streams in one session, 50 echoes each, and datagram echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wt_client_against_aioquic_webtransport_server() {
+    use tokio::io::AsyncBufReadExt;
+    use wirelab_core::Client;
+    let Some(py) = peer(venv().join("bin/python"), "aioquic WebTransport server") else {
+        return;
+    };
+    let dir = scratch("aioquic-wt-server");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut child = tokio::process::Command::new(py)
+        .arg(peer_script("aioquic_wt_server.py"))
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(PEER_BOUND, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the aioquic server printed no port")
+        .parse()
+        .unwrap();
+    let mut cfg = wirelab_core::ClientConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    cfg.tls =
+        Some(tls::client_config(&tls::Trust::PemFile(cert.clone()), &[tls::ALPN_H3]).unwrap());
+    cfg.streams = 4;
+    let mut failures = Vec::new();
+    let mut client = tokio::time::timeout(PEER_BOUND, wirelab_wt::WtClient::connect(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for mut ch in client.channels() {
+        tasks.push(tokio::spawn(async move { echoes(&mut ch, 50, 300).await }));
+    }
+    for t in tasks {
+        if let Err(e) = tokio::time::timeout(PEER_BOUND, t).await.unwrap().unwrap() {
+            failures.push(e);
+        }
+    }
+    // Datagrams: each sent up to 5 times until its echo is seen (they are unreliable).
+    let d = client.datagrams().unwrap();
+    let mut echoed = 0;
+    for i in 0..20u8 {
+        let payload = [i; 200];
+        for _ in 0..5 {
+            d.send(&payload).unwrap();
+            if let Ok(Ok(back)) = tokio::time::timeout(Duration::from_secs(1), d.recv()).await {
+                if back[..] == payload[..] {
+                    echoed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    if echoed != 20 {
+        failures.push(format!("{echoed} of 20 datagrams echoed"));
+    }
+    tokio::time::timeout(PEER_BOUND, client.close())
+        .await
+        .unwrap()
+        .unwrap();
+    child.kill().await.unwrap();
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{failures:?}\naioquic said:\n{err}");
+    assert_eq!(err.matches("wt session /wt").count(), 1, "{err}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "our wt client against an aioquic WebTransport server: 4 streams x 50 echoes, 20 datagrams: OK; {}",
+        err.lines().find(|l| l.starts_with("client settings")).unwrap_or("")
+    );
+}

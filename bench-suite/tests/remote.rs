@@ -188,7 +188,7 @@ async fn run_quick_against_a_server_across_a_veth_pair() {
     assert!(server_cpu > 0, "no server CPU figures");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(
-        report.contains("| placement | remote (clock shared) |"),
+        report.contains("| placement | remote (clock shared; threads client side: "),
         "{report}"
     );
     assert!(report.contains("over a real network path"), "{report}");

@@ -35,6 +35,9 @@ const EXPECTED: &[(&str, bool, u32)] = &[
     // stream nobody listens to).
     ("sse-h1", false, 4),
     ("sse-h2", false, 4),
+    // WebTransport: no CONNECT before the server's SETTINGS, which wtransport's server sends
+    // only after the client's Finished (no 0.5-RTT data), then the 200 before the first stream.
+    ("wt", false, 4),
     ("quic", true, 1),
     ("h3 rr", true, 1),
     // POST /duplex is not replay-safe: the server answers it once the handshake is confirmed,

@@ -171,6 +171,10 @@ pub enum Goodbye {
     /// received, and the client's reconnection is refused (or answered `204`), so the client
     /// stops; it reports that as the connection closing.
     EventStreamEnd,
+    /// WebTransport: each stream answered what arrived before the shutdown, then finished
+    /// (FIN), and the session's connection closed with code 0; the client reports either as
+    /// the connection closing.
+    WtSessionEnd,
 }
 
 /// What a transport is, said in one place: its crate exports one, through [`Transport`], and

@@ -139,11 +139,13 @@ impl quinn::AsyncUdpSocket for CountingSocket {
 /// The transport parameters of one connection.
 ///
 /// `uni_streams` is how many unidirectional streams the peer may open (h3 needs its control and
-/// QPACK streams; the quic floor needs none).
+/// QPACK streams; the quic floor needs none); `datagrams` whether QUIC DATAGRAM frames are
+/// received (advertises `max_datagram_frame_size`; only WebTransport uses them).
 fn transport_config(
     s: &QuicSettings,
     t: &Timeouts,
     uni_streams: u32,
+    datagrams: bool,
     side: Side,
     qlog: Option<&Path>,
 ) -> Result<TransportConfig> {
@@ -157,9 +159,11 @@ fn transport_config(
         .receive_window(VarInt::from_u32(s.connection_window))
         .send_window(u64::from(s.send_window))
         .max_idle_timeout(Some(idle))
-        // No QUIC DATAGRAM frames in the service.
-        .datagram_receive_buffer_size(None)
         .enable_segmentation_offload(true);
+    if !datagrams {
+        // No QUIC DATAGRAM frames in the service (quic, h3).
+        tc.datagram_receive_buffer_size(None);
+    }
     if side == Side::Client {
         tc.keep_alive_interval(t.ping_interval);
     }
@@ -210,6 +214,7 @@ fn quinn_server_config(
     crypto: &Arc<QuicServerConfig>,
     cfg: &ServerConfig,
     uni_streams: u32,
+    datagrams: bool,
     qlog: Option<&Path>,
 ) -> Result<quinn::ServerConfig> {
     let mut sc = quinn::ServerConfig::with_crypto(crypto.clone());
@@ -217,6 +222,7 @@ fn quinn_server_config(
         &cfg.quic,
         &cfg.timeouts,
         uni_streams,
+        datagrams,
         Side::Server,
         qlog,
     )?));
@@ -250,19 +256,32 @@ pub struct QuicListener {
     crypto: Arc<QuicServerConfig>,
     cfg: Arc<ServerConfig>,
     uni_streams: u32,
+    datagrams: bool,
 }
 
 impl QuicListener {
     /// Binds a UDP socket on `cfg.listen` for a server offering `alpn`.
     pub fn bind(cfg: ServerConfig, alpn: &[u8], uni_streams: u32) -> Result<Self> {
+        Self::bind_with(cfg, alpn, uni_streams, false)
+    }
+
+    /// [`QuicListener::bind`], and with `datagrams` its connections also receive QUIC DATAGRAM
+    /// frames (WebTransport datagrams).
+    pub fn bind_with(
+        cfg: ServerConfig,
+        alpn: &[u8],
+        uni_streams: u32,
+        datagrams: bool,
+    ) -> Result<Self> {
         let crypto = server_crypto(&cfg, alpn)?;
-        let sc = quinn_server_config(&crypto, &cfg, uni_streams, None)?;
+        let sc = quinn_server_config(&crypto, &cfg, uni_streams, datagrams, None)?;
         let endpoint = endpoint(cfg.listen, Some(sc), None)?;
         Ok(Self {
             endpoint,
             crypto,
             cfg: Arc::new(cfg),
             uni_streams,
+            datagrams,
         })
     }
 
@@ -300,6 +319,47 @@ impl QuicListener {
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
         let connection = Arc::new(connection);
+        let handshake = self.cfg.timeouts.handshake;
+        self.serve_connecting(name, shutdown, move |connecting, shutdown| {
+            let connection = connection.clone();
+            async move {
+                let remote = connecting.remote_address();
+                let set_up = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    r = tokio::time::timeout(handshake, hand_over(connecting)) => r,
+                };
+                let (conn, confirmed) = match set_up {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        debug!("{name}: handshake with {remote} failed: {e}");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        // Dropping the last handle closes the connection.
+                        debug!("{name}: handshake with {remote} timed out");
+                        return Ok(());
+                    }
+                };
+                connection(conn, confirmed).await
+            }
+        })
+        .await;
+    }
+
+    /// [`QuicListener::serve`] for a protocol library that drives the handshake itself
+    /// (WebTransport): `connection` gets each accepted connection as a [`quinn::Connecting`],
+    /// with the shutdown token, in its own task; it must bound its handshake (the config's
+    /// handshake timeout) and end on `shutdown` within the grace.
+    pub async fn serve_connecting<F, Fut>(
+        self,
+        name: &'static str,
+        shutdown: &CancellationToken,
+        connection: F,
+    ) where
+        F: Fn(quinn::Connecting, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let connection = Arc::new(connection);
         let tasks = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
@@ -313,8 +373,13 @@ impl QuicListener {
             let connecting = match self.cfg.qlog_dir.as_deref() {
                 None => incoming.accept(),
                 Some(dir) => {
-                    match quinn_server_config(&self.crypto, &self.cfg, self.uni_streams, Some(dir))
-                    {
+                    match quinn_server_config(
+                        &self.crypto,
+                        &self.cfg,
+                        self.uni_streams,
+                        self.datagrams,
+                        Some(dir),
+                    ) {
                         Ok(sc) => incoming.accept_with(Arc::new(sc)),
                         Err(e) => {
                             warn!("{name}: {e}; accepting {remote} without qlog");
@@ -331,25 +396,8 @@ impl QuicListener {
                 }
             };
             let (connection, shutdown) = (connection.clone(), shutdown.clone());
-            let handshake = self.cfg.timeouts.handshake;
             tasks.spawn(async move {
-                let set_up = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = tokio::time::timeout(handshake, hand_over(connecting)) => r,
-                };
-                let (conn, confirmed) = match set_up {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        debug!("{name}: handshake with {remote} failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        // Dropping the last handle closes the connection.
-                        debug!("{name}: handshake with {remote} timed out");
-                        return;
-                    }
-                };
-                if let Err(e) = connection(conn, confirmed).await {
+                if let Err(e) = connection(connecting, shutdown).await {
                     debug!("{name}: connection from {remote}: {e}");
                 }
             });
@@ -497,6 +545,7 @@ impl QuicConnector {
             &c.quic,
             &c.timeouts,
             self.uni_streams,
+            false,
             Side::Client,
             c.qlog_dir.as_deref(),
         )?));
@@ -536,6 +585,35 @@ impl QuicConnector {
         self.endpoint.close(VarInt::from_u32(CLOSE_OK), b"done");
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
     }
+}
+
+/// The transport parameters a client connection of `cfg` uses (as [`QuicConnector`] sets them),
+/// for a protocol library that makes its own client endpoint (WebTransport): the peer may open
+/// `uni_streams` unidirectional streams, and with `datagrams` QUIC DATAGRAM frames are received.
+pub fn client_transport_config(
+    cfg: &ClientConfig,
+    uni_streams: u32,
+    datagrams: bool,
+) -> Result<TransportConfig> {
+    transport_config(
+        &cfg.quic,
+        &cfg.timeouts,
+        uni_streams,
+        datagrams,
+        Side::Client,
+        cfg.qlog_dir.as_deref(),
+    )
+}
+
+/// A client UDP socket for a connection to `server` on an OS-chosen port, with the larger
+/// buffers every QUIC socket here asks for, for a library that makes its own endpoint.
+pub fn client_socket(server: SocketAddr) -> Result<std::net::UdpSocket> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    udp_socket(bind)
 }
 
 fn handshake_error(e: ConnectionError, addr: SocketAddr) -> Error {
