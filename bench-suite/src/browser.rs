@@ -507,14 +507,15 @@ impl Chromium {
         cdp::evaluated(&r).map_err(|e| anyhow!("in the page: {e}"))
     }
 
-    /// The protocols of the WebSocket handshakes the browser reported since the last call
-    /// (from `Network.webSocketHandshakeResponseReceived`).
-    pub fn websocket_protocols(&self) -> Vec<String> {
+    /// The protocols of the WebSocket handshakes the browser reported in `tab` since the last
+    /// call (from `Network.webSocketHandshakeResponseReceived`).
+    pub fn websocket_protocols(&self, tab: &Tab) -> Vec<String> {
         let mut out: Vec<String> = self
             .cdp
             .take_events()
             .iter()
             .filter(|e| e.method == "Network.webSocketHandshakeResponseReceived")
+            .filter(|e| e.session.as_deref() == Some(tab.session.as_str()))
             .filter_map(|e| e.params.pointer("/response/status").and_then(Value::as_u64))
             .map(|s| websocket_protocol(s).to_string())
             .collect();

@@ -361,7 +361,7 @@ async fn measure_target(
             continue;
         }
         pb.set_message(format!("{} · {label}", s.name));
-        chromium.websocket_protocols();
+        chromium.websocket_protocols(tab);
         let spec = json!({
             "api": t.api, "url": t.url(addr), "workload": workload,
             "size": s.size_bytes(), "count": s.messages, "timeoutMs": 20000,
@@ -402,7 +402,7 @@ async fn measure_target(
         if !protocols.is_empty() {
             negotiated.push(format!("requests {}", protocols.join(", ")));
         }
-        let ws = chromium.websocket_protocols();
+        let ws = chromium.websocket_protocols(tab);
         if !ws.is_empty() {
             negotiated.push(format!("WebSocket {}", ws.join(", ")));
         }
@@ -536,7 +536,7 @@ async fn limits_with(
     // RFC 8441: from a page on the h2ws origin (the WebSockets go over its HTTP/2 connection).
     let h2ws = lab.addr("h2ws", true);
     chromium.goto(&tab, &format!("https://{h2ws}/")).await?;
-    chromium.websocket_protocols();
+    chromium.websocket_protocols(&tab);
     eprintln!("limits: {n} WebSockets over RFC 8441");
     rows["ws_rfc8441"] = chromium
         .eval(
@@ -545,7 +545,7 @@ async fn limits_with(
             long,
         )
         .await?;
-    rows["ws_rfc8441"]["handshakes"] = json!(chromium.websocket_protocols());
+    rows["ws_rfc8441"]["handshakes"] = json!(chromium.websocket_protocols(&tab));
     // Concurrent slow requests per host.
     for (name, transport, tls) in [
         ("fetch_h1", "h1", false),
@@ -626,7 +626,15 @@ fn limits_markdown(r: &Value, version: &str) -> String {
         ("fetch_h3", "h3"),
     ] {
         let v = &r[name];
-        let _ = writeln!(md, "| {what} | {} | {} |", v["protocols"], v["waves"]);
+        let failed = match v["failed"].as_u64() {
+            Some(n) if n > 0 => format!(" ({n} failed: {})", v["errors"]),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "| {what} | {} | {}{failed} |",
+            v["protocols"], v["waves"]
+        );
     }
     md
 }

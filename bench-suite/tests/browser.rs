@@ -10,6 +10,10 @@ use wirelab::browser::TARGETS;
 
 const BOUND: Duration = Duration::from_secs(300);
 
+/// One browser at a time: two Chromiums and their servers at once on a small machine measure
+/// each other.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WIRELAB_CHROMIUM") {
         return Some(PathBuf::from(p));
@@ -45,6 +49,7 @@ async fn quick_browser_set() {
     if chromium().is_none() {
         return;
     }
+    let _one = ONE_BROWSER.lock().await;
     let out = out_dir("browser");
     let o = wirelab(&[
         "browser",
@@ -100,6 +105,7 @@ async fn small_limits_experiment() {
     if chromium().is_none() {
         return;
     }
+    let _one = ONE_BROWSER.lock().await;
     let out = out_dir("browser-limits");
     let o = wirelab(&[
         "browser",
