@@ -2,6 +2,8 @@
 //! loop, setup, server-stream goodput), scenarios as data, statistics, results, reports and
 //! charts, and the head-of-line experiment over the link emulator. The `wirelab` binary and the criterion benches are thin layers over it.
 
+pub mod browser;
+pub mod cdp;
 pub mod chart;
 pub mod compare;
 pub mod control;

@@ -15,8 +15,11 @@
 //! wirelab serve --control 0.0.0.0:7799          # on host A: every transport and a control endpoint
 //! wirelab run --server host-a                   # on host B: the scenarios over the real path
 //! wirelab transports                            # what each transport is
+//! wirelab browser --quick                       # the workloads from headless Chromium
+//! wirelab browser --limits                      # the browser's own limits
 //! ```
 
+mod browser_cmd;
 mod link_cmd;
 mod opts;
 mod run;
@@ -62,6 +65,10 @@ enum Command {
     /// transport, over loss rates, RTTs and loss models (needs root), or over a real path
     /// against a remote server (--server); writes JSON, report.md and charts.
     Hol(link_cmd::HolArgs),
+    /// Run the workloads from headless Chromium (WebSocket, RFC 8441, fetch over h1/h2/h3,
+    /// EventSource) against servers in this process, beside the Rust client; or, with
+    /// --limits, measure the browser's own limits. Writes JSON results, report.md and charts.
+    Browser(browser_cmd::BrowserArgs),
 }
 
 /// Options of `wirelab transports`.
@@ -203,6 +210,21 @@ fn main() -> ExitCode {
             let (servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(run::run(a, servers, link))
         }
+        Command::Browser(a) => {
+            // Chromium's processes run wherever the scheduler puts them: no pinning here either
+            // (results record `free`).
+            let cpus =
+                match wirelab::topology::Pinning::resolve(Some(wirelab::topology::Cpus::Free)) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+            let topo = match wirelab::topology::Topology::start(None, None, cpus) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let servers = topo.servers();
+            topo.block_on(browser_cmd::browser(a, servers))
+        }
         Command::Hol(a) => {
             let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
                 Ok(c) => c,
@@ -240,6 +262,7 @@ fn main() -> ExitCode {
                     Command::Serve(a) => serve::serve(a).await,
                     Command::Client(a) => serve::client(a).await,
                     Command::Run(_)
+                    | Command::Browser(_)
                     | Command::Hol(_)
                     | Command::Link(_)
                     | Command::Transports(_) => {

@@ -347,10 +347,22 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
             let _ = writeln!(md, "| {k} | {v} |");
         }
         let p = &results[0].placement;
+        let mut kinds: Vec<String> = Vec::new();
+        for r in results {
+            let k = match &r.placement.browser {
+                Some(b) => format!("{} ({b})", r.placement.kind),
+                None => r.placement.kind.clone(),
+            };
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
         let _ = writeln!(
             md,
             "| placement | {} (clock {}; threads {}) |",
-            p.kind, p.clock, p.cpu
+            kinds.join(", "),
+            p.clock,
+            p.cpu
         );
         if let Some(se) = &p.server_env {
             let _ = writeln!(
@@ -394,6 +406,14 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
         let _ = writeln!(md, "## {name}\n\n{}\n", rs[0].scenario.about);
         md.push_str(&table(&rs));
         for r in &rs {
+            if !r.placement.negotiated.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "\n- **{}**: the browser used {}",
+                    r.variant.label,
+                    r.placement.negotiated.join("; ")
+                );
+            }
             for n in &r.notes {
                 let _ = writeln!(md, "\n- **{}**: {n}", r.variant.label);
             }

@@ -150,8 +150,9 @@ pub struct ResultFile {
 pub struct Placement {
     /// `in-process` (client and servers in one process on loopback), `link` (the same through
     /// the link emulator), `remote` (a server on another host, or namespace, over a real
-    /// network path) or `lab` (the docker compose lab: a server container reached through the
-    /// router container, which emulates the link).
+    /// network path), `lab` (the docker compose lab: a server container reached through the
+    /// router container, which emulates the link) or `browser` (a headless browser on loopback
+    /// running the page the servers serve, `wirelab browser`).
     pub kind: String,
     /// The remote server's control endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +163,15 @@ pub struct Placement {
     /// The remote server's environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_env: Option<Env>,
+    /// `browser`: the browser that ran the page, as it names itself (DevTools
+    /// `Browser.getVersion`, e.g. `HeadlessChrome/156.0.8078.108`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+    /// `browser`: the protocols the browser really used, in its own words
+    /// (`nextHopProtocol` of the page and of each request; the status of WebSocket
+    /// handshakes: 101 for the HTTP/1.1 Upgrade, 200 for an extended CONNECT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negotiated: Vec<String>,
     /// Where client and server threads ran (`--cpu`): `split (client cpu 0, server cpu 1)`,
     /// `same (cpu 0)` or `free` (files from before `--cpu`: free).
     #[serde(default = "free")]
@@ -179,6 +189,8 @@ impl Default for Placement {
             server: None,
             clock: "shared".into(),
             server_env: None,
+            browser: None,
+            negotiated: Vec::new(),
             cpu: free(),
         }
     }
@@ -207,6 +219,10 @@ impl Placement {
                 } else {
                     "separate clocks: round-trip figures only"
                 }
+            ),
+            "browser" => format!(
+                "Loopback, from the browser ({}, headless, driven over the DevTools protocol) to servers in this process",
+                self.browser.as_deref().unwrap_or("?")
             ),
             "link" => format!(
                 "Through the link emulator ({}), client and servers in one process in two network namespaces",

@@ -81,6 +81,7 @@ impl Servers {
                 server_env: Some(r.info.env.clone()),
                 // The server runs in its own container: only the client's placement is ours.
                 cpu: format!("client side: {}", self.cpus.describe()),
+                ..results::Placement::default()
             },
             (Some(r), _) => results::Placement {
                 kind: "remote".into(),
@@ -90,6 +91,7 @@ impl Servers {
                 // The server's threads are on another host (or namespace): only the client's
                 // placement is ours.
                 cpu: format!("client side: {}", self.cpus.describe()),
+                ..results::Placement::default()
             },
             (None, Some(_)) => results::Placement {
                 kind: "link".into(),

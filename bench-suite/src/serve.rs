@@ -185,6 +185,29 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
         });
         servers.push((id, task));
     }
+    let quic: Vec<String> = served
+        .iter()
+        .filter(|s| wirelab::browser::over_quic(&s.transport))
+        .filter_map(|s| {
+            s.url
+                .split("://")
+                .nth(1)?
+                .split('/')
+                .next()
+                .map(String::from)
+        })
+        .collect();
+    println!("browser page at / on every HTTP server (ws, h1, h2, h2ws, h3, sse)");
+    if let Some(spki) = identity.as_ref().and_then(|i| i.spki_sha256_base64()) {
+        println!(
+            "  Chromium trusts this certificate with --ignore-certificate-errors-spki-list={spki}{}",
+            if quic.is_empty() {
+                String::new()
+            } else {
+                format!(" --origin-to-force-quic-on={}", quic.join(","))
+            }
+        );
+    }
     // A trusted POST /v1/shutdown stops the server like a signal.
     let remote_stop = CancellationToken::new();
     let control_done = CancellationToken::new();

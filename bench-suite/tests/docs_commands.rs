@@ -29,7 +29,7 @@
 //!   `run` without `--list` runs with `--list` appended (clap parses every argument and the
 //!   transport ids; the scenario names given to `--scenario` are then checked against the list;
 //!   with `--link` the link is started and stopped, so that needs root);
-//!   `report`, `compare`, `link` and `hol` run with `--help` appended (clap rejects an unknown
+//!   `report`, `compare`, `link`, `hol` and `browser` run with `--help` appended (clap rejects an unknown
 //!   option or a value that does not parse before it prints the help, but does not check
 //!   values that are validated later, such as `hol --only` names).
 //! - A line that needs root is skipped without root, visibly, through
@@ -194,7 +194,7 @@ fn prepare(cmd: &str, bin: &Path) -> Option<Line> {
             "client" | "transports" => Action::Run,
             "run" if has("--list") => Action::Run,
             "run" => Action::Parse("--list"),
-            "report" | "compare" | "link" | "hol" => Action::Parse("--help"),
+            "report" | "compare" | "link" | "hol" | "browser" => Action::Parse("--help"),
             other => panic!("`{cmd}`: no rule for subcommand {other:?}; add one to this test"),
         }
     };

@@ -125,7 +125,13 @@ async def main():
         assert ws.protocol.close_rcvd.code == 1000, ws.protocol.close_rcvd
 
     async with connect(url, ssl=ctx) as ws:
-        await ws.send("text is not part of the service")
+        # Plain text and bytes that are not a wirelab message come back as they were sent.
+        await ws.send("text typed by hand")
+        assert await asyncio.wait_for(ws.recv(), 10) == "text typed by hand"
+        await ws.send(b"plain bytes")
+        assert await asyncio.wait_for(ws.recv(), 10) == b"plain bytes"
+        # A wirelab message gone wrong (header version 9) is refused with 1003.
+        await ws.send(b"WL\x09" + bytes(61))
         try:
             await asyncio.wait_for(ws.recv(), 10)
             sys.exit("expected a close")
@@ -133,7 +139,7 @@ async def main():
             assert e.rcvd.code == 1003, e.rcvd
 
 asyncio.run(main())
-print("websockets peer: 250 echoes OK, close 1000 OK, text -> 1003 OK")
+print("websockets peer: 250 echoes OK, close 1000 OK, text and plain bytes echoed OK, bad wirelab message -> 1003 OK")
 "#;
 
 async fn websockets_peer(use_tls: bool) {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fanout;
 pub mod mux;
 pub mod net;
+pub mod page;
 pub mod service;
 pub mod tls;
 pub mod transport;

@@ -38,6 +38,8 @@ fn tls_err(e: impl std::fmt::Display) -> Error {
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// The DER SubjectPublicKeyInfo of a certificate made here (not of one read from files).
+    spki: Option<Vec<u8>>,
 }
 
 impl Identity {
@@ -45,9 +47,11 @@ impl Identity {
     pub fn self_signed(names: &[&str]) -> Result<Self> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let ck = rcgen::generate_simple_self_signed(names).map_err(tls_err)?;
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&ck.signing_key);
         Ok(Self {
             chain: vec![ck.cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der())),
+            spki: Some(spki),
         })
     }
 
@@ -65,12 +69,26 @@ impl Identity {
         }
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
-        Ok(Self { chain, key })
+        Ok(Self {
+            chain,
+            key,
+            spki: None,
+        })
     }
 
     /// The leaf certificate, for clients that should trust exactly this server.
     pub fn certificate(&self) -> CertificateDer<'static> {
         self.chain[0].clone()
+    }
+
+    /// Base64 of the SHA-256 of the certificate's public key (its DER SubjectPublicKeyInfo),
+    /// what Chromium's `--ignore-certificate-errors-spki-list` takes; `None` for an identity
+    /// read from files.
+    pub fn spki_sha256_base64(&self) -> Option<String> {
+        let spki = self.spki.as_ref()?;
+        Some(base64_encode(
+            ring::digest::digest(&ring::digest::SHA256, spki).as_ref(),
+        ))
     }
 
     /// The leaf certificate as PEM text.
@@ -267,6 +285,21 @@ fn base64_encode(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hash Chromium's `--ignore-certificate-errors-spki-list` takes: base64 of 32 bytes,
+    /// the SHA-256 of the DER SubjectPublicKeyInfo, which the certificate itself contains.
+    #[test]
+    fn spki_hash_is_of_the_certificates_public_key() {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let h = id.spki_sha256_base64().unwrap();
+        assert_eq!(h.len(), 44);
+        assert!(h.ends_with('='));
+        let spki = id.spki.as_ref().unwrap();
+        let cert: &[u8] = &id.certificate();
+        assert!(cert.windows(spki.len()).any(|w| w == spki.as_slice()));
+        let other = Identity::self_signed(&["localhost"]).unwrap();
+        assert_ne!(other.spki_sha256_base64().unwrap(), h);
+    }
 
     #[test]
     fn base64_known_answers() {

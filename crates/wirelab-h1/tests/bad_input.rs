@@ -147,3 +147,60 @@ async fn routes_and_methods() {
     .await;
     assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
 }
+
+/// A page of another origin can use the routes: a preflight gets 204 with the allowed methods,
+/// and every answer carries `Access-Control-Allow-Origin: *`.
+#[tokio::test]
+async fn cors_preflight_and_allow_origin() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let addr = server(|_| {}).await;
+    let r = head(
+        addr,
+        b"OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: http://elsewhere\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(r.starts_with("http/1.1 204 "), "{r}");
+    assert!(r.contains("\r\naccess-control-allow-origin: *\r\n"), "{r}");
+    assert!(
+        r.contains("\r\naccess-control-allow-methods: get, post, options\r\n"),
+        "{r}"
+    );
+    assert!(r.contains("\r\naccess-control-allow-headers: *\r\n"), "{r}");
+    let r = head(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nOrigin: http://elsewhere\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(r.starts_with("http/1.1 200 "), "{r}");
+    assert!(r.contains("\r\naccess-control-allow-origin: *\r\n"), "{r}");
+    let r = head(addr, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .to_ascii_lowercase();
+    assert!(r.starts_with("http/1.1 404 "), "{r}");
+    assert!(r.contains("\r\naccess-control-allow-origin: *\r\n"), "{r}");
+}
+
+/// `GET /` is the browser page, named after the server's HTTP version, cross-origin isolated.
+#[tokio::test]
+async fn the_browser_page_is_served_at_slash() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let addr = server(|_| {}).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut out))
+        .await
+        .expect("the page in time")
+        .unwrap();
+    let r = String::from_utf8_lossy(&out);
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(lower.contains("\r\ncontent-type: text/html; charset=utf-8\r\n"));
+    assert!(lower.contains("\r\ncross-origin-embedder-policy: require-corp\r\n"));
+    assert!(r.contains("const SERVER = \"h1\";"));
+    assert!(r.trim_end().ends_with("</html>"));
+}

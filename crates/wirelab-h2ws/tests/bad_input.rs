@@ -170,3 +170,26 @@ async fn a_stream_reset_mid_message_leaves_the_others_serving() {
     let c = send(&mut s, connect(addr, "websocket", Some("13"))).await;
     assert_eq!(c.status(), StatusCode::OK);
 }
+
+/// Over HTTP/2, `GET /` is the browser page: a page loaded there opens its WebSockets as
+/// streams of the same connection (RFC 8441).
+#[tokio::test]
+async fn the_browser_page_is_served_at_slash() {
+    use http_body_util::BodyExt;
+    let _panics = wirelab_test_support::panics::no_panics();
+    let addr = server().await;
+    let mut s = h2(addr).await;
+    let req = Request::builder()
+        .uri(format!("http://127.0.0.1:{}/", addr.port()))
+        .body(Empty::new())
+        .unwrap();
+    let resp = send(&mut s, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let body = tokio::time::timeout(BOUND, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("const SERVER = \"h2ws\";"));
+}

@@ -7,6 +7,9 @@
 //! - `POST /duplex`: a full-duplex exchange: service messages in the request body are answered
 //!   in the response body as they arrive (echoes, and server streams on request).
 //!
+//! - `GET /`: the browser page ([`wirelab_core::page`]); `OPTIONS`: a CORS preflight answer.
+//!
+//! Every answer carries `Access-Control-Allow-Origin: *`.
 //! The request header [`STREAM_HEADER`] names the logical stream a `/stream` is stamped with.
 
 use std::collections::VecDeque;
@@ -135,6 +138,11 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
 ///
 /// Generic over the request body so that HTTP/3, whose streams are not hyper bodies, uses the
 /// same routes through an adapter.
+///
+/// Besides the service routes: the browser page at `GET /` ([`wirelab_core::page`], named after
+/// the request's HTTP version: `h1`, `h2` or `h3`), an answer to every CORS preflight
+/// (`OPTIONS`), and `Access-Control-Allow-Origin: *` on every answer, so a page of another
+/// origin can use the routes.
 pub async fn handle<B>(
     req: Request<B>,
     cfg: Arc<ServerConfig>,
@@ -144,11 +152,75 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
+    if req.method() == Method::OPTIONS {
+        return Ok(preflight());
+    }
+    if wirelab_core::page::is_page(req.method().as_str(), req.uri().path()) {
+        let server = match req.version() {
+            http::Version::HTTP_3 => "h3",
+            http::Version::HTTP_2 => "h2",
+            _ => "h1",
+        };
+        return Ok(page(server, req.method() == Method::HEAD));
+    }
+    Ok(with_cors(route(req, cfg, stop).await))
+}
+
+/// The CORS headers every answer carries: any origin may read it, and its timing
+/// (`Timing-Allow-Origin`, so a page of another origin sees `nextHopProtocol`).
+pub fn with_cors<B>(mut r: Response<B>) -> Response<B> {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    h.insert("timing-allow-origin", header::HeaderValue::from_static("*"));
+    r
+}
+
+/// The answer to a CORS preflight (`OPTIONS`): `204` allowing the methods and headers the
+/// routes use, cached for a day.
+pub fn preflight() -> Response<Body> {
+    let r = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS")
+        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "*")
+        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .header(header::ALLOW, "GET, POST, OPTIONS")
+        .body(http_body_util::Empty::new().boxed())
+        .unwrap_or_default();
+    with_cors(r)
+}
+
+/// The browser page of the server of transport `server` (no body for `HEAD`).
+pub fn page(server: &str, head: bool) -> Response<Body> {
+    let html = wirelab_core::page::render(server);
+    let mut b = Response::builder().header(header::CONTENT_LENGTH, html.len());
+    for (k, v) in wirelab_core::page::HEADERS {
+        b = b.header(*k, *v);
+    }
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(html)
+    };
+    with_cors(b.body(Full::new(body).boxed()).unwrap_or_default())
+}
+
+async fn route<B>(
+    req: Request<B>,
+    cfg: Arc<ServerConfig>,
+    stop: CancellationToken,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let max = cfg.limits.max_message;
-    Ok(match (req.method(), req.uri().path()) {
+    match (req.method(), req.uri().path()) {
         (&Method::POST, "/echo") => {
             if req.body().size_hint().lower() > max as u64 {
-                return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit"));
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit");
             }
             match Limited::new(req.into_body(), max).collect().await {
                 Ok(body) => Response::new(Full::new(body.to_bytes()).boxed()),
@@ -185,9 +257,9 @@ where
         (_, "/stream") => method_not_allowed("GET"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try POST /echo, GET /stream or POST /duplex",
+            "not found; try GET / (the browser page), POST /echo, GET /stream or POST /duplex",
         ),
-    })
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

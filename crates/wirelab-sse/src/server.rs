@@ -353,16 +353,22 @@ async fn handle(
     cfg: Arc<ServerConfig>,
     stop: CancellationToken,
 ) -> std::result::Result<Response<Body>, Infallible> {
-    Ok(match (req.method(), req.uri().path()) {
+    if req.method() == Method::OPTIONS {
+        return Ok(wirelab_http::preflight());
+    }
+    if wirelab_core::page::is_page(req.method().as_str(), req.uri().path()) {
+        return Ok(wirelab_http::page("sse", req.method() == Method::HEAD));
+    }
+    Ok(wirelab_http::with_cors(match (req.method(), req.uri().path()) {
         (&Method::GET, "/events") => events(&req, &hub, &cfg, stop),
         (&Method::POST, "/send") => send(req, &hub, &cfg, stop).await,
         (_, "/events") => method_not_allowed("GET"),
         (_, "/send") => method_not_allowed("POST"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try GET /events?session=&stream= or POST /send?session=&stream=",
+            "not found; try GET / (the browser page), GET /events?session=&stream= or POST /send?session=&stream=",
         ),
-    })
+    }))
 }
 
 fn events(

@@ -373,6 +373,39 @@ async fn keep_alive_comments_arrive_at_the_interval() {
     stop(s).await;
 }
 
+/// The browser page at `GET /`, a CORS preflight answer, and `Access-Control-Allow-Origin` on
+/// the event stream and on `POST /send`, so a page of another origin can use both.
+#[tokio::test]
+async fn page_and_cors() {
+    let _panics = panics::no_panics();
+    let s = serve_with(local(), SseSettings::default()).await;
+    let r = request(s.addr, Method::GET, "/", None, Bytes::new()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = within("the page", BOUND, r.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&page).contains("const SERVER = \"sse\";"));
+    let r = request(s.addr, Method::OPTIONS, "/send", None, Bytes::new()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let (status, mut ev) = events(s.addr, 7, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = request(
+        s.addr,
+        Method::POST,
+        &format!("/send?{}", q(7)),
+        None,
+        msg(0, 64),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert_eq!(next_data(&mut ev).await.1, msg(0, 64));
+    drop(ev);
+    stop(s).await;
+}
+
 /// A client that opens its event stream and never reads it must not make the server buffer
 /// without bound: the events its `POST`s produce fill the stream's bounded replay buffer (the
 /// heap the server spends on it), hyper's write buffer and the kernel's socket buffers, and then

@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
+use wirelab_core::codec::{self, CodecError};
 use wirelab_core::service::{self, Action};
 use wirelab_core::{Error, Result, ServerConfig};
 
@@ -146,6 +147,34 @@ where
     (sink, r)
 }
 
+/// What the session does with one binary message (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Incoming {
+    /// Send it back unchanged: a wirelab echo, or bytes that are not a wirelab message at all
+    /// (too short for the header, or without its magic), which a person typed by hand.
+    Echo,
+    /// A valid server stream request.
+    Stream(service::StreamPlan),
+    /// A fan-out subscription of the message's logical stream.
+    Subscribe { stream: u32, req: codec::Subscribe },
+    /// A fan-out publication to a topic.
+    Publish { topic: u32 },
+    /// A wirelab message (it has the magic) that is invalid: closed with 1003.
+    Bad,
+}
+
+fn incoming(b: &[u8], cfg: &ServerConfig) -> Incoming {
+    match service::classify(b, &cfg.limits) {
+        Ok(Action::Echo) => Incoming::Echo,
+        Ok(Action::Stream(plan)) => Incoming::Stream(plan),
+        Ok(Action::Subscribe { stream, req }) => Incoming::Subscribe { stream, req },
+        Ok(Action::Publish { topic }) => Incoming::Publish { topic },
+        Err(CodecError::BadMagic(_)) => Incoming::Echo,
+        Err(CodecError::Short { .. }) if !b.starts_with(&codec::MAGIC) => Incoming::Echo,
+        Err(_) => Incoming::Bad,
+    }
+}
+
 fn ws_err(e: WsError) -> Error {
     Error::Protocol(e.to_string())
 }
@@ -176,9 +205,10 @@ where
     session(ws, cfg, shutdown).await
 }
 
-/// Runs one WebSocket session after its handshake: echoes (or, with
-/// [`ServerConfig::raw_echo`], verbatim echoes of any message), server streams, keepalive, and a
-/// truthful close. Returns when the session is over, bounded by the shutdown grace once
+/// Runs one WebSocket session after its handshake: echoes (wirelab echoes, and any text or
+/// bytes that are not a wirelab message, verbatim, text as text; with
+/// [`ServerConfig::raw_echo`] every message verbatim), server streams, keepalive, and a truthful
+/// close (1003 only for a wirelab message that is invalid). Returns when the session is over, bounded by the shutdown grace once
 /// `shutdown` fires.
 pub async fn session<S>(
     ws: WebSocketStream<Gated<S>>,
@@ -233,16 +263,12 @@ where
         };
         let reply = match msg {
             Message::Binary(b) if cfg.raw_echo => Message::Binary(b),
-            Message::Text(t) if cfg.raw_echo => Message::Text(t),
-            Message::Text(_) => {
-                break Some(close_frame(
-                    CloseCode::Unsupported,
-                    "text messages are not supported",
-                ))
-            }
-            Message::Binary(b) => match service::classify(&b, &cfg.limits) {
-                Ok(Action::Echo) => Message::Binary(b),
-                Ok(Action::Stream(plan)) => {
+            // A person trying the server by hand (a browser console, websocat) gets text back
+            // as text: only wirelab control messages need the header.
+            Message::Text(t) => Message::Text(t),
+            Message::Binary(b) => match incoming(&b, &cfg) {
+                Incoming::Echo => Message::Binary(b),
+                Incoming::Stream(plan) => {
                     let (tx, stop) = (tx.clone(), stop_streams.clone());
                     streams.spawn(async move {
                         let send = |m| {
@@ -256,7 +282,7 @@ where
                     });
                     continue;
                 }
-                Ok(Action::Subscribe { stream, req }) => {
+                Incoming::Subscribe { stream, req } => {
                     let tx = tx.clone();
                     let send = move |m| {
                         let tx = tx.clone();
@@ -275,11 +301,16 @@ where
                     );
                     continue;
                 }
-                Ok(Action::Publish { topic }) => {
+                Incoming::Publish { topic } => {
                     service::publish(&cfg.fanout, topic, &b, &shutdown).await;
                     continue;
                 }
-                Err(_) => break Some(close_frame(CloseCode::Unsupported, "not a wirelab message")),
+                Incoming::Bad => {
+                    break Some(close_frame(
+                        CloseCode::Unsupported,
+                        "invalid wirelab message",
+                    ))
+                }
             },
             // tungstenite answers pings and the peer's close itself; keep reading so the
             // close reply is flushed, then the stream ends.
@@ -359,7 +390,7 @@ where
 
 /// At shutdown, before the close frame: echoes that already reached the server are answered.
 /// Reads until the connection has been quiet for [`service::DRAIN_QUIET`], for at most
-/// [`service::DRAIN_MAX`]; a server stream request, a text message or the peer's close ends
+/// [`service::DRAIN_MAX`]; a server stream request, an invalid wirelab message or the peer's close ends
 /// it (no new stream starts once the server is going away).
 async fn drain<S>(
     stream: &mut futures_util::stream::SplitStream<WebSocketStream<Gated<S>>>,
@@ -385,9 +416,8 @@ async fn drain<S>(
         };
         let reply = match msg {
             Message::Binary(b) if cfg.raw_echo => Message::Binary(b),
-            Message::Binary(b) if service::classify(&b, &cfg.limits) == Ok(Action::Echo) => {
-                Message::Binary(b)
-            }
+            Message::Binary(b) if incoming(&b, cfg) == Incoming::Echo => Message::Binary(b),
+            Message::Text(t) => Message::Text(t),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             _ => return,
         };
@@ -403,6 +433,31 @@ async fn drain<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_bytes_are_echoed_and_only_bad_wirelab_messages_refused() {
+        let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        assert_eq!(incoming(b"hello", &cfg), Incoming::Echo);
+        assert_eq!(incoming(&[0u8; 64], &cfg), Incoming::Echo);
+        assert_eq!(incoming(b"", &cfg), Incoming::Echo);
+        let echo = codec::encode(0, 1, 0, codec::Kind::Echo, 64).unwrap();
+        assert_eq!(incoming(&echo, &cfg), Incoming::Echo);
+        let req = codec::StreamRequest {
+            count: 3,
+            size: 64,
+            interval_ms: 0,
+        }
+        .encode(0, 0, 0);
+        assert!(matches!(incoming(&req, &cfg), Incoming::Stream(_)));
+        // The magic, then nonsense: a wirelab message gone wrong.
+        assert_eq!(incoming(b"WL", &cfg), Incoming::Bad);
+        let mut bad = echo.to_vec();
+        bad[3] = 9;
+        assert_eq!(incoming(&bad, &cfg), Incoming::Bad);
+        let mut short = echo.to_vec();
+        short.truncate(40);
+        assert_eq!(incoming(&short, &cfg), Incoming::Bad);
+    }
 
     /// One slot of the outbound channel stays small (tokio allocates 32 per connection).
     #[test]

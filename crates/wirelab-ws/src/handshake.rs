@@ -91,6 +91,30 @@ fn key_is_valid(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
+/// Whether a request asks for the browser page (`GET /` without an `Upgrade` header) rather
+/// than a WebSocket.
+pub fn wants_page(req: &httparse::Request<'_, '_>) -> bool {
+    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    wirelab_core::page::is_page(req.method.unwrap_or(""), path) && header(req, "upgrade").is_none()
+}
+
+/// The HTTP/1.1 answer that serves the browser page ([`wirelab_core::page`]), closing the
+/// connection after it (the page then opens its WebSocket on a connection of its own). No body
+/// for `HEAD`.
+pub fn page_response(head: bool) -> Vec<u8> {
+    let html = wirelab_core::page::render("ws");
+    let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", html.len());
+    for (k, v) in wirelab_core::page::HEADERS {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    if !head {
+        out.extend_from_slice(html.as_bytes());
+    }
+    out
+}
+
 /// Checks a complete request head. Returns the `Sec-WebSocket-Accept` value on success.
 pub fn check(req: &httparse::Request<'_, '_>) -> Result<String, Reject> {
     if req.method != Some("GET") {
@@ -149,6 +173,27 @@ mod tests {
     }
 
     const GOOD: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    fn page(raw: &str) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(raw.as_bytes()).unwrap().is_complete());
+        wants_page(&req)
+    }
+
+    #[test]
+    fn the_page_is_served_at_slash_without_upgrade() {
+        assert!(page("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(page("GET /?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!page(GOOD));
+        assert!(!page(&GOOD.replace("/ws", "/")));
+        assert!(!page("GET /other HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = String::from_utf8(page_response(false)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(r.contains("const SERVER = \"ws\";"));
+        let head = String::from_utf8(page_response(true)).unwrap();
+        assert!(head.ends_with("\r\n\r\n"));
+    }
 
     #[test]
     fn rfc_6455_sample_key() {

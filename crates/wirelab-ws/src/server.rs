@@ -88,6 +88,12 @@ where
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) if handshake::wants_page(&req) => {
+                let head = req.method == Some("HEAD");
+                io.write_all(&handshake::page_response(head)).await?;
+                let _ = io.shutdown().await;
+                return Ok(());
+            }
             Ok(httparse::Status::Complete(len)) => break handshake::check(&req).map(|a| (a, len)),
             Ok(httparse::Status::Partial) if buf.len() > cfg.limits.max_header_bytes => {
                 break Err(handshake::TOO_LARGE)

@@ -248,21 +248,47 @@ async fn reserved_opcode_closes_1002() {
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1002));
 }
 
+/// A person trying the server by hand (a browser console, websocat) gets text back as text and
+/// bytes that are not a wirelab message back unchanged, on the same open connection.
 #[tokio::test]
-async fn text_message_closes_1003() {
+async fn plain_text_and_bytes_are_echoed_as_they_came() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
     let _panics = wirelab_test_support::panics::no_panics();
-    let f = Raw::frame(0x81, b"hello", true);
-    assert_eq!(close_code_for(&[f], |_| {}).await, Some(1003));
+    let (addr, _stop) = server(|_| {}).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+        .await
+        .unwrap();
+    let sent = [
+        Message::Text("hello".into()),
+        Message::Binary(
+            b"just some bytes that are long enough to be a header"
+                .to_vec()
+                .into(),
+        ),
+        Message::Binary(vec![7u8; 3].into()),
+        Message::Binary(service_msg().into()),
+        Message::Text("and text again".into()),
+    ];
+    for m in sent {
+        ws.send(m.clone()).await.unwrap();
+        let back = tokio::time::timeout(BOUND, ws.next())
+            .await
+            .expect("no answer")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, m);
+    }
 }
 
 #[tokio::test]
-async fn binary_message_that_is_not_a_service_message_closes_1003() {
+async fn invalid_wirelab_message_closes_1003() {
     let _panics = wirelab_test_support::panics::no_panics();
-    let f = Raw::frame(
-        0x82,
-        b"just some bytes that are long enough to be a header",
-        true,
-    );
+    // The magic, then a header version this server does not speak.
+    let mut m = service_msg();
+    m[2] = 9;
+    let f = Raw::frame(0x82, &m, true);
     assert_eq!(close_code_for(&[f], |_| {}).await, Some(1003));
 }
 
@@ -469,4 +495,16 @@ async fn client_answers_the_servers_close_and_reports_its_code() {
         tokio::time::timeout(BOUND, peer).await.unwrap().unwrap(),
         1001
     );
+}
+
+/// `GET /` without an upgrade is the browser page, then the connection closes.
+#[tokio::test]
+async fn the_browser_page_is_served_at_slash() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let (addr, _stop) = server(|_| {}).await;
+    let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(r.contains("const SERVER = \"ws\";"));
+    assert!(r.contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
+    assert!(r.trim_end().ends_with("</html>"));
 }
