@@ -126,6 +126,16 @@ fuzz_target!(|data: &[u8]| {
             }
             assert!(codec::decode(&plan.end(2), max).is_ok());
         }
+        Ok(Action::Subscribe { stream, req }) => {
+            let h = codec::decode(data, max).unwrap();
+            assert_eq!((h.kind, h.stream), (codec::Kind::Subscribe, stream));
+            assert_eq!(codec::Subscribe::decode(data), Ok(req));
+            assert!(req.queue >= 1);
+        }
+        Ok(Action::Publish { topic }) => {
+            assert_eq!(codec::decode(data, max).unwrap().kind, codec::Kind::Publish);
+            assert_eq!(codec::publish_topic(data), Ok(topic));
+        }
         Err(_) => {}
     }
 
