@@ -1,18 +1,14 @@
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::BytesMut;
-use futures_util::{Stream, StreamExt};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirelab_core::tls::ALPN_WIRELAB_QUIC;
 use wirelab_core::{net, service, Error, Result, Server, ServerConfig};
-use wirelab_quinn::{connection_error, Confirmed, Drain, QuicListener, CLOSE_OK};
+use wirelab_quinn::{connection_error, Confirmed, Drain, DrainReader, QuicListener, CLOSE_OK};
 
 use crate::SHUTTING_DOWN;
 
@@ -127,13 +123,15 @@ async fn stream(
     // has been read (`stop`, cancelled by the reader or once it ended after the shutdown).
     let stop = CancellationToken::new();
     let reader_done = CancellationToken::new();
-    let reader = DrainReader {
-        inner: FramedRead::new(recv, net::length_prefixed(max)),
-        drain: Drain::new(shutdown.clone(), conn, cfg.timeouts.shutdown_grace / 2),
-        stop: stop.clone(),
-        done: reader_done.clone(),
-        ended: false,
-    };
+    let reader = DrainReader::new(
+        recv,
+        |r| r,
+        max,
+        SHUTTING_DOWN,
+        Drain::new(shutdown.clone(), conn, cfg.timeouts.shutdown_grace / 2),
+        stop.clone(),
+        reader_done.clone(),
+    );
     let writer = FramedWrite::new(send, net::length_prefixed(max));
     // The replay policy: a server stream waits until no 0-RTT data can be in play.
     let gate = move || {
@@ -166,55 +164,5 @@ async fn stream(
         // Everything is written and the stream finished; wait until the peer has it, so that a
         // shutdown closing the connection next loses nothing.
         let _ = tokio::time::timeout(cfg.timeouts.shutdown_grace, w.into_inner().stopped()).await;
-    }
-}
-
-/// The messages of a stream; after a shutdown they end once what the client sent before it has
-/// been read (see [`Drain`]), and the client is told with STOP_SENDING([`SHUTTING_DOWN`]).
-struct DrainReader {
-    inner: FramedRead<RecvStream, LengthDelimitedCodec>,
-    drain: Drain,
-    stop: CancellationToken,
-    /// Cancelled when the messages end, either way.
-    done: CancellationToken,
-    ended: bool,
-}
-
-impl DrainReader {
-    fn stop(&mut self) -> Poll<Option<std::io::Result<BytesMut>>> {
-        let _ = self.inner.get_mut().stop(VarInt::from_u32(SHUTTING_DOWN));
-        self.stop.cancel();
-        self.end()
-    }
-
-    fn end(&mut self) -> Poll<Option<std::io::Result<BytesMut>>> {
-        self.ended = true;
-        self.done.cancel();
-        Poll::Ready(None)
-    }
-}
-
-impl Stream for DrainReader {
-    type Item = std::io::Result<BytesMut>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        if this.drain.poll_must_stop(cx) {
-            return this.stop();
-        }
-        match this.inner.poll_next_unpin(cx) {
-            Poll::Pending if this.drain.poll_stop_when_idle(cx) => this.stop(),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => this.end(),
-            Poll::Ready(Some(Err(e))) => {
-                this.ended = true;
-                this.done.cancel();
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(Ok(m))),
-        }
     }
 }

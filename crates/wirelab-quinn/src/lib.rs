@@ -642,6 +642,98 @@ pub fn connection_error(e: ConnectionError) -> Error {
     }
 }
 
+/// The messages of one server stream, read through a [`Drain`]: after a shutdown they end once
+/// what the client sent before it has been read, and the client is told with
+/// STOP_SENDING(`code`). `R` is the stream's receive half (quinn's, or one that wraps it, such as
+/// a WebTransport stream), `quic` reaches the quinn stream inside it.
+pub struct DrainReader<R> {
+    inner: tokio_util::codec::FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
+    quic: fn(&mut R) -> &mut quinn::RecvStream,
+    code: VarInt,
+    drain: Drain,
+    stop: CancellationToken,
+    done: CancellationToken,
+    ended: bool,
+}
+
+impl<R> std::fmt::Debug for DrainReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrainReader")
+            .field("drain", &self.drain)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> DrainReader<R> {
+    /// Reads length-prefixed messages of at most `max` bytes from `recv`. `stop` is cancelled
+    /// when the drain ends the reading (the stream's server streams stop too), `done` when the
+    /// messages end, either way.
+    pub fn new(
+        recv: R,
+        quic: fn(&mut R) -> &mut quinn::RecvStream,
+        max: usize,
+        code: u32,
+        drain: Drain,
+        stop: CancellationToken,
+        done: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: tokio_util::codec::FramedRead::new(
+                recv,
+                wirelab_core::net::length_prefixed(max),
+            ),
+            quic,
+            code: VarInt::from_u32(code),
+            drain,
+            stop,
+            done,
+            ended: false,
+        }
+    }
+
+    fn stop(&mut self) -> std::task::Poll<Option<std::io::Result<bytes::BytesMut>>> {
+        let _ = (self.quic)(self.inner.get_mut()).stop(self.code);
+        self.stop.cancel();
+        self.end()
+    }
+
+    fn end(&mut self) -> std::task::Poll<Option<std::io::Result<bytes::BytesMut>>> {
+        self.ended = true;
+        self.done.cancel();
+        std::task::Poll::Ready(None)
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> futures_util::Stream for DrainReader<R> {
+    type Item = std::io::Result<bytes::BytesMut>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.drain.poll_must_stop(cx) {
+            return this.stop();
+        }
+        match futures_util::StreamExt::poll_next_unpin(&mut this.inner, cx) {
+            Poll::Pending if this.drain.poll_stop_when_idle(cx) => this.stop(),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => this.end(),
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                this.done.cancel();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(Ok(m))),
+        }
+    }
+}
+
 /// When a server stream that is being read should stop reading after a shutdown began, so that
 /// what the client sent before the shutdown is still answered and the shutdown stays bounded.
 ///

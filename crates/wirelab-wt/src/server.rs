@@ -1,18 +1,13 @@
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::BytesMut;
-use futures_util::{Stream, StreamExt};
-use quinn::VarInt;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirelab_core::tls::ALPN_H3;
 use wirelab_core::{net, service, Error, Result, Server, ServerConfig};
-use wirelab_quinn::{Drain, QuicListener};
+use wirelab_quinn::{Drain, DrainReader, QuicListener};
 use wtransport::endpoint::IncomingSessionFuture;
 use wtransport::{RecvStream, SendStream};
 
@@ -181,13 +176,15 @@ async fn stream(
     let max = cfg.limits.max_message;
     let stop = CancellationToken::new();
     let reader_done = CancellationToken::new();
-    let reader = DrainReader {
-        inner: FramedRead::new(recv, net::length_prefixed(max)),
-        drain: Drain::new(shutdown.clone(), conn, cfg.timeouts.shutdown_grace / 2),
-        stop: stop.clone(),
-        done: reader_done.clone(),
-        ended: false,
-    };
+    let reader = DrainReader::new(
+        recv,
+        |r| r.quic_stream_mut(),
+        max,
+        SHUTTING_DOWN,
+        Drain::new(shutdown.clone(), conn, cfg.timeouts.shutdown_grace / 2),
+        stop.clone(),
+        reader_done.clone(),
+    );
     let writer = FramedWrite::new(send, net::length_prefixed(max));
     // The session starts after the handshake: no 0-RTT data, nothing to hold back.
     let gate = || async { Ok(()) };
@@ -221,59 +218,5 @@ async fn stream(
             send.quic_stream_mut().stopped(),
         )
         .await;
-    }
-}
-
-/// The messages of a stream; after a shutdown they end once what the client sent before it
-/// has been read (see [`Drain`]), and the client is told with STOP_SENDING([`SHUTTING_DOWN`]).
-struct DrainReader {
-    inner: FramedRead<RecvStream, LengthDelimitedCodec>,
-    drain: Drain,
-    stop: CancellationToken,
-    /// Cancelled when the messages end, either way.
-    done: CancellationToken,
-    ended: bool,
-}
-
-impl DrainReader {
-    fn stop(&mut self) -> Poll<Option<std::io::Result<BytesMut>>> {
-        let _ = self
-            .inner
-            .get_mut()
-            .quic_stream_mut()
-            .stop(VarInt::from_u32(SHUTTING_DOWN));
-        self.stop.cancel();
-        self.end()
-    }
-
-    fn end(&mut self) -> Poll<Option<std::io::Result<BytesMut>>> {
-        self.ended = true;
-        self.done.cancel();
-        Poll::Ready(None)
-    }
-}
-
-impl Stream for DrainReader {
-    type Item = std::io::Result<BytesMut>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        if this.drain.poll_must_stop(cx) {
-            return this.stop();
-        }
-        match this.inner.poll_next_unpin(cx) {
-            Poll::Pending if this.drain.poll_stop_when_idle(cx) => this.stop(),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => this.end(),
-            Poll::Ready(Some(Err(e))) => {
-                this.ended = true;
-                this.done.cancel();
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(Ok(m))),
-        }
     }
 }
