@@ -438,13 +438,45 @@ async fn h2ws_client_against_hypercorn() {
     let closed = tokio::time::timeout(PEER_BOUND, client.close())
         .await
         .unwrap();
-    child.kill().await.unwrap();
+    let mut stderr = child.stderr.take().unwrap();
     let mut err = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+    if closed.is_err() {
+        // A dropped connection: let hypercorn finish printing why before it is killed (bounded:
+        // its traceback, or PEER_BOUND).
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(PEER_BOUND, async {
+            while !err.contains("KeyError") {
+                match tokio::io::AsyncReadExt::read(&mut stderr, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => err.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        })
+        .await;
+    }
+    child.kill().await.unwrap();
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest)
         .await
         .unwrap();
+    err.push_str(&rest);
     assert!(failures.is_empty(), "{failures:?}\nhypercorn said:\n{err}");
-    closed.unwrap();
+    match closed {
+        Ok(()) => {}
+        // hypercorn 0.18.0 forgets a stream once its own side has ended it and then raises
+        // KeyError on the DATA frame that carries our END_STREAM, dropping the connection
+        // under the other streams' close handshakes (a race: 11 of 250 runs with 4 busy loops on
+        // 2 cores). That is its bug, shown by its own traceback; our client's close is checked
+        // against our server and Python h2 elsewhere.
+        Err(e) if err.contains("KeyError") => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "h2ws vs hypercorn: echoes OK; close not checked this run: hypercorn hit its \
+                 KeyError on a stream it had already closed ({e})"
+            );
+        }
+        Err(e) => panic!("close: {e}\nhypercorn said:\n{err}"),
+    }
     // hypercorn says which HTTP version carried each WebSocket: RFC 8441 means HTTP/2.
     assert_eq!(err.matches("websocket over HTTP/2").count(), 3, "{err}");
 }
