@@ -466,8 +466,8 @@ async fn h2ws_client_against_hypercorn() {
         // hypercorn 0.18.0 forgets a stream once its own side has ended it and then raises
         // KeyError on the DATA frame that carries our END_STREAM, dropping the connection
         // under the other streams' close handshakes (a race: 11 of 250 runs with 4 busy loops on
-        // 2 cores). That is its bug, shown by its own traceback; our client's close is checked
-        // against our server and Python h2 elsewhere.
+        // 2 cores). That is its bug, shown by its own traceback; our client's clean close is
+        // checked against our own server in conformance.rs (clean_close).
         Err(e) if err.contains("KeyError") => {
             let _ = writeln!(
                 std::io::stderr(),
