@@ -29,7 +29,7 @@ pub struct Target {
     /// Over TLS (`https://`, `wss://`).
     pub tls: bool,
     /// The page's API (a key of the page's `APIS`): `websocket`, `fetch`, `duplex`,
-    /// `eventsource`.
+    /// `eventsource`, `webtransport` (a bidirectional stream), `wtdatagram`.
     pub api: &'static str,
     /// The workloads it runs: `echo`, `stream`.
     pub workloads: &'static [&'static str],
@@ -131,6 +131,23 @@ pub const TARGETS: &[Target] = &[
         workloads: &["echo"],
         from: Some(("ws", true)),
     },
+    // WebTransport: the wt server serves no page, so the page comes from the h2 server and
+    // opens a session (a QUIC connection of its own) to the wt origin; a bidirectional stream
+    // for echo and stream, datagrams for echo.
+    Target {
+        transport: "wt",
+        tls: true,
+        api: "webtransport",
+        workloads: BOTH,
+        from: Some(("h2", true)),
+    },
+    Target {
+        transport: "wt",
+        tls: true,
+        api: "wtdatagram",
+        workloads: &["echo"],
+        from: Some(("h2", true)),
+    },
 ];
 
 impl Target {
@@ -138,6 +155,11 @@ impl Target {
     /// for its origin: see [`over_quic`].
     pub fn quic(&self) -> bool {
         over_quic(self.transport)
+    }
+
+    /// Whether the page reaches it through the WebTransport API (streams or datagrams).
+    pub fn webtransport(&self) -> bool {
+        matches!(self.api, "webtransport" | "wtdatagram")
     }
 
     /// The page's origin on a server listening at `addr`.
@@ -149,6 +171,7 @@ impl Target {
     pub fn url(&self, addr: SocketAddr) -> String {
         match self.api {
             "websocket" => format!("{}://{addr}/ws", if self.tls { "wss" } else { "ws" }),
+            "webtransport" | "wtdatagram" => format!("https://{addr}/wt"),
             _ => self.origin(addr),
         }
     }
@@ -158,11 +181,13 @@ impl Target {
     pub fn label(&self, transport_label: &str) -> String {
         let base = match self.api {
             "fetch" | "duplex" => format!("browser {transport_label} {}", self.api),
+            "wtdatagram" => format!("browser {transport_label} datagram"),
             _ => format!("browser {transport_label}"),
         };
         match self.from {
-            Some(_) => format!("{base} (page of another origin)"),
-            None => base,
+            // A WebTransport server serves no page: every wt run is from another origin.
+            Some(_) if !self.webtransport() => format!("{base} (page of another origin)"),
+            _ => base,
         }
     }
 
@@ -586,8 +611,16 @@ mod tests {
         assert!(cold.label("h2ws").ends_with("(page of another origin)"));
         assert_ne!(cold.page_server(), (cold.transport, cold.tls));
         assert!(TARGETS.iter().filter(|t| t.quic()).all(|t| t.tls));
-        assert!(over_quic("h3"));
+        assert!(over_quic("h3") && over_quic("wt"));
         assert!(!over_quic("h2") && !over_quic("nonsense"));
+        let wt: Vec<_> = TARGETS.iter().filter(|t| t.webtransport()).collect();
+        assert_eq!(wt.len(), 2);
+        for t in wt {
+            assert_eq!(t.url(addr), "https://127.0.0.1:9000/wt");
+            assert!(t.quic() && t.from.is_some());
+        }
+        let dg = TARGETS.iter().find(|t| t.api == "wtdatagram").unwrap();
+        assert_eq!(dg.label("wt"), "browser wt datagram");
     }
 
     #[test]

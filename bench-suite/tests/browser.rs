@@ -89,6 +89,15 @@ async fn quick_browser_set() {
     let cold = used("browser h2ws (page of another origin)");
     assert!(cold.contains("RFC 6455 Upgrade"), "{cold}");
     assert!(used("browser h2 fetch (page of another origin)").contains("requests h2"));
+    // WebTransport from the h2 server's page to the wt server: a session Chromium reports
+    // ready, then 40 echoes on a bidirectional stream and 40 as datagrams.
+    for label in ["browser wt", "browser wt datagram"] {
+        let wt = used(label);
+        assert!(
+            wt.contains("page h2") && wt.contains("requests webtransport"),
+            "{label}: {wt}"
+        );
+    }
     for r in &results {
         if r.scenario.name.starts_with("stream") {
             assert!(r.reps[0].messages > 0, "{}", r.variant.label);
