@@ -40,6 +40,9 @@ pub struct Target {
 }
 
 const BOTH: &[&str] = &["echo", "stream"];
+/// Echo, stream, and fan-out (one publisher, subscribers on channels of their own) where the
+/// server pushes to the page.
+const PUSHED: &[&str] = &["echo", "stream", "fanout"];
 
 /// Everything the browser lab measures, in report order. HTTP/2 and HTTP/3 need TLS in a
 /// browser (no h2c); h3 is reached by forcing QUIC for its origin.
@@ -48,14 +51,14 @@ pub const TARGETS: &[Target] = &[
         transport: "ws",
         tls: false,
         api: "websocket",
-        workloads: BOTH,
+        workloads: PUSHED,
         from: None,
     },
     Target {
         transport: "ws",
         tls: true,
         api: "websocket",
-        workloads: BOTH,
+        workloads: PUSHED,
         from: None,
     },
     Target {
@@ -83,7 +86,7 @@ pub const TARGETS: &[Target] = &[
         transport: "h2ws",
         tls: true,
         api: "websocket",
-        workloads: BOTH,
+        workloads: PUSHED,
         from: None,
     },
     Target {
@@ -111,7 +114,7 @@ pub const TARGETS: &[Target] = &[
         transport: "sse",
         tls: true,
         api: "eventsource",
-        workloads: BOTH,
+        workloads: PUSHED,
         from: None,
     },
     // From another origin's page: the WebSocket opens a connection of its own offering only
@@ -138,7 +141,7 @@ pub const TARGETS: &[Target] = &[
         transport: "wt",
         tls: true,
         api: "webtransport",
-        workloads: BOTH,
+        workloads: PUSHED,
         from: Some(("h2", true)),
     },
     Target {
@@ -337,9 +340,57 @@ pub struct PageRun {
     /// `nextHopProtocol` of every resource the run fetched from its origin.
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// A fan-out run: what each subscriber received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<PageFanout>,
+}
+
+/// What the subscribers of a page's fan-out run received.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageFanout {
+    /// One entry per subscriber.
+    pub subscribers: Vec<PageSubscriber>,
+}
+
+/// One subscriber of a page's fan-out run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageSubscriber {
+    /// `[sequence, latency from the page's send of that publish, µs]` per delivery, in arrival
+    /// order.
+    pub got: Vec<(u64, f64)>,
+    /// Why it stopped before the last message, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl PageRun {
+    /// As a repetition of `run`'s results for scenario `s`: a fan-out run is folded as the
+    /// Rust harness folds its own ([`crate::fanout::fold`]); the others by [`PageRun::rep`].
+    pub fn rep_for(&self, s: &crate::scenario::Scenario) -> Result<crate::results::Rep> {
+        let Some(f) = &self.fanout else {
+            return Ok(self.rep());
+        };
+        let spec = crate::fanout::spec_of(s)?;
+        let subs: Vec<crate::fanout::SubRecord> = f
+            .subscribers
+            .iter()
+            .map(|p| crate::fanout::SubRecord {
+                got: p
+                    .got
+                    .iter()
+                    .map(|&(seq, us)| (seq, (us * 1000.0).round().max(1.0) as u64))
+                    .collect(),
+                stalled: false,
+                cut: p.error.is_some(),
+                error: p.error.clone(),
+                last_at_ns: 0,
+            })
+            .collect();
+        let figures = crate::fanout::fold(spec.messages, &subs)?;
+        let elapsed = Duration::from_secs_f64(self.elapsed_ms.max(0.0) / 1000.0);
+        Ok(crate::fanout::rep_of(&spec, &figures, None, elapsed, None))
+    }
+
     /// As a repetition of `run`'s results (latencies in ns; at least 1).
     pub fn rep(&self) -> crate::results::Rep {
         let latency = if self.latencies_us.is_empty() {
@@ -662,5 +713,41 @@ mod tests {
         assert_eq!(h.min(), 1);
         let none = PageRun::default().rep();
         assert!(none.latency.is_none());
+    }
+
+    #[test]
+    fn a_page_fanout_is_folded_like_the_rust_one() {
+        let s = crate::scenario::embedded()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "fanout_64B_n10_pool_r100")
+            .unwrap();
+        let all: Vec<Value> = (0..100).map(|k| json!([k, 500.0 + k as f64])).collect();
+        let mut subs: Vec<Value> = (0..9).map(|_| json!({"got": all})).collect();
+        // The tenth lost message 7 and then its connection.
+        let short: Vec<Value> = (0..50)
+            .filter(|k| *k != 7)
+            .map(|k| json!([k, 900.0]))
+            .collect();
+        subs.push(json!({"got": short, "error": "WebSocket closed 1006"}));
+        let r: PageRun = serde_json::from_value(json!({
+            "messages": 949, "bytes": 949 * 64, "elapsed_ms": 1000.0,
+            "fanout": {"subscribers": subs}
+        }))
+        .unwrap();
+        let rep = r.rep_for(&s).unwrap();
+        let f = rep.fanout.unwrap();
+        assert_eq!((f.subscribers, f.published, f.deliveries), (10, 100, 949));
+        assert_eq!((f.cut, f.disordered), (1, 0));
+        assert_eq!(f.missed, 51);
+        assert!(rep.lateness.is_none() && rep.behind.is_none());
+        // The slowest subscriber per message, over the messages every subscriber got (0..50
+        // but 7), as in the Rust fold: there the tenth, at 900 µs, is the slowest.
+        let slowest = rep.latency.unwrap().to_histogram().unwrap();
+        assert_eq!(slowest.len(), 49);
+        assert!(slowest.min() > 899_000 && slowest.max() < 901_000);
+        // Any other run is folded as before.
+        let echo = PageRun::default();
+        assert!(echo.rep_for(&s).unwrap().fanout.is_none());
     }
 }

@@ -199,13 +199,19 @@ pub(crate) async fn browser(a: BrowserArgs, servers: Servers) -> Result<()> {
     }
     let (reps, warmup) = if a.quick { (1, 0) } else { (a.reps, a.warmup) };
     let mut scenarios = Vec::new();
-    for name in ["echo_64B_c1_shared", "stream_1KiB"] {
+    for name in [
+        "echo_64B_c1_shared",
+        "stream_1KiB",
+        "fanout_64B_n10_pool_r100",
+    ] {
         let mut s: Scenario = scenario::embedded()
             .map_err(anyhow::Error::msg)?
             .into_iter()
             .find(|s| s.name == name)
             .with_context(|| format!("scenario {name} is not embedded"))?;
         s.messages = match (a.messages, a.quick, s.kind) {
+            // Fan-out publishes for the scenario's duration at its rate.
+            (_, _, Kind::Fanout) => s.messages,
             (Some(n), _, _) => n,
             (None, true, Kind::Echo) => 200,
             (None, true, _) => 1000,
@@ -355,6 +361,7 @@ async fn measure_target(
         let workload = match s.kind {
             Kind::Echo => "echo",
             Kind::Stream => "stream",
+            Kind::Fanout => "fanout",
             _ => continue,
         };
         if !t.workloads.contains(&workload) {
@@ -362,9 +369,14 @@ async fn measure_target(
         }
         pb.set_message(format!("{} · {label}", s.name));
         chromium.websocket_protocols(tab);
+        let count = match s.kind {
+            Kind::Fanout => wirelab::fanout::spec_of(s)?.messages,
+            _ => s.messages,
+        };
         let spec = json!({
             "api": t.api, "url": t.url(addr), "workload": workload,
-            "size": s.size_bytes(), "count": s.messages, "timeoutMs": 20000,
+            "size": s.size_bytes(), "count": count, "timeoutMs": 20000,
+            "subscribers": s.subscribers, "rate": s.rate,
         });
         let expr = format!("wirelab.run({spec})");
         let mut kept = Vec::new();
@@ -406,7 +418,27 @@ async fn measure_target(
         if !ws.is_empty() {
             negotiated.push(format!("WebSocket {}", ws.join(", ")));
         }
-        let reps: Vec<results::Rep> = kept.iter().map(PageRun::rep).collect();
+        let reps = match kept
+            .iter()
+            .map(|r| r.rep_for(s))
+            .collect::<Result<Vec<results::Rep>>>()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{} · {label}: {e:#}", s.name));
+                continue;
+            }
+        };
+        if let Some(f) = reps
+            .iter()
+            .filter_map(|r| r.fanout.as_ref())
+            .find(|f| f.missed > 0 || f.disordered > 0 || f.cut > 0)
+        {
+            failures.push(format!(
+                "{} · {label}: subscribers missed {} deliveries, {} out of order, {} cut off",
+                s.name, f.missed, f.disordered, f.cut
+            ));
+        }
         let v = rust_variant(t)?;
         let mut notes = vec![format!(
             "browser API {}; timer {}",
@@ -417,6 +449,12 @@ async fn measure_target(
                 "not isolated (coarsened to ~100 µs)"
             }
         )];
+        if s.kind == Kind::Fanout {
+            notes.push(format!(
+                "fan-out: {} subscribers and the publisher are channels of this page; latency from the page's send of each publish to its arrival (one clock), not from an intended send time (the page's timers cannot hold an open-loop schedule)",
+                s.subscribers
+            ));
+        }
         if t.api == "duplex" {
             notes.push(
                     "duplex: Chromium sends the whole streamed request body before it hands the response to the page (half duplex), so each latency is from a message's write to its answer after the body ended".into(),

@@ -492,40 +492,59 @@ pub async fn one_rep(
         (Some(h), Some(b)) => Some(ServerCounts::between(b, h.stats())),
         _ => None,
     };
-    Ok(crate::results::Rep {
-        messages: r.figures.deliveries,
-        elapsed_s: r.elapsed.as_secs_f64(),
-        payload_bytes: r.figures.deliveries * spec.size as u64,
-        latency: (!r.figures.slowest.is_empty())
-            .then(|| HistData::from_histogram(&r.figures.slowest)),
-        lateness: Some(HistData::from_histogram(&r.lateness)),
+    Ok(rep_of(
+        &spec,
+        &r.figures,
+        Some(&r.lateness),
+        r.elapsed,
+        server,
+    ))
+}
+
+/// One repetition's record from a fan-out run's figures: the Rust client's, or a browser's
+/// (which has no publisher schedule to keep, so no `lateness`).
+pub fn rep_of(
+    spec: &Spec,
+    figures: &Figures,
+    lateness: Option<&Histogram<u64>>,
+    elapsed: Duration,
+    server: Option<ServerCounts>,
+) -> crate::results::Rep {
+    crate::results::Rep {
+        messages: figures.deliveries,
+        elapsed_s: elapsed.as_secs_f64(),
+        payload_bytes: figures.deliveries * spec.size as u64,
+        latency: (!figures.slowest.is_empty()).then(|| HistData::from_histogram(&figures.slowest)),
+        lateness: lateness.map(HistData::from_histogram),
         offered_per_s: Some(spec.rate),
         // Under `block` a late publisher is the policy at work, and it is in the latency.
-        behind: crate::workload::generator_verdict(
-            &r.lateness,
-            r.lateness.len(),
-            spec.messages,
-            crate::runner::LATENESS_BUDGET,
-        )
-        .map(|w| format!("publisher: {w}")),
+        behind: lateness.and_then(|l| {
+            crate::workload::generator_verdict(
+                l,
+                l.len(),
+                spec.messages,
+                crate::runner::LATENESS_BUDGET,
+            )
+            .map(|w| format!("publisher: {w}"))
+        }),
         fanout: Some(FanoutRep {
             subscribers: spec.subscribers as u64,
             stalled: spec.stalled as u64,
             published: spec.messages,
-            owed: r.figures.owed,
-            deliveries: r.figures.deliveries,
-            missed: r.figures.missed,
-            stalled_missed: r.figures.stalled_missed,
-            disordered: r.figures.disordered,
-            cut: r.figures.cut,
-            stalled_cut: r.figures.stalled_cut,
-            delivery: Some(HistData::from_histogram(&r.figures.delivery)),
-            stalled_delivery: (!r.figures.stalled_delivery.is_empty())
-                .then(|| HistData::from_histogram(&r.figures.stalled_delivery)),
+            owed: figures.owed,
+            deliveries: figures.deliveries,
+            missed: figures.missed,
+            stalled_missed: figures.stalled_missed,
+            disordered: figures.disordered,
+            cut: figures.cut,
+            stalled_cut: figures.stalled_cut,
+            delivery: Some(HistData::from_histogram(&figures.delivery)),
+            stalled_delivery: (!figures.stalled_delivery.is_empty())
+                .then(|| HistData::from_histogram(&figures.stalled_delivery)),
             server,
         }),
         ..crate::results::Rep::default()
-    })
+    }
 }
 
 /// Descriptors one subscriber costs this process (client and in-process server together):

@@ -98,11 +98,35 @@ async fn quick_browser_set() {
             "{label}: {wt}"
         );
     }
+    let mut fanouts = 0;
     for r in &results {
         if r.scenario.name.starts_with("stream") {
             assert!(r.reps[0].messages > 0, "{}", r.variant.label);
         }
+        // Fan-out from the page: 10 subscribers, 100 messages each, in order, none missed.
+        if let Some(f) = &r.reps[0].fanout {
+            fanouts += 1;
+            assert_eq!(
+                (f.subscribers, f.published, f.deliveries),
+                (10, 100, 1000),
+                "{}",
+                r.variant.label
+            );
+            assert_eq!(
+                (f.missed, f.disordered, f.cut),
+                (0, 0, 0),
+                "{}",
+                r.variant.label
+            );
+            assert!(r.reps[0].latency.is_some(), "{}", r.variant.label);
+        }
     }
+    let pushed = TARGETS
+        .iter()
+        .filter(|t| t.workloads.contains(&"fanout"))
+        .count();
+    assert!(pushed >= 5, "ws, wss, h2ws, sse-h2 and wt push to the page");
+    assert_eq!(fanouts, pushed, "{stderr}");
     assert!(out.join("report.md").is_file());
     let _ = std::fs::remove_dir_all(&out);
 }
