@@ -15,6 +15,7 @@ pub mod holindex;
 pub mod probe;
 pub mod report;
 pub mod results;
+pub mod resume;
 pub mod runner;
 pub mod scale;
 pub mod scenario;

@@ -22,6 +22,7 @@
 mod browser_cmd;
 mod link_cmd;
 mod opts;
+mod resume_cmd;
 mod run;
 mod serve;
 
@@ -69,6 +70,11 @@ enum Command {
     /// EventSource) against servers in this process, beside the Rust client; or, with
     /// --limits, measure the browser's own limits. Writes JSON results, report.md and charts.
     Browser(browser_cmd::BrowserArgs),
+    /// Resume after a broken connection: a long resumable server stream on every transport
+    /// that pushes, broken by a cut, a server restart or an outage past the server's window,
+    /// then resumed by offset and epoch (loopback, or the link emulator with --link, as root).
+    /// Writes resume.json and report.md.
+    Resume(resume_cmd::ResumeArgs),
 }
 
 /// Options of `wirelab transports`.
@@ -168,6 +174,11 @@ fn main() -> ExitCode {
             Ok(None) => None,
             Err(e) => return fail(e),
         },
+        Command::Resume(a) => match a.link_spec() {
+            Ok(Some(spec)) => Some((a.link_setup().clone(), spec.config())),
+            Ok(None) => None,
+            Err(e) => return fail(e),
+        },
         _ => None,
     };
     if let Command::Hol(a) = &cli.command {
@@ -209,6 +220,18 @@ fn main() -> ExitCode {
             };
             let (servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(run::run(a, servers, link))
+        }
+        Command::Resume(a) => {
+            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let servers = topo.servers();
+            topo.block_on(resume_cmd::resume(a, servers))
         }
         Command::Browser(a) => {
             // Chromium's processes run wherever the scheduler puts them: no pinning here either
@@ -263,6 +286,7 @@ fn main() -> ExitCode {
                     Command::Client(a) => serve::client(a).await,
                     Command::Run(_)
                     | Command::Browser(_)
+                    | Command::Resume(_)
                     | Command::Hol(_)
                     | Command::Link(_)
                     | Command::Transports(_) => {

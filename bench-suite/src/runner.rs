@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use tokio::runtime::Handle;
 use wirelab_core::tls::{self, Identity, Trust};
@@ -214,6 +214,41 @@ impl VariantServer {
         cfg.tls = self.client_tls.clone();
         cfg.server_name = self.server_name.clone();
         cfg
+    }
+
+    /// Stops a local server and starts a fresh one of `v` on the same address: what a
+    /// server process restart leaves (no state of the old one; a new resume epoch).
+    pub async fn restart(&mut self, v: &Variant, certs: &Certs, servers: &Servers) -> Result<()> {
+        let Some((shutdown, task)) = self.local.take() else {
+            bail!("only a server in this process can be restarted");
+        };
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        // A QUIC endpoint keeps its UDP socket until its connections have drained (a few
+        // PTOs after the close), as a restarted process would find it: bind again as soon as
+        // the port is free, for at most 10 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let (addr, task, shutdown) = loop {
+            let mut scfg = ServerConfig::new(self.addr);
+            if v.tls {
+                scfg.tls = Some(certs.ident.server_config(&[transports::alpn(v.id)])?);
+            }
+            let shutdown = CancellationToken::new();
+            self.fanout = Some(scfg.fanout.clone());
+            match transports::start_server(v.id, scfg, shutdown.clone(), &servers.handle).await {
+                Ok((addr, task)) => break (addr, task, shutdown),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("restart: {e:#}; binding again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).context("binding the restarted server"),
+            }
+        };
+        if addr != self.addr {
+            bail!("the restarted server listens on {addr}, not {}", self.addr);
+        }
+        self.local = Some((shutdown, task));
+        Ok(())
     }
 
     /// Shuts a local server down, waiting up to 10 s (a remote one keeps serving).

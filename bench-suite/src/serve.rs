@@ -161,6 +161,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<()> {
             quic: a.quic.settings().map_err(anyhow::Error::msg)?,
             qlog_dir: a.quic.qlog_dir.clone(),
             fanout: wirelab_core::fanout::Hub::new(),
+            resume: wirelab_core::resume::Registry::default(),
         };
         let (addr, task) = transports::start_server(
             id,

@@ -28,6 +28,10 @@ pub const VERSION: u8 = 1;
 pub const STREAM_REQUEST_LEN: usize = HEADER_LEN + 12;
 /// Size of a [`Subscribe`] message: the header, the topic, the policy and the queue bound.
 pub const SUBSCRIBE_LEN: usize = HEADER_LEN + 12;
+/// Size of a [`Resume`] message: the header, token, epoch and offset, and the stream's shape.
+pub const RESUME_LEN: usize = HEADER_LEN + 24 + 12;
+/// Size of a [`ResumeAnswer`] message: the header, epoch, first offset, oldest offset, status.
+pub const RESUME_ANSWER_LEN: usize = HEADER_LEN + 24 + 4;
 /// Smallest [`Kind::Publish`] message: the header and the topic.
 pub const PUBLISH_MIN_LEN: usize = HEADER_LEN + 4;
 
@@ -55,6 +59,13 @@ pub enum Kind {
     /// bytes with the kind set to `Deliver` and the stream id set to the subscriber's logical
     /// stream; sequence number and send time are the publisher's.
     Deliver = 6,
+    /// Client to server: start, or resume after a broken connection, a resumable server stream
+    /// (payload: [`Resume`]). Its [`Kind::StreamData`] messages carry their offset in the
+    /// stream as the sequence number.
+    Resume = 7,
+    /// Server to client: the answer to [`Kind::Resume`] (payload: [`ResumeAnswer`]), before any
+    /// replayed or live message.
+    ResumeAnswer = 8,
 }
 
 impl Kind {
@@ -67,6 +78,8 @@ impl Kind {
             4 => Self::Subscribe,
             5 => Self::Publish,
             6 => Self::Deliver,
+            7 => Self::Resume,
+            8 => Self::ResumeAnswer,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -492,9 +505,202 @@ pub fn deliver(msg: &[u8], stream: u32) -> Bytes {
     m.freeze()
 }
 
+/// A request for a resumable server stream, or to resume one after a broken connection.
+///
+/// The client names the stream with a `token` of its choosing. With `epoch` 0 it asks for a new
+/// stream of `stream`'s shape; otherwise it presents the epoch the server gave it and the offset
+/// of the first message it has **not** processed, and the server replays from there out of a
+/// bounded buffer before live messages, or answers explicitly that it cannot
+/// ([`ResumeStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The client's name for the stream (the same on every connection).
+    pub token: u64,
+    /// 0 for a new stream, else the epoch of the server's earlier answer.
+    pub epoch: u64,
+    /// The first offset the client still needs.
+    pub offset: u64,
+    /// The stream's shape (used when the stream is new).
+    pub stream: StreamRequest,
+}
+
+impl Resume {
+    /// Encodes the request as a [`Kind::Resume`] message on logical stream `id`.
+    pub fn encode(&self, id: u32, seq: u64, sent_ns: u64) -> Bytes {
+        let mut buf = BytesMut::with_capacity(RESUME_LEN);
+        put_header(
+            &mut buf,
+            &Header {
+                stream: id,
+                seq,
+                sent_ns,
+                kind: Kind::Resume,
+                len: RESUME_LEN as u32,
+            },
+        );
+        buf.put_u64(self.token);
+        buf.put_u64(self.epoch);
+        buf.put_u64(self.offset);
+        buf.put_u32(self.stream.count);
+        buf.put_u32(self.stream.size);
+        buf.put_u32(self.stream.interval_ms);
+        buf.freeze()
+    }
+
+    /// Decodes the payload of a message whose header says [`Kind::Resume`].
+    pub fn decode(msg: &[u8]) -> Result<Self, CodecError> {
+        if msg.len() != RESUME_LEN {
+            return Err(CodecError::LengthMismatch {
+                declared: RESUME_LEN,
+                actual: msg.len(),
+            });
+        }
+        let u64_at = |o: usize| u64::from_be_bytes(msg[o..o + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |o: usize| u32::from_be_bytes(msg[o..o + 4].try_into().unwrap_or([0; 4]));
+        Ok(Self {
+            token: u64_at(HEADER_LEN),
+            epoch: u64_at(HEADER_LEN + 8),
+            offset: u64_at(HEADER_LEN + 16),
+            stream: StreamRequest {
+                count: u32_at(HEADER_LEN + 24),
+                size: u32_at(HEADER_LEN + 28),
+                interval_ms: u32_at(HEADER_LEN + 32),
+            },
+        })
+    }
+}
+
+/// What the server says to a [`Resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResumeStatus {
+    /// Replay from the asked offset follows, then live messages.
+    Ok = 0,
+    /// The server's epoch differs (it restarted, or the stream is another incarnation's): its
+    /// earlier messages are gone. Start a new stream.
+    EpochChanged = 1,
+    /// The asked offset is older than the oldest message the server still keeps.
+    OutsideWindow = 2,
+    /// The epoch matches but the server has no stream of that token (expired or never made).
+    Unknown = 3,
+}
+
+impl ResumeStatus {
+    fn from_u8(v: u8) -> Result<Self, CodecError> {
+        Ok(match v {
+            0 => Self::Ok,
+            1 => Self::EpochChanged,
+            2 => Self::OutsideWindow,
+            3 => Self::Unknown,
+            _ => return Err(CodecError::BadStreamRequest("unknown resume status")),
+        })
+    }
+}
+
+/// The server's answer to a [`Resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeAnswer {
+    /// The server's epoch: present it on the next resume.
+    pub epoch: u64,
+    /// With [`ResumeStatus::Ok`], the offset the replay starts at (the asked one).
+    pub from: u64,
+    /// The oldest offset the server still keeps for this stream (its window's start).
+    pub oldest: u64,
+    /// The verdict.
+    pub status: ResumeStatus,
+}
+
+impl ResumeAnswer {
+    /// Encodes the answer as a [`Kind::ResumeAnswer`] message on logical stream `id`.
+    pub fn encode(&self, id: u32, sent_ns: u64) -> Bytes {
+        let mut buf = BytesMut::with_capacity(RESUME_ANSWER_LEN);
+        put_header(
+            &mut buf,
+            &Header {
+                stream: id,
+                seq: 0,
+                sent_ns,
+                kind: Kind::ResumeAnswer,
+                len: RESUME_ANSWER_LEN as u32,
+            },
+        );
+        buf.put_u64(self.epoch);
+        buf.put_u64(self.from);
+        buf.put_u64(self.oldest);
+        buf.put_u8(self.status as u8);
+        buf.put_slice(&[0; 3]);
+        buf.freeze()
+    }
+
+    /// Decodes the payload of a message whose header says [`Kind::ResumeAnswer`].
+    pub fn decode(msg: &[u8]) -> Result<Self, CodecError> {
+        if msg.len() != RESUME_ANSWER_LEN {
+            return Err(CodecError::LengthMismatch {
+                declared: RESUME_ANSWER_LEN,
+                actual: msg.len(),
+            });
+        }
+        let u64_at = |o: usize| u64::from_be_bytes(msg[o..o + 8].try_into().unwrap_or([0; 8]));
+        Ok(Self {
+            epoch: u64_at(HEADER_LEN),
+            from: u64_at(HEADER_LEN + 8),
+            oldest: u64_at(HEADER_LEN + 16),
+            status: ResumeStatus::from_u8(msg[HEADER_LEN + 24])?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_and_its_answer_round_trip() {
+        let r = Resume {
+            token: 0xfeed_beef_0000_0001,
+            epoch: 42,
+            offset: 1234,
+            stream: StreamRequest {
+                count: 10_000,
+                size: 64,
+                interval_ms: 1,
+            },
+        };
+        let m = r.encode(3, 9, 7);
+        let h = decode(&m, 1 << 20).unwrap();
+        assert_eq!(
+            (h.kind, h.stream, h.len as usize),
+            (Kind::Resume, 3, RESUME_LEN)
+        );
+        assert_eq!(Resume::decode(&m).unwrap(), r);
+        assert!(Resume::decode(&m[..RESUME_LEN - 1]).is_err());
+        for status in [
+            ResumeStatus::Ok,
+            ResumeStatus::EpochChanged,
+            ResumeStatus::OutsideWindow,
+            ResumeStatus::Unknown,
+        ] {
+            let a = ResumeAnswer {
+                epoch: 42,
+                from: 1234,
+                oldest: 1000,
+                status,
+            };
+            let m = a.encode(3, 5);
+            assert_eq!(decode(&m, 1 << 20).unwrap().kind, Kind::ResumeAnswer);
+            assert_eq!(ResumeAnswer::decode(&m).unwrap(), a);
+        }
+        let mut bad = ResumeAnswer {
+            epoch: 1,
+            from: 0,
+            oldest: 0,
+            status: ResumeStatus::Ok,
+        }
+        .encode(0, 0)
+        .to_vec();
+        bad[HEADER_LEN + 24] = 9;
+        assert!(ResumeAnswer::decode(&bad).is_err());
+    }
 
     #[test]
     fn round_trip_every_kind_and_size() {

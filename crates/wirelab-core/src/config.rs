@@ -271,6 +271,9 @@ pub struct ServerConfig {
     pub qlog_dir: Option<PathBuf>,
     /// The broadcast hub subscribe/publish messages use (one per server; clones share it).
     pub fanout: crate::fanout::Hub,
+    /// The resumable streams resume messages use (one per server, with its epoch; clones
+    /// share it).
+    pub resume: crate::resume::Registry,
 }
 
 impl ServerConfig {
@@ -286,6 +289,7 @@ impl ServerConfig {
             quic: QuicSettings::default(),
             qlog_dir: None,
             fanout: crate::fanout::Hub::new(),
+            resume: crate::resume::Registry::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod mux;
 pub mod net;
 pub mod page;
+pub mod resume;
 pub mod service;
 pub mod tls;
 pub mod transport;

@@ -39,6 +39,14 @@ pub enum Action {
         /// The topic.
         topic: u32,
     },
+    /// Start or resume a resumable server stream on the message's logical stream
+    /// ([`crate::resume::Registry::attach`]).
+    Resume {
+        /// The logical stream it is sent on.
+        stream: u32,
+        /// What it asked for.
+        req: codec::Resume,
+    },
 }
 
 /// Decides what a message asks for, checking it against `limits`.
@@ -65,9 +73,18 @@ pub fn classify(msg: &[u8], limits: &Limits) -> Result<Action, CodecError> {
         Kind::Publish => Ok(Action::Publish {
             topic: codec::publish_topic(msg)?,
         }),
-        Kind::StreamData | Kind::StreamEnd | Kind::Deliver => Err(CodecError::BadStreamRequest(
-            "server-to-client kind sent to the server",
-        )),
+        Kind::Resume => {
+            let req = codec::Resume::decode(msg)?;
+            req.stream
+                .validate(limits.max_message, limits.max_stream_count)?;
+            Ok(Action::Resume {
+                stream: h.stream,
+                req,
+            })
+        }
+        Kind::StreamData | Kind::StreamEnd | Kind::Deliver | Kind::ResumeAnswer => Err(
+            CodecError::BadStreamRequest("server-to-client kind sent to the server"),
+        ),
     }
 }
 
@@ -203,6 +220,7 @@ pub async fn serve_messages<R, W, G, GF>(
     mut writer: W,
     limits: Limits,
     hub: crate::fanout::Hub,
+    resume: crate::resume::Registry,
     idle: Option<Duration>,
     shutdown: CancellationToken,
     mut before_stream: G,
@@ -286,6 +304,29 @@ where
                 spawn_subscription(&streams, &hub, stream, req, msg, stop, c, send);
             }
             Ok(Action::Publish { topic }) => publish(&hub, topic, &msg, &shutdown).await,
+            Ok(Action::Resume { stream, req }) => {
+                if let Err(e) = before_stream().await {
+                    break Err(e);
+                }
+                // The attachment ends with this connection's read side; the stream's producer
+                // goes on (into its replay window) until the server shuts down.
+                let (tx, stop, sd, reg) = (
+                    tx.clone(),
+                    subs_stop.clone(),
+                    shutdown.clone(),
+                    resume.clone(),
+                );
+                streams.spawn(async move {
+                    let send = |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(m).await.map_err(|_| ()) }
+                    };
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = reg.attach(stream, req, sd, send) => {}
+                    }
+                });
+            }
             Err(e) => break Err(Error::Codec(e)),
         }
     };
@@ -392,6 +433,7 @@ mod tests {
             FramedWrite::new(swr, crate::net::length_prefixed(1 << 20)),
             Limits::default(),
             crate::fanout::Hub::new(),
+            crate::resume::Registry::default(),
             None,
             CancellationToken::new(),
             gate,

@@ -448,6 +448,27 @@ where
                 Ok(Action::Publish { topic }) => {
                     service::publish(&cfg.fanout, topic, &msg, &stop).await;
                 }
+                Ok(Action::Resume { .. }) if draining.is_some() => break 'read,
+                Ok(Action::Resume { stream, req }) => {
+                    // Ends with the request body; the stream's producer goes on into its
+                    // replay window until the server stops.
+                    let (tx, s, sd, reg) = (
+                        tx.clone(),
+                        subs_stop.clone(),
+                        stop.clone(),
+                        cfg.resume.clone(),
+                    );
+                    streams.spawn(async move {
+                        let send = |m| {
+                            let tx = tx.clone();
+                            async move { tx.send(m).await }
+                        };
+                        tokio::select! {
+                            _ = s.cancelled() => {}
+                            _ = reg.attach(stream, req, sd, send) => {}
+                        }
+                    });
+                }
                 Err(_) => break 'read,
             }
         }

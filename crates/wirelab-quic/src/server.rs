@@ -143,6 +143,7 @@ async fn stream(
         writer,
         cfg.limits,
         cfg.fanout.clone(),
+        cfg.resume.clone(),
         None,
         stop.clone(),
         gate,

@@ -458,6 +458,13 @@ async fn send(
             Ok(Some((_, len))) => {
                 let msg = rest.split_to(len);
                 match service::classify(&msg, &cfg.limits) {
+                    // SSE's resume is its own: Last-Event-ID on the event stream.
+                    Ok(Action::Resume { .. }) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "sse resumes with Last-Event-ID (the event stream's own), not resume messages",
+                        )
+                    }
                     Ok(action) => msgs.push((msg, action)),
                     Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
                 }
@@ -509,6 +516,7 @@ async fn send(
                 );
             }
             Action::Publish { topic } => service::publish(&cfg.fanout, topic, &msg, &stop).await,
+            Action::Resume { .. } => {}
         }
     }
     Response::builder()

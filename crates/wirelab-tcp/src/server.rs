@@ -26,14 +26,22 @@ impl Server for TcpServer {
     async fn serve(self, shutdown: CancellationToken) -> Result<()> {
         let cfg = self.0.config();
         let (limits, timeouts) = (cfg.limits, cfg.timeouts);
-        let hub = cfg.fanout.clone();
+        let (hub, resume) = (cfg.fanout.clone(), cfg.resume.clone());
         let sd = shutdown.clone();
         net::accept_loop(
             "tcp",
             self.0.tcp(),
             &shutdown,
             timeouts.shutdown_grace,
-            |sock| connection(sock, limits, hub.clone(), timeouts, sd.clone()),
+            |sock| {
+                connection(
+                    sock,
+                    limits,
+                    (hub.clone(), resume.clone()),
+                    timeouts,
+                    sd.clone(),
+                )
+            },
         )
         .await;
         Ok(())
@@ -43,7 +51,7 @@ impl Server for TcpServer {
 async fn connection(
     sock: TcpStream,
     limits: Limits,
-    hub: wirelab_core::fanout::Hub,
+    (hub, resume): (wirelab_core::fanout::Hub, wirelab_core::resume::Registry),
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -56,6 +64,7 @@ async fn connection(
         writer,
         limits,
         hub,
+        resume,
         Some(timeouts.idle),
         shutdown,
         no_gate,

@@ -159,6 +159,8 @@ enum Incoming {
     Subscribe { stream: u32, req: codec::Subscribe },
     /// A fan-out publication to a topic.
     Publish { topic: u32 },
+    /// A resumable stream: started, or resumed after a broken connection.
+    Resume { stream: u32, req: codec::Resume },
     /// A wirelab message (it has the magic) that is invalid: closed with 1003.
     Bad,
 }
@@ -169,6 +171,7 @@ fn incoming(b: &[u8], cfg: &ServerConfig) -> Incoming {
         Ok(Action::Stream(plan)) => Incoming::Stream(plan),
         Ok(Action::Subscribe { stream, req }) => Incoming::Subscribe { stream, req },
         Ok(Action::Publish { topic }) => Incoming::Publish { topic },
+        Ok(Action::Resume { stream, req }) => Incoming::Resume { stream, req },
         Err(CodecError::BadMagic(_)) => Incoming::Echo,
         Err(CodecError::Short { .. }) if !b.starts_with(&codec::MAGIC) => Incoming::Echo,
         Err(_) => Incoming::Bad,
@@ -303,6 +306,27 @@ where
                 }
                 Incoming::Publish { topic } => {
                     service::publish(&cfg.fanout, topic, &b, &shutdown).await;
+                    continue;
+                }
+                Incoming::Resume { stream, req } => {
+                    // Ends with this session; the stream's producer goes on into its replay
+                    // window until the server shuts down.
+                    let (tx, stop, sd, reg) = (
+                        tx.clone(),
+                        stop_streams.clone(),
+                        shutdown.clone(),
+                        cfg.resume.clone(),
+                    );
+                    streams.spawn(async move {
+                        let send = |m| {
+                            let tx = tx.clone();
+                            async move { tx.send(Message::Binary(m)).await }
+                        };
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = reg.attach(stream, req, sd, send) => {}
+                        }
+                    });
                     continue;
                 }
                 Incoming::Bad => {

@@ -193,6 +193,7 @@ async fn stream(
         writer,
         cfg.limits,
         cfg.fanout.clone(),
+        cfg.resume.clone(),
         None,
         stop.clone(),
         gate,

@@ -1,0 +1,333 @@
+//! The resume experiment: a long resumable server stream, broken mid-flight, resumed.
+//!
+//! Per transport and break kind, the client starts a stream with the contract's
+//! [`codec::Resume`] (a token, epoch 0), processes messages by offset through
+//! [`resume::Dedup`], breaks the connection at a set offset, stays away for the outage,
+//! reconnects with jittered exponential backoff ([`resume::backoff`]) and presents its epoch and
+//! the first offset it has not processed. The server replays from its bounded window, or says
+//! explicitly that it cannot. Measured: the time from the start of the reconnection attempt
+//! that succeeded to the first new message (the backoff's waits apart), what was replayed, lost (must be 0 inside the window) and dropped
+//! as duplicates, and the server's answer.
+//!
+//! Break kinds:
+//! - `cut`: the client drops its connection (for TCP transports a FIN, for QUIC a close) and
+//!   comes back after the outage, inside the window: nothing may be lost.
+//! - `restart`: the server process's state is gone (the server is stopped and a new one started
+//!   on the same port, with a new epoch): the answer must be `epoch changed`, never a gap.
+//! - `window`: the client stays away longer than the server's window: the answer must be
+//!   `outside window`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use wirelab_core::codec::{self, Kind, Resume, ResumeAnswer, ResumeStatus, StreamRequest};
+use wirelab_core::resume::{self, Dedup, Seen};
+use wirelab_core::{Channel, Client, ClientConfig};
+
+use crate::runner::{Certs, Servers, VariantServer};
+use crate::transports::Variant;
+
+/// How the stream is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Break {
+    /// The client drops its connection and comes back inside the window.
+    Cut,
+    /// The server restarts (its replay state is lost; a new epoch).
+    Restart,
+    /// The client stays away longer than the server's window.
+    Window,
+}
+
+impl Break {
+    /// Every kind, in report order.
+    pub const ALL: [Break; 3] = [Break::Cut, Break::Restart, Break::Window];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Break::Cut => "cut",
+            Break::Restart => "restart",
+            Break::Window => "window",
+        }
+    }
+
+    /// The answer a correct server gives to the resume.
+    pub fn expected(self) -> ResumeStatus {
+        match self {
+            Break::Cut => ResumeStatus::Ok,
+            Break::Restart => ResumeStatus::EpochChanged,
+            Break::Window => ResumeStatus::OutsideWindow,
+        }
+    }
+}
+
+/// One resume run's parameters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Spec {
+    /// Messages in the stream.
+    pub messages: u32,
+    /// One message every this many ms.
+    pub interval_ms: u32,
+    /// Message size, bytes.
+    pub size: u32,
+    /// The offset after which the client breaks the connection.
+    pub break_at: u64,
+    /// How long the client stays away (for `window`: the window's length in time, doubled).
+    pub outage_ms: u64,
+    /// Backoff base, ms.
+    pub backoff_base_ms: u64,
+    /// Backoff cap, ms.
+    pub backoff_max_ms: u64,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The break kind.
+    pub kind: Break,
+    /// How long the client stayed away, ms.
+    pub outage_ms: f64,
+    /// Reconnection attempts (1: the first succeeded).
+    pub attempts: u32,
+    /// Time spent in backoff waits before the attempts, ms (random: the jitter).
+    pub backoff_ms: f64,
+    /// From the start of the reconnection attempt that succeeded to the first new message
+    /// processed, ms: connection setup plus the resume's round trip (`None` when the resume
+    /// was refused).
+    pub resume_ms: Option<f64>,
+    /// The server's answer to the resume: `ok`, `epoch changed`, `outside window`, `unknown`.
+    pub answer: String,
+    /// Whether that is the answer a correct server gives for this break.
+    pub answer_as_expected: bool,
+    /// Messages processed in all (each offset once).
+    pub processed: u64,
+    /// Messages produced while the client was away and sent from the replay window.
+    pub replayed: u64,
+    /// Offsets that never came although the resume was accepted (must be 0).
+    pub lost: u64,
+    /// Messages received twice and dropped by the client's dedup.
+    pub duplicates: u64,
+}
+
+fn status_name(s: ResumeStatus) -> &'static str {
+    match s {
+        ResumeStatus::Ok => "ok",
+        ResumeStatus::EpochChanged => "epoch changed",
+        ResumeStatus::OutsideWindow => "outside window",
+        ResumeStatus::Unknown => "unknown",
+    }
+}
+
+/// A uniform draw in `[0, 1)` from the OS-seeded hasher (jitter needs no more).
+fn unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(wirelab_core::clock::now_ns());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Reads until the answer to a resume arrives.
+async fn answer<Ch: Channel>(ch: &mut Ch, bound: Duration) -> Result<ResumeAnswer> {
+    loop {
+        let m = tokio::time::timeout(bound, ch.recv())
+            .await
+            .context("no answer to the resume")??;
+        if codec::peek_header(&m)?.kind == Kind::ResumeAnswer {
+            return Ok(ResumeAnswer::decode(&m)?);
+        }
+    }
+}
+
+/// One run of `kind` on variant `v`, against `server` (restarted there for `restart`).
+pub async fn run_one(
+    v: &Variant,
+    server: &mut VariantServer,
+    certs: &Certs,
+    servers: &Servers,
+    spec: &Spec,
+    kind: Break,
+) -> Result<Outcome> {
+    crate::with_client!(v.id, C => run_typed::<C>(v, server, certs, servers, spec, kind).await)
+}
+
+async fn run_typed<C: Client>(
+    v: &Variant,
+    server: &mut VariantServer,
+    certs: &Certs,
+    servers: &Servers,
+    spec: &Spec,
+    kind: Break,
+) -> Result<Outcome> {
+    let bound = Duration::from_secs(10);
+    let mut cfg: ClientConfig = server.client();
+    cfg.mode = v.mode;
+    cfg.streams = 1;
+    let plan = StreamRequest {
+        count: spec.messages,
+        size: spec.size,
+        interval_ms: spec.interval_ms,
+    };
+    let token = (unit() * u64::MAX as f64) as u64 | 1;
+    let mut dedup = Dedup::default();
+    let (mut duplicates, mut lost) = (0u64, 0u64);
+
+    // The stream, up to the break.
+    let mut client = C::connect(&cfg).await.context("connecting")?;
+    let mut ch = client.channels().pop().context("no channel")?;
+    ch.send(
+        Resume {
+            token,
+            epoch: 0,
+            offset: 0,
+            stream: plan,
+        }
+        .encode(ch.id(), 0, wirelab_core::clock::now_ns()),
+    )
+    .await?;
+    let first = answer(&mut ch, bound).await?;
+    if first.status != ResumeStatus::Ok {
+        bail!("the new stream was refused: {}", status_name(first.status));
+    }
+    let epoch = first.epoch;
+    while dedup.next() < spec.break_at {
+        let m = tokio::time::timeout(bound, ch.recv())
+            .await
+            .context("the stream stalled before the break")??;
+        let h = codec::peek_header(&m)?;
+        match h.kind {
+            Kind::StreamData => match dedup.accept(h.seq) {
+                Seen::New => {}
+                Seen::Duplicate => duplicates += 1,
+                Seen::Gap { from } => lost += h.seq - from,
+            },
+            Kind::StreamEnd => bail!("the stream ended before the break"),
+            _ => {}
+        }
+    }
+
+    // The break.
+    drop(ch);
+    drop(client);
+    let outage = Duration::from_millis(spec.outage_ms);
+    let away = Instant::now();
+    if kind == Break::Restart {
+        server
+            .restart(v, certs, servers)
+            .await
+            .context("restarting the server")?;
+    }
+    tokio::time::sleep(outage.saturating_sub(away.elapsed())).await;
+    let outage_ms = away.elapsed().as_secs_f64() * 1e3;
+
+    // Reconnect with jittered exponential backoff, then resume. The resume time runs from
+    // the start of the attempt that succeeded (the backoff's random waits are reported apart).
+    let back_ns = wirelab_core::clock::now_ns();
+    let mut attempts = 0u32;
+    let mut backoff_ms = 0.0;
+    let (client, mut ch, back) = loop {
+        let wait = resume::backoff(
+            attempts,
+            Duration::from_millis(spec.backoff_base_ms),
+            Duration::from_millis(spec.backoff_max_ms),
+            unit(),
+        );
+        tokio::time::sleep(wait).await;
+        backoff_ms += wait.as_secs_f64() * 1e3;
+        attempts += 1;
+        let start = Instant::now();
+        match C::connect(&cfg).await {
+            Ok(mut c) => match c.channels().pop() {
+                Some(ch) => break (c, ch, start),
+                None => bail!("no channel"),
+            },
+            Err(e) if attempts < 8 => {
+                tracing::debug!("resume: reconnect attempt {attempts}: {e}");
+            }
+            Err(e) => return Err(e).context("reconnecting"),
+        }
+    };
+    ch.send(
+        Resume {
+            token,
+            epoch,
+            offset: dedup.next(),
+            stream: plan,
+        }
+        .encode(ch.id(), 1, wirelab_core::clock::now_ns()),
+    )
+    .await?;
+    let a = answer(&mut ch, bound).await?;
+    let mut out = Outcome {
+        kind,
+        outage_ms,
+        attempts,
+        backoff_ms,
+        resume_ms: None,
+        answer: status_name(a.status).into(),
+        answer_as_expected: a.status == kind.expected(),
+        processed: dedup.next(),
+        replayed: 0,
+        lost,
+        duplicates,
+    };
+    if a.status == ResumeStatus::Ok {
+        loop {
+            let m = tokio::time::timeout(bound, ch.recv())
+                .await
+                .context("the resumed stream stalled")??;
+            let h = codec::peek_header(&m)?;
+            match h.kind {
+                Kind::StreamData => {
+                    match dedup.accept(h.seq) {
+                        Seen::New => {}
+                        Seen::Duplicate => {
+                            out.duplicates += 1;
+                            continue;
+                        }
+                        Seen::Gap { from } => out.lost += h.seq - from,
+                    }
+                    if out.resume_ms.is_none() {
+                        out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
+                    }
+                    // Produced before the client was back: it came from the window.
+                    if h.sent_ns < back_ns {
+                        out.replayed += 1;
+                    }
+                }
+                Kind::StreamEnd => break,
+                Kind::ResumeAnswer => {
+                    let late = ResumeAnswer::decode(&m)?;
+                    bail!(
+                        "the server stopped the resumed stream: {}",
+                        status_name(late.status)
+                    );
+                }
+                _ => {}
+            }
+        }
+        out.lost += u64::from(spec.messages).saturating_sub(dedup.next());
+        out.processed = dedup.next();
+    }
+    let _ = tokio::time::timeout(bound, client.close()).await;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_break_has_its_correct_answer() {
+        assert_eq!(Break::Cut.expected(), ResumeStatus::Ok);
+        assert_eq!(Break::Restart.expected(), ResumeStatus::EpochChanged);
+        assert_eq!(Break::Window.expected(), ResumeStatus::OutsideWindow);
+        let names: Vec<_> = Break::ALL.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["cut", "restart", "window"]);
+        for _ in 0..100 {
+            let u = unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}

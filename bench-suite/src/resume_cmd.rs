@@ -1,0 +1,340 @@
+//! `wirelab resume`: the resume experiment (`wirelab::resume`) over every transport that pushes,
+//! on loopback or through the link emulator (`--link`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use wirelab::resume::{self, Break, Outcome, Spec};
+use wirelab::runner::{Certs, Servers, VariantServer};
+use wirelab::transports::{self, Variant};
+use wirelab_core::{Mode, TransportId};
+
+/// Options of `wirelab resume`.
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// Transports (default: every one that serves resume messages: tcp, ws, h2 duplex, h2ws,
+    /// quic, h3 duplex, wt; sse resumes with its own Last-Event-ID).
+    #[arg(long, value_delimiter = ',', value_parser = crate::opts::transport_parser())]
+    transports: Vec<TransportId>,
+    /// Break kinds: cut (the client drops its connection, back inside the window), restart
+    /// (the server restarts: a new epoch), window (away longer than the server's window).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Break::ALL)]
+    kinds: Vec<Break>,
+    /// Repetitions of each (transport, kind).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+    /// Messages in the stream.
+    #[arg(long, default_value_t = 4000)]
+    messages: u32,
+    /// One message every this many ms (at least 1: a stream paced like a ticker).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    interval_ms: u32,
+    /// Message size, bytes.
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// The client breaks the connection after processing this many messages.
+    #[arg(long, default_value_t = 1000)]
+    break_at: u64,
+    /// How long the client stays away for `cut` and `restart`, ms (`window` stays away twice
+    /// the window's length in time).
+    #[arg(long, default_value_t = 200)]
+    outage_ms: u64,
+    /// Reconnection backoff: base and cap, ms (full jitter: uniform up to base × 2^attempt).
+    #[arg(long, default_value_t = 10)]
+    backoff_base_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    backoff_max_ms: u64,
+    /// Emulate this link between client and server (as for `run --link`; needs root).
+    #[arg(long, value_name = "SPEC")]
+    link: Option<String>,
+    #[command(flatten)]
+    link_setup: crate::link_cmd::LinkSetup,
+    #[command(flatten)]
+    cpu: crate::opts::CpuOpts,
+    /// Directory for resume.json and report.md; default `results/resume-<UTC date>-<time>`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl ResumeArgs {
+    /// The `--link` spec, parsed.
+    pub(crate) fn link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
+        self.link
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| anyhow::anyhow!("--link {s}: {e}")))
+            .transpose()
+    }
+
+    /// How to set the link up.
+    pub(crate) fn link_setup(&self) -> &crate::link_cmd::LinkSetup {
+        &self.link_setup
+    }
+
+    /// Where the client and server threads run.
+    pub(crate) fn cpu(&self) -> Option<wirelab::topology::Cpus> {
+        self.cpu.cpu
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.break_at == 0 || self.break_at >= u64::from(self.messages) {
+            bail!(
+                "--break-at must be between 1 and --messages - 1 (got {} of {})",
+                self.break_at,
+                self.messages
+            );
+        }
+        let window_ms = wirelab_core::resume::WINDOW as u64 * u64::from(self.interval_ms);
+        let left_ms = (u64::from(self.messages) - self.break_at) * u64::from(self.interval_ms);
+        if self.kinds.contains(&Break::Cut) && self.outage_ms >= window_ms {
+            bail!(
+                "--outage-ms {} is not inside the server's window ({} messages = {window_ms} ms at this interval): a cut must come back inside it",
+                self.outage_ms,
+                wirelab_core::resume::WINDOW
+            );
+        }
+        if self.kinds.contains(&Break::Window) && left_ms <= 2 * window_ms {
+            bail!(
+                "the window break needs more than {} ms of stream after the break (has {left_ms}): raise --messages",
+                2 * window_ms
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every transport that serves resume messages, in its duplex mode.
+fn variants(ids: &[TransportId]) -> Vec<Variant> {
+    let ids: Vec<TransportId> = if ids.is_empty() {
+        transports::ids()
+    } else {
+        ids.to_vec()
+    };
+    transports::variants(&ids, false)
+        .into_iter()
+        .filter(|v| {
+            v.mode == Mode::Duplex
+                && wirelab::fanout::PUSH.contains(&v.id.as_str())
+                && v.id.as_str() != "sse"
+        })
+        .collect()
+}
+
+/// One (transport, kind)'s repetitions.
+#[derive(Debug, Serialize)]
+struct Row {
+    transport: String,
+    kind: Break,
+    runs: Vec<Outcome>,
+    /// Why a repetition failed outright, if one did.
+    errors: Vec<String>,
+}
+
+/// The file `resume.json`.
+#[derive(Debug, Serialize)]
+struct ResumeFile {
+    schema: &'static str,
+    spec: Spec,
+    window: usize,
+    link: Option<String>,
+    env: wirelab::env::Env,
+    rows: Vec<Row>,
+}
+
+pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
+    a.check()?;
+    let vs = variants(&a.transports);
+    if vs.is_empty() {
+        bail!("none of the transports asked for serves resume messages (tcp, ws, h2, h2ws, quic, h3, wt do; sse uses Last-Event-ID)");
+    }
+    let window_ms = wirelab_core::resume::WINDOW as u64 * u64::from(a.interval_ms);
+    let spec = Spec {
+        messages: a.messages,
+        interval_ms: a.interval_ms,
+        size: a.size,
+        break_at: a.break_at,
+        outage_ms: a.outage_ms,
+        backoff_base_ms: a.backoff_base_ms,
+        backoff_max_ms: a.backoff_max_ms,
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        let t = wirelab::env::rfc3339(wirelab::env::unix_now());
+        let stamp: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+        PathBuf::from("results").join(format!("resume-{}-{}", &stamp[..8], &stamp[8..]))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let certs = Certs::new()?;
+    let total = vs.len() * a.kinds.len() * a.reps as usize;
+    eprintln!(
+        "wirelab resume: {} transports x {} break kinds x {} reps = {total} runs of {} messages every {} ms (window {} messages = {window_ms} ms){} -> {}",
+        vs.len(),
+        a.kinds.len(),
+        a.reps,
+        a.messages,
+        a.interval_ms,
+        wirelab_core::resume::WINDOW,
+        a.link.as_deref().map(|l| format!(", link {l}")).unwrap_or_default(),
+        out.display()
+    );
+    let mut rows = Vec::new();
+    let mut done = 0;
+    for v in &vs {
+        for &kind in &a.kinds {
+            let mut row = Row {
+                transport: v.label(),
+                kind,
+                runs: Vec::new(),
+                errors: Vec::new(),
+            };
+            for _ in 0..a.reps {
+                let mut s = spec;
+                if kind == Break::Window {
+                    s.outage_ms = 2 * window_ms;
+                }
+                let mut server = VariantServer::start(v, &certs, &servers).await?;
+                let r = resume::run_one(v, &mut server, &certs, &servers, &s, kind).await;
+                server.stop().await;
+                done += 1;
+                match r {
+                    Ok(o) => {
+                        eprintln!(
+                            "[{done}/{total}] {} {}: answer {}, resume {}, replayed {}, lost {}, duplicates {}",
+                            v.label(),
+                            kind.name(),
+                            o.answer,
+                            o.resume_ms.map(|m| format!("{m:.2} ms")).unwrap_or("-".into()),
+                            o.replayed,
+                            o.lost,
+                            o.duplicates
+                        );
+                        row.runs.push(o);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "[{done}/{total}] {} {}: FAILED {e:#}",
+                            v.label(),
+                            kind.name()
+                        );
+                        row.errors.push(format!("{e:#}"));
+                    }
+                }
+            }
+            rows.push(row);
+        }
+    }
+    let file = ResumeFile {
+        schema: "wirelab.resume/1",
+        spec,
+        window: wirelab_core::resume::WINDOW,
+        link: a.link.clone(),
+        env: wirelab::env::Env::capture(),
+        rows,
+    };
+    std::fs::write(out.join("resume.json"), serde_json::to_vec_pretty(&file)?)?;
+    let md = report(&file);
+    std::fs::write(out.join("report.md"), &md)?;
+    println!("{md}");
+    let wrong: Vec<String> = file
+        .rows
+        .iter()
+        .filter(|r| {
+            !r.errors.is_empty() || r.runs.iter().any(|o| !o.answer_as_expected || o.lost > 0)
+        })
+        .map(|r| format!("{} {}", r.transport, r.kind.name()))
+        .collect();
+    if !wrong.is_empty() {
+        bail!(
+            "wrong answers, lost messages or failed runs in: {}",
+            wrong.join(", ")
+        );
+    }
+    eprintln!("results in {}", out.display());
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn report(f: &ResumeFile) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Resume after a broken connection\n");
+    let _ = writeln!(
+        s,
+        "{} messages of {} B, one every {} ms; the client breaks after message {}; cut and restart stay away {} ms, window twice the server's window ({} messages). {}Reconnection: full-jitter backoff from {} ms, capped at {} ms. wirelab {} ({}), {}.\n",
+        f.spec.messages,
+        f.spec.size,
+        f.spec.interval_ms,
+        f.spec.break_at,
+        f.spec.outage_ms,
+        f.window,
+        f.link.as_deref().map(|l| format!("Link: {l}. ")).unwrap_or("Loopback. ".into()),
+        f.spec.backoff_base_ms,
+        f.spec.backoff_max_ms,
+        f.env.wirelab,
+        f.env.git_rev,
+        f.env.cpu_model,
+    );
+    let _ = writeln!(
+        s,
+        "Resume: from the start of the reconnection attempt that succeeded to the first new message: connection setup and the resume's round trip (median [min-max] over the repetitions; the backoff's random waits before it are in the backoff column, mean). Replayed: messages produced while the client was away, sent from the server's window. Lost must be 0 where the answer is ok; duplicates are dropped by the client's offset check.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| transport | break | answer (expected) | resume ms | backoff ms | attempts | replayed | lost | duplicates | runs |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &f.rows {
+        let answers: Vec<&str> = r.runs.iter().map(|o| o.answer.as_str()).collect();
+        let mut uniq = answers.clone();
+        uniq.dedup();
+        let ms: Vec<f64> = r.runs.iter().filter_map(|o| o.resume_ms).collect();
+        let range = match (
+            median(ms.clone()),
+            ms.iter().cloned().reduce(f64::min),
+            ms.iter().cloned().reduce(f64::max),
+        ) {
+            (Some(m), Some(lo), Some(hi)) => format!("{m:.2} [{lo:.2}-{hi:.2}]"),
+            _ => "–".into(),
+        };
+        let sum = |f: fn(&Outcome) -> u64| r.runs.iter().map(f).sum::<u64>();
+        let expected = status(r.kind.expected());
+        let ok = r.runs.iter().all(|o| o.answer_as_expected);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}{} ({expected}) | {range} | {:.1} | {} | {} | {} | {} | {}{} |",
+            r.transport,
+            r.kind.name(),
+            uniq.join(", "),
+            if ok { "" } else { " **wrong**" },
+            r.runs.iter().map(|o| o.backoff_ms).sum::<f64>() / r.runs.len().max(1) as f64,
+            r.runs.iter().map(|o| o.attempts).max().unwrap_or(0),
+            sum(|o| o.replayed),
+            sum(|o| o.lost),
+            sum(|o| o.duplicates),
+            r.runs.len(),
+            if r.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} failed: {})", r.errors.len(), r.errors.join("; "))
+            }
+        );
+    }
+    s
+}
+
+fn status(s: wirelab_core::codec::ResumeStatus) -> &'static str {
+    use wirelab_core::codec::ResumeStatus as S;
+    match s {
+        S::Ok => "ok",
+        S::EpochChanged => "epoch changed",
+        S::OutsideWindow => "outside window",
+        S::Unknown => "unknown",
+    }
+}
