@@ -136,6 +136,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(codec::decode(data, max).unwrap().kind, codec::Kind::Publish);
             assert_eq!(codec::publish_topic(data), Ok(topic));
         }
+        Ok(Action::Resume { stream, req }) => {
+            let h = codec::decode(data, max).unwrap();
+            assert_eq!((h.kind, h.stream), (codec::Kind::Resume, stream));
+            assert_eq!(codec::Resume::decode(data), Ok(req));
+            assert!(req.stream.validate(max, 1000).is_ok());
+            // Re-encoding gives the same payload.
+            assert_eq!(&req.encode(stream, h.seq, h.sent_ns)[HEADER_LEN..], &data[HEADER_LEN..]);
+        }
         Err(_) => {}
     }
 
