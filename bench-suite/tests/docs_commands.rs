@@ -194,7 +194,7 @@ fn prepare(cmd: &str, bin: &Path) -> Option<Line> {
             "client" | "transports" => Action::Run,
             "run" if has("--list") => Action::Run,
             "run" => Action::Parse("--list"),
-            "report" | "compare" | "link" | "hol" | "browser" => Action::Parse("--help"),
+            "report" | "compare" | "link" | "hol" | "browser" | "resume" => Action::Parse("--help"),
             other => panic!("`{cmd}`: no rule for subcommand {other:?}; add one to this test"),
         }
     };
