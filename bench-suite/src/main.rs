@@ -230,8 +230,13 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
-            let servers = topo.servers();
-            topo.block_on(resume_cmd::resume(a, servers))
+            let (mut servers, link) = (topo.servers(), topo.link().cloned());
+            topo.block_on(async move {
+                if let (Some(l), Some(spec)) = (link, a.link_spec()?) {
+                    servers.link = Some((l, spec));
+                }
+                resume_cmd::resume(a, servers).await
+            })
         }
         Command::Browser(a) => {
             // Chromium's processes run wherever the scheduler puts them: no pinning here either

@@ -16,6 +16,11 @@
 //!   on the same port, with a new epoch): the answer must be `epoch changed`, never a gap.
 //! - `window`: the client stays away longer than the server's window: the answer must be
 //!   `outside window`.
+//! - `dark`: the path loses every packet, both ways, for the outage (the link emulator's
+//!   settings switched to 100% loss and back); the client keeps its connection and reads on.
+//!   The transport's own recovery is measured: from the path's return to the first new message
+//!   (TCP's retransmission timeout, QUIC's probe timeout). Its answer is `held` when the
+//!   connection survived; otherwise the client resumes as for `cut`.
 
 use std::time::{Duration, Instant};
 
@@ -38,11 +43,14 @@ pub enum Break {
     Restart,
     /// The client stays away longer than the server's window.
     Window,
+    /// The path goes dark (every packet lost, both directions) for the outage, then returns;
+    /// the client keeps its connection. Needs the link emulator (`--link`).
+    Dark,
 }
 
 impl Break {
     /// Every kind, in report order.
-    pub const ALL: [Break; 3] = [Break::Cut, Break::Restart, Break::Window];
+    pub const ALL: [Break; 4] = [Break::Cut, Break::Restart, Break::Window, Break::Dark];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -50,13 +58,15 @@ impl Break {
             Break::Cut => "cut",
             Break::Restart => "restart",
             Break::Window => "window",
+            Break::Dark => "dark",
         }
     }
 
-    /// The answer a correct server gives to the resume.
+    /// The answer a correct server gives to the resume (for `dark`, if the connection did
+    /// not survive and the client had to resume).
     pub fn expected(self) -> ResumeStatus {
         match self {
-            Break::Cut => ResumeStatus::Ok,
+            Break::Cut | Break::Dark => ResumeStatus::Ok,
             Break::Restart => ResumeStatus::EpochChanged,
             Break::Window => ResumeStatus::OutsideWindow,
         }
@@ -207,6 +217,10 @@ async fn run_typed<C: Client>(
         }
     }
 
+    if kind == Break::Dark {
+        return dark::<C>(client, ch, servers, spec, dedup, duplicates, lost, bound).await;
+    }
+
     // The break.
     drop(ch);
     drop(client);
@@ -314,6 +328,107 @@ async fn run_typed<C: Client>(
     Ok(out)
 }
 
+/// The `dark` break: the path loses everything for the outage, the connection is kept.
+#[allow(clippy::too_many_arguments)]
+async fn dark<C: Client>(
+    client: C,
+    mut ch: C::Channel,
+    servers: &Servers,
+    spec: &Spec,
+    mut dedup: Dedup,
+    mut duplicates: u64,
+    mut lost: u64,
+    bound: Duration,
+) -> Result<Outcome> {
+    let (link, link_spec) = servers
+        .link
+        .as_ref()
+        .context("the dark break needs the link emulator (--link)")?;
+    let normal = link_spec.config();
+    let mut dark = normal;
+    dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    link.configure(dark).context("darkening the link")?;
+    let away = Instant::now();
+    // Whatever the transport still delivers while dark (what was already past the link) is
+    // read meanwhile, so the reader is never what holds the stream back.
+    let outage = Duration::from_millis(spec.outage_ms);
+    let mut early = 0u64;
+    let deadline = tokio::time::Instant::now() + outage;
+    while let Ok(m) = tokio::time::timeout_at(deadline, ch.recv()).await {
+        let h = codec::peek_header(&m?)?;
+        if h.kind == Kind::StreamData {
+            match dedup.accept(h.seq) {
+                Seen::New => early += 1,
+                Seen::Duplicate => duplicates += 1,
+                Seen::Gap { from } => lost += h.seq - from,
+            }
+        }
+    }
+    link.configure(normal).context("restoring the link")?;
+    let back = Instant::now();
+    let back_ns = wirelab_core::clock::now_ns();
+    let mut out = Outcome {
+        kind: Break::Dark,
+        outage_ms: away.elapsed().as_secs_f64() * 1e3,
+        attempts: 0,
+        backoff_ms: 0.0,
+        resume_ms: None,
+        answer: "held".into(),
+        answer_as_expected: true,
+        processed: dedup.next(),
+        replayed: 0,
+        lost,
+        duplicates,
+    };
+    tracing::debug!("dark: {early} messages arrived while the path was dark");
+    loop {
+        let m = match tokio::time::timeout(bound, ch.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => bail!("the connection did not survive the dark path: {e}"),
+            Err(_) => bail!("nothing arrived within {bound:?} of the path's return"),
+        };
+        let h = codec::peek_header(&m)?;
+        match h.kind {
+            Kind::StreamData => {
+                match dedup.accept(h.seq) {
+                    Seen::New => {}
+                    Seen::Duplicate => {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    Seen::Gap { from } => out.lost += h.seq - from,
+                }
+                if out.resume_ms.is_none() {
+                    out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
+                }
+                if h.sent_ns < back_ns {
+                    out.replayed += 1;
+                }
+            }
+            Kind::StreamEnd => break,
+            Kind::ResumeAnswer => {
+                // The transport held the connection, but its queue of unsent messages fell
+                // behind the server's window while the path was dark: the server says so
+                // (explicitly, not as a gap), and the stream ends here.
+                let late = ResumeAnswer::decode(&m)?;
+                out.answer = format!("held, then {}", status_name(late.status));
+                out.processed = dedup.next();
+                out.answer_as_expected =
+                    out.lost == 0 && late.status == ResumeStatus::OutsideWindow;
+                let _ = tokio::time::timeout(bound, client.close()).await;
+                return Ok(out);
+            }
+            _ => {}
+        }
+    }
+    out.lost += u64::from(spec.messages).saturating_sub(dedup.next());
+    out.processed = dedup.next();
+    out.answer_as_expected = out.lost == 0;
+    let _ = tokio::time::timeout(bound, client.close()).await;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +439,7 @@ mod tests {
         assert_eq!(Break::Restart.expected(), ResumeStatus::EpochChanged);
         assert_eq!(Break::Window.expected(), ResumeStatus::OutsideWindow);
         let names: Vec<_> = Break::ALL.iter().map(|b| b.name()).collect();
-        assert_eq!(names, ["cut", "restart", "window"]);
+        assert_eq!(names, ["cut", "restart", "window", "dark"]);
         for _ in 0..100 {
             let u = unit();
             assert!((0.0..1.0).contains(&u));

@@ -20,7 +20,9 @@ pub(crate) struct ResumeArgs {
     #[arg(long, value_delimiter = ',', value_parser = crate::opts::transport_parser())]
     transports: Vec<TransportId>,
     /// Break kinds: cut (the client drops its connection, back inside the window), restart
-    /// (the server restarts: a new epoch), window (away longer than the server's window).
+    /// (the server restarts: a new epoch), window (away longer than the server's window), dark
+    /// (the path loses every packet for --dark-ms, the connection is kept; needs --link, and
+    /// is left out, saying so, without it).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Break::ALL)]
     kinds: Vec<Break>,
     /// Repetitions of each (transport, kind).
@@ -42,6 +44,9 @@ pub(crate) struct ResumeArgs {
     /// the window's length in time).
     #[arg(long, default_value_t = 200)]
     outage_ms: u64,
+    /// How long the path stays dark for `dark`, ms.
+    #[arg(long, default_value_t = 1000)]
+    dark_ms: u64,
     /// Reconnection backoff: base and cap, ms (full jitter: uniform up to base × 2^attempt).
     #[arg(long, default_value_t = 10)]
     backoff_base_ms: u64,
@@ -141,6 +146,8 @@ struct ResumeFile {
     link: Option<String>,
     env: wirelab::env::Env,
     rows: Vec<Row>,
+    /// Break kinds asked for but not run, and why.
+    skipped: Vec<String>,
 }
 
 pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
@@ -166,11 +173,18 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let certs = Certs::new()?;
-    let total = vs.len() * a.kinds.len() * a.reps as usize;
+    let mut kinds = a.kinds.clone();
+    let mut skipped = Vec::new();
+    if servers.link.is_none() && kinds.contains(&Break::Dark) {
+        kinds.retain(|k| *k != Break::Dark);
+        skipped.push("dark: needs the link emulator (--link, as root); not run".to_string());
+        eprintln!("wirelab resume: the dark break needs --link (the link emulator); it is left out of this run");
+    }
+    let total = vs.len() * kinds.len() * a.reps as usize;
     eprintln!(
         "wirelab resume: {} transports x {} break kinds x {} reps = {total} runs of {} messages every {} ms (window {} messages = {window_ms} ms){} -> {}",
         vs.len(),
-        a.kinds.len(),
+        kinds.len(),
         a.reps,
         a.messages,
         a.interval_ms,
@@ -181,7 +195,7 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
     let mut rows = Vec::new();
     let mut done = 0;
     for v in &vs {
-        for &kind in &a.kinds {
+        for &kind in &kinds {
             let mut row = Row {
                 transport: v.label(),
                 kind,
@@ -192,6 +206,9 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
                 let mut s = spec;
                 if kind == Break::Window {
                     s.outage_ms = 2 * window_ms;
+                }
+                if kind == Break::Dark {
+                    s.outage_ms = a.dark_ms;
                 }
                 let mut server = VariantServer::start(v, &certs, &servers).await?;
                 let r = resume::run_one(v, &mut server, &certs, &servers, &s, kind).await;
@@ -231,6 +248,7 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
         link: a.link.clone(),
         env: wirelab::env::Env::capture(),
         rows,
+        skipped,
     };
     std::fs::write(out.join("resume.json"), serde_json::to_vec_pretty(&file)?)?;
     let md = report(&file);
@@ -283,6 +301,10 @@ fn report(f: &ResumeFile) -> String {
     );
     let _ = writeln!(
         s,
+        "For `dark` the connection is kept: resume is from the path's return to the first new message (the transport's own recovery), and the answer is `held` when the connection survived.\n"
+    );
+    let _ = writeln!(
+        s,
         "Resume: from the start of the reconnection attempt that succeeded to the first new message: connection setup and the resume's round trip (median [min-max] over the repetitions; the backoff's random waits before it are in the backoff column, mean). Replayed: messages produced while the client was away, sent from the server's window. Lost must be 0 where the answer is ok; duplicates are dropped by the client's offset check.\n"
     );
     let _ = writeln!(
@@ -304,7 +326,11 @@ fn report(f: &ResumeFile) -> String {
             _ => "–".into(),
         };
         let sum = |f: fn(&Outcome) -> u64| r.runs.iter().map(f).sum::<u64>();
-        let expected = status(r.kind.expected());
+        let expected = if r.kind == Break::Dark {
+            "held"
+        } else {
+            status(r.kind.expected())
+        };
         let ok = r.runs.iter().all(|o| o.answer_as_expected);
         let _ = writeln!(
             s,
@@ -325,6 +351,9 @@ fn report(f: &ResumeFile) -> String {
                 format!(" ({} failed: {})", r.errors.len(), r.errors.join("; "))
             }
         );
+    }
+    for k in &f.skipped {
+        let _ = writeln!(s, "\nNot run: {k}.");
     }
     s
 }

@@ -90,3 +90,44 @@ async fn a_cut_outside_the_window_is_refused_before_anything_runs() {
         "{stderr}"
     );
 }
+
+/// The path goes dark (the link emulator drops everything both ways for 300 ms) and returns:
+/// TCP and QUIC keep their connections, nothing is lost, and the stream goes on by the
+/// transport's own recovery. Needs root (the link emulator); SKIPPED otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_path_is_held_by_tcp_and_quic() {
+    if !wirelab_test_support::root("the dark break (the link emulator: namespaces, TUN devices)") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("wirelab-resume-dark-{}", std::process::id()));
+    let o = wirelab_resume(
+        &out,
+        "50",
+        &[
+            "--kinds",
+            "dark",
+            "--dark-ms",
+            "300",
+            "--transports",
+            "tcp,quic",
+            "--link",
+            "rtt=20ms,seed=1",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "wirelab resume failed:\n{stderr}");
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(out.join("resume.json")).unwrap()).unwrap();
+    let rows = file["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{file}");
+    for r in rows {
+        let run = &r["runs"][0];
+        assert!(run["answer"].as_str().unwrap().starts_with("held"), "{r}");
+        assert_eq!(run["answer_as_expected"], true, "{r}");
+        assert_eq!(run["lost"], 0, "{r}");
+        assert_eq!(run["attempts"], 0, "{r}");
+        assert!(run["resume_ms"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
