@@ -143,6 +143,15 @@ fn transports_cmd(a: &TransportsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The client and server runtimes, pinned as `cpu` asks, in the link's namespaces if any.
+fn topology(
+    link: Option<Arc<wirelab_link::Link>>,
+    cpu: Option<wirelab::topology::Cpus>,
+) -> anyhow::Result<wirelab::topology::Topology> {
+    let cpus = wirelab::topology::Pinning::resolve(cpu)?;
+    wirelab::topology::Topology::start(link, None, cpus)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = cli
@@ -210,11 +219,7 @@ fn main() -> ExitCode {
         // `run` and `hol` serve from their own runtime, so server and client CPU time can be
         // told apart; over a link each runtime lives in its side's namespace.
         Command::Run(a) => {
-            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
+            let topo = match topology(link, a.cpu()) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -222,11 +227,7 @@ fn main() -> ExitCode {
             topo.block_on(run::run(a, servers, link))
         }
         Command::Resume(a) => {
-            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
+            let topo = match topology(link, a.cpu()) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -241,12 +242,7 @@ fn main() -> ExitCode {
         Command::Browser(a) => {
             // Chromium's processes run wherever the scheduler puts them: no pinning here either
             // (results record `free`).
-            let cpus =
-                match wirelab::topology::Pinning::resolve(Some(wirelab::topology::Cpus::Free)) {
-                    Ok(c) => c,
-                    Err(e) => return fail(e),
-                };
-            let topo = match wirelab::topology::Topology::start(None, None, cpus) {
+            let topo = match topology(None, Some(wirelab::topology::Cpus::Free)) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -254,11 +250,7 @@ fn main() -> ExitCode {
             topo.block_on(browser_cmd::browser(a, servers))
         }
         Command::Hol(a) => {
-            let cpus = match wirelab::topology::Pinning::resolve(a.cpu()) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let topo = match wirelab::topology::Topology::start(link, None, cpus) {
+            let topo = match topology(link, a.cpu()) {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };

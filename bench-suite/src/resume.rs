@@ -287,45 +287,60 @@ async fn run_typed<C: Client>(
         duplicates,
     };
     if a.status == ResumeStatus::Ok {
-        loop {
-            let m = tokio::time::timeout(bound, ch.recv())
-                .await
-                .context("the resumed stream stalled")??;
-            let h = codec::peek_header(&m)?;
-            match h.kind {
-                Kind::StreamData => {
-                    match dedup.accept(h.seq) {
-                        Seen::New => {}
-                        Seen::Duplicate => {
-                            out.duplicates += 1;
-                            continue;
-                        }
-                        Seen::Gap { from } => out.lost += h.seq - from,
-                    }
-                    if out.resume_ms.is_none() {
-                        out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
-                    }
-                    // Produced before the client was back: it came from the window.
-                    if h.sent_ns < back_ns {
-                        out.replayed += 1;
-                    }
-                }
-                Kind::StreamEnd => break,
-                Kind::ResumeAnswer => {
-                    let late = ResumeAnswer::decode(&m)?;
-                    bail!(
-                        "the server stopped the resumed stream: {}",
-                        status_name(late.status)
-                    );
-                }
-                _ => {}
-            }
+        if let Some(late) = follow(&mut ch, &mut dedup, &mut out, back, back_ns, bound).await? {
+            bail!(
+                "the server stopped the resumed stream: {}",
+                status_name(late.status)
+            );
         }
         out.lost += u64::from(spec.messages).saturating_sub(dedup.next());
         out.processed = dedup.next();
     }
     let _ = tokio::time::timeout(bound, client.close()).await;
     Ok(out)
+}
+
+/// Reads the rest of a stream after a break: each offset through `dedup` (duplicates dropped
+/// and counted, gaps counted as lost), the first new one's time since `back` as the resume
+/// time, and those produced before `back_ns` as replayed. Returns at the end marker (`None`),
+/// or with the server's answer if it ends the stream with one.
+async fn follow<Ch: Channel>(
+    ch: &mut Ch,
+    dedup: &mut Dedup,
+    out: &mut Outcome,
+    back: Instant,
+    back_ns: u64,
+    bound: Duration,
+) -> Result<Option<ResumeAnswer>> {
+    loop {
+        let m = tokio::time::timeout(bound, ch.recv())
+            .await
+            .context("the stream stalled")??;
+        let h = codec::peek_header(&m)?;
+        match h.kind {
+            Kind::StreamData => {
+                match dedup.accept(h.seq) {
+                    Seen::New => {}
+                    Seen::Duplicate => {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    Seen::Gap { from } => out.lost += h.seq - from,
+                }
+                if out.resume_ms.is_none() {
+                    out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
+                }
+                // Produced before the client was back: it came from the window (or, when the
+                // connection was kept, from the transport's queues).
+                if h.sent_ns < back_ns {
+                    out.replayed += 1;
+                }
+            }
+            Kind::StreamEnd => return Ok(None),
+            Kind::ResumeAnswer => return Ok(Some(ResumeAnswer::decode(&m)?)),
+            _ => {}
+        }
+    }
 }
 
 /// The `dark` break: the path loses everything for the outage, the connection is kept.
@@ -382,45 +397,18 @@ async fn dark<C: Client>(
         duplicates,
     };
     tracing::debug!("dark: {early} messages arrived while the path was dark");
-    loop {
-        let m = match tokio::time::timeout(bound, ch.recv()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => bail!("the connection did not survive the dark path: {e}"),
-            Err(_) => bail!("nothing arrived within {bound:?} of the path's return"),
-        };
-        let h = codec::peek_header(&m)?;
-        match h.kind {
-            Kind::StreamData => {
-                match dedup.accept(h.seq) {
-                    Seen::New => {}
-                    Seen::Duplicate => {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    Seen::Gap { from } => out.lost += h.seq - from,
-                }
-                if out.resume_ms.is_none() {
-                    out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
-                }
-                if h.sent_ns < back_ns {
-                    out.replayed += 1;
-                }
-            }
-            Kind::StreamEnd => break,
-            Kind::ResumeAnswer => {
-                // The transport held the connection, but its queue of unsent messages fell
-                // behind the server's window while the path was dark: the server says so
-                // (explicitly, not as a gap), and the stream ends here.
-                let late = ResumeAnswer::decode(&m)?;
-                out.answer = format!("held, then {}", status_name(late.status));
-                out.processed = dedup.next();
-                out.answer_as_expected =
-                    out.lost == 0 && late.status == ResumeStatus::OutsideWindow;
-                let _ = tokio::time::timeout(bound, client.close()).await;
-                return Ok(out);
-            }
-            _ => {}
-        }
+    let late = follow(&mut ch, &mut dedup, &mut out, back, back_ns, bound)
+        .await
+        .context("after the path's return")?;
+    if let Some(late) = late {
+        // The transport held the connection, but its queue of unsent messages fell behind
+        // the server's window while the path was dark: the server says so (explicitly, not
+        // as a gap), and the stream ends here.
+        out.answer = format!("held, then {}", status_name(late.status));
+        out.processed = dedup.next();
+        out.answer_as_expected = out.lost == 0 && late.status == ResumeStatus::OutsideWindow;
+        let _ = tokio::time::timeout(bound, client.close()).await;
+        return Ok(out);
     }
     out.lost += u64::from(spec.messages).saturating_sub(dedup.next());
     out.processed = dedup.next();

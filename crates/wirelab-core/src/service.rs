@@ -181,6 +181,33 @@ pub fn spawn_subscription<F, Fut, E>(
     });
 }
 
+/// Starts serving a resume request on `tasks`: attaches logical stream `stream` to `registry`
+/// ([`crate::resume::Registry::attach`]: the answer, the replay, live messages) and sends
+/// through `sink` until the stream ends or `stop` fires (the connection or request body
+/// ended). A new stream's producer runs on until `shutdown`, into its replay window.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_resume<F, Fut, E>(
+    tasks: &TaskTracker,
+    registry: &crate::resume::Registry,
+    stream: u32,
+    req: codec::Resume,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    sink: F,
+) where
+    F: FnMut(Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Send,
+{
+    let reg = registry.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = reg.attach(stream, req, shutdown, sink) => {}
+        }
+    });
+}
+
 /// Publishes `msg` on `topic` through `hub`, waiting (under the block policy) at most until
 /// `stop` fires.
 pub async fn publish(hub: &crate::fanout::Hub, topic: u32, msg: &Bytes, stop: &CancellationToken) {
@@ -308,24 +335,13 @@ where
                 if let Err(e) = before_stream().await {
                     break Err(e);
                 }
-                // The attachment ends with this connection's read side; the stream's producer
-                // goes on (into its replay window) until the server shuts down.
-                let (tx, stop, sd, reg) = (
-                    tx.clone(),
-                    subs_stop.clone(),
-                    shutdown.clone(),
-                    resume.clone(),
-                );
-                streams.spawn(async move {
-                    let send = |m| {
-                        let tx = tx.clone();
-                        async move { tx.send(m).await.map_err(|_| ()) }
-                    };
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = reg.attach(stream, req, sd, send) => {}
-                    }
-                });
+                let tx = tx.clone();
+                let send = move |m| {
+                    let tx = tx.clone();
+                    async move { tx.send(m).await }
+                };
+                let (stop, sd) = (subs_stop.clone(), shutdown.clone());
+                spawn_resume(&streams, &resume, stream, req, stop, sd, send);
             }
             Err(e) => break Err(Error::Codec(e)),
         }

@@ -450,24 +450,13 @@ where
                 }
                 Ok(Action::Resume { .. }) if draining.is_some() => break 'read,
                 Ok(Action::Resume { stream, req }) => {
-                    // Ends with the request body; the stream's producer goes on into its
-                    // replay window until the server stops.
-                    let (tx, s, sd, reg) = (
-                        tx.clone(),
-                        subs_stop.clone(),
-                        stop.clone(),
-                        cfg.resume.clone(),
-                    );
-                    streams.spawn(async move {
-                        let send = |m| {
-                            let tx = tx.clone();
-                            async move { tx.send(m).await }
-                        };
-                        tokio::select! {
-                            _ = s.cancelled() => {}
-                            _ = reg.attach(stream, req, sd, send) => {}
-                        }
-                    });
+                    let tx = tx.clone();
+                    let send = move |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(m).await }
+                    };
+                    let (s, sd) = (subs_stop.clone(), stop.clone());
+                    service::spawn_resume(&streams, &cfg.resume, stream, req, s, sd, send);
                 }
                 Err(_) => break 'read,
             }

@@ -309,24 +309,13 @@ where
                     continue;
                 }
                 Incoming::Resume { stream, req } => {
-                    // Ends with this session; the stream's producer goes on into its replay
-                    // window until the server shuts down.
-                    let (tx, stop, sd, reg) = (
-                        tx.clone(),
-                        stop_streams.clone(),
-                        shutdown.clone(),
-                        cfg.resume.clone(),
-                    );
-                    streams.spawn(async move {
-                        let send = |m| {
-                            let tx = tx.clone();
-                            async move { tx.send(Message::Binary(m)).await }
-                        };
-                        tokio::select! {
-                            _ = stop.cancelled() => {}
-                            _ = reg.attach(stream, req, sd, send) => {}
-                        }
-                    });
+                    let tx = tx.clone();
+                    let send = move |m| {
+                        let tx = tx.clone();
+                        async move { tx.send(Message::Binary(m)).await }
+                    };
+                    let (stop, sd) = (stop_streams.clone(), shutdown.clone());
+                    service::spawn_resume(&streams, &cfg.resume, stream, req, stop, sd, send);
                     continue;
                 }
                 Incoming::Bad => {
