@@ -127,7 +127,11 @@ async fn a_dark_path_is_held_by_tcp_and_quic() {
         assert_eq!(run["answer_as_expected"], true, "{r}");
         assert_eq!(run["lost"], 0, "{r}");
         assert_eq!(run["attempts"], 0, "{r}");
-        assert!(run["resume_ms"].as_f64().unwrap() > 0.0, "{r}");
+        // Held to the end: the stream went on after the path returned. (Should the server's
+        // window run out first, it says so explicitly: "held, then outside window".)
+        if run["answer"] == "held" {
+            assert!(run["resume_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+        }
     }
     let _ = std::fs::remove_dir_all(&out);
 }
