@@ -21,6 +21,12 @@
 //!   The transport's own recovery is measured: from the path's return to the first new message
 //!   (TCP's retransmission timeout, QUIC's probe timeout). Its answer is `held` when the
 //!   connection survived; otherwise the client resumes as for `cut`.
+//! - `migrate`: the client's address changes and the old one is gone at once (a NAT rebinding,
+//!   or a phone moving from Wi-Fi to cellular); with the link emulator the path is first dark
+//!   for the outage and comes back under the new address. A QUIC client moves its connection to
+//!   a new UDP socket (no new handshake; answer `migrated`); a TCP-based client cannot keep its
+//!   connection and opens a new one at once, and resumes (answer `ok`). Measured from the
+//!   address change to the first new message.
 
 use std::time::{Duration, Instant};
 
@@ -46,11 +52,21 @@ pub enum Break {
     /// The path goes dark (every packet lost, both directions) for the outage, then returns;
     /// the client keeps its connection. Needs the link emulator (`--link`).
     Dark,
+    /// The client's address changes (its old one is gone at once): QUIC migrates the
+    /// connection, TCP-based transports reconnect and resume. With `--link` the path is dark
+    /// for the outage first.
+    Migrate,
 }
 
 impl Break {
     /// Every kind, in report order.
-    pub const ALL: [Break; 4] = [Break::Cut, Break::Restart, Break::Window, Break::Dark];
+    pub const ALL: [Break; 5] = [
+        Break::Cut,
+        Break::Restart,
+        Break::Window,
+        Break::Dark,
+        Break::Migrate,
+    ];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -59,6 +75,7 @@ impl Break {
             Break::Restart => "restart",
             Break::Window => "window",
             Break::Dark => "dark",
+            Break::Migrate => "migrate",
         }
     }
 
@@ -66,7 +83,7 @@ impl Break {
     /// not survive and the client had to resume).
     pub fn expected(self) -> ResumeStatus {
         match self {
-            Break::Cut | Break::Dark => ResumeStatus::Ok,
+            Break::Cut | Break::Dark | Break::Migrate => ResumeStatus::Ok,
             Break::Restart => ResumeStatus::EpochChanged,
             Break::Window => ResumeStatus::OutsideWindow,
         }
@@ -158,10 +175,12 @@ pub async fn run_one(
     servers: &Servers,
     spec: &Spec,
     kind: Break,
+    qlog_dir: Option<&std::path::Path>,
 ) -> Result<Outcome> {
-    crate::with_client!(v.id, C => run_typed::<C>(v, server, certs, servers, spec, kind).await)
+    crate::with_client!(v.id, C => run_typed::<C>(v, server, certs, servers, spec, kind, qlog_dir).await)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_typed<C: Client>(
     v: &Variant,
     server: &mut VariantServer,
@@ -169,9 +188,11 @@ async fn run_typed<C: Client>(
     servers: &Servers,
     spec: &Spec,
     kind: Break,
+    qlog_dir: Option<&std::path::Path>,
 ) -> Result<Outcome> {
     let bound = Duration::from_secs(10);
     let mut cfg: ClientConfig = server.client();
+    cfg.qlog_dir = qlog_dir.map(Into::into);
     cfg.mode = v.mode;
     cfg.streams = 1;
     let plan = StreamRequest {
@@ -221,6 +242,56 @@ async fn run_typed<C: Client>(
         return dark::<C>(client, ch, servers, spec, dedup, duplicates, lost, bound).await;
     }
 
+    if kind == Break::Migrate {
+        let mut client = client;
+        let (outage_ms, early) = darken(
+            servers,
+            &mut ch,
+            spec,
+            &mut dedup,
+            &mut duplicates,
+            &mut lost,
+        )
+        .await?;
+        // The path returns, under the client's new address.
+        restore(servers)?;
+        let back = Instant::now();
+        let back_ns = wirelab_core::clock::now_ns();
+        let migrated = client
+            .migrate()
+            .await
+            .context("changing the client's address")?;
+        if migrated {
+            tracing::debug!("migrate: {early} messages arrived while the path was dark");
+            let out = Outcome {
+                kind,
+                outage_ms,
+                attempts: 0,
+                backoff_ms: 0.0,
+                resume_ms: None,
+                answer: "migrated".into(),
+                answer_as_expected: true,
+                processed: dedup.next(),
+                replayed: 0,
+                lost,
+                duplicates,
+            };
+            return held(client, ch, spec, dedup, out, back, back_ns, bound).await;
+        }
+        // The old address is gone and a TCP connection with it: a new one, and resume.
+        drop(ch);
+        drop(client);
+        let state = Resumed {
+            token,
+            epoch,
+            plan,
+            dedup,
+            lost,
+            duplicates,
+        };
+        return reconnect::<C>(&cfg, spec, kind, outage_ms, state, bound).await;
+    }
+
     // The break.
     drop(ch);
     drop(client);
@@ -234,24 +305,67 @@ async fn run_typed<C: Client>(
     }
     tokio::time::sleep(outage.saturating_sub(away.elapsed())).await;
     let outage_ms = away.elapsed().as_secs_f64() * 1e3;
+    let state = Resumed {
+        token,
+        epoch,
+        plan,
+        dedup,
+        lost,
+        duplicates,
+    };
+    reconnect::<C>(&cfg, spec, kind, outage_ms, state, bound).await
+}
 
-    // Reconnect with jittered exponential backoff, then resume. The resume time runs from
-    // the start of the attempt that succeeded (the backoff's random waits are reported apart).
+/// What a client carries across a break to resume its stream.
+struct Resumed {
+    token: u64,
+    epoch: u64,
+    plan: StreamRequest,
+    dedup: Dedup,
+    lost: u64,
+    duplicates: u64,
+}
+
+/// Reconnects with jittered exponential backoff, then resumes. The resume time runs from the
+/// start of the attempt that succeeded (the backoff's random waits are reported apart).
+async fn reconnect<C: Client>(
+    cfg: &ClientConfig,
+    spec: &Spec,
+    kind: Break,
+    outage_ms: f64,
+    state: Resumed,
+    bound: Duration,
+) -> Result<Outcome> {
+    let Resumed {
+        token,
+        epoch,
+        plan,
+        mut dedup,
+        lost,
+        duplicates,
+    } = state;
     let back_ns = wirelab_core::clock::now_ns();
     let mut attempts = 0u32;
     let mut backoff_ms = 0.0;
     let (client, mut ch, back) = loop {
-        let wait = resume::backoff(
-            attempts,
-            Duration::from_millis(spec.backoff_base_ms),
-            Duration::from_millis(spec.backoff_max_ms),
-            unit(),
-        );
+        // After an address change the client knows its connection is gone: no wait before the
+        // first attempt. Otherwise every attempt waits (the server may be down).
+        let first_now = kind == Break::Migrate && attempts == 0;
+        let wait = if first_now {
+            Duration::ZERO
+        } else {
+            resume::backoff(
+                attempts,
+                Duration::from_millis(spec.backoff_base_ms),
+                Duration::from_millis(spec.backoff_max_ms),
+                unit(),
+            )
+        };
         tokio::time::sleep(wait).await;
         backoff_ms += wait.as_secs_f64() * 1e3;
         attempts += 1;
         let start = Instant::now();
-        match C::connect(&cfg).await {
+        match C::connect(cfg).await {
             Ok(mut c) => match c.channels().pop() {
                 Some(ch) => break (c, ch, start),
                 None => bail!("no channel"),
@@ -343,6 +457,51 @@ async fn follow<Ch: Channel>(
     }
 }
 
+/// Darkens the link (every packet lost, both ways) for the outage, reading whatever the
+/// transport still delivers meanwhile so that the reader never holds the stream back; without
+/// the link emulator there is no outage. Returns the outage, ms, and the messages read while
+/// dark. The link stays dark: [`restore`] ends it.
+async fn darken<Ch: Channel>(
+    servers: &Servers,
+    ch: &mut Ch,
+    spec: &Spec,
+    dedup: &mut Dedup,
+    duplicates: &mut u64,
+    lost: &mut u64,
+) -> Result<(f64, u64)> {
+    let Some((link, link_spec)) = servers.link.as_ref() else {
+        return Ok((0.0, 0));
+    };
+    let mut dark = link_spec.config();
+    dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    link.configure(dark).context("darkening the link")?;
+    let away = Instant::now();
+    let outage = Duration::from_millis(spec.outage_ms);
+    let mut early = 0u64;
+    let deadline = tokio::time::Instant::now() + outage;
+    while let Ok(m) = tokio::time::timeout_at(deadline, ch.recv()).await {
+        let h = codec::peek_header(&m?)?;
+        if h.kind == Kind::StreamData {
+            match dedup.accept(h.seq) {
+                Seen::New => early += 1,
+                Seen::Duplicate => *duplicates += 1,
+                Seen::Gap { from } => *lost += h.seq - from,
+            }
+        }
+    }
+    Ok((away.elapsed().as_secs_f64() * 1e3, early))
+}
+
+/// Brings the link back to its settings (nothing without the link emulator).
+fn restore(servers: &Servers) -> Result<()> {
+    if let Some((link, link_spec)) = servers.link.as_ref() {
+        link.configure(link_spec.config())
+            .context("restoring the link")?;
+    }
+    Ok(())
+}
+
 /// The `dark` break: the path loses everything for the outage, the connection is kept.
 #[allow(clippy::too_many_arguments)]
 async fn dark<C: Client>(
@@ -355,37 +514,25 @@ async fn dark<C: Client>(
     mut lost: u64,
     bound: Duration,
 ) -> Result<Outcome> {
-    let (link, link_spec) = servers
-        .link
-        .as_ref()
-        .context("the dark break needs the link emulator (--link)")?;
-    let normal = link_spec.config();
-    let mut dark = normal;
-    dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-    dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-    link.configure(dark).context("darkening the link")?;
-    let away = Instant::now();
-    // Whatever the transport still delivers while dark (what was already past the link) is
-    // read meanwhile, so the reader is never what holds the stream back.
-    let outage = Duration::from_millis(spec.outage_ms);
-    let mut early = 0u64;
-    let deadline = tokio::time::Instant::now() + outage;
-    while let Ok(m) = tokio::time::timeout_at(deadline, ch.recv()).await {
-        let h = codec::peek_header(&m?)?;
-        if h.kind == Kind::StreamData {
-            match dedup.accept(h.seq) {
-                Seen::New => early += 1,
-                Seen::Duplicate => duplicates += 1,
-                Seen::Gap { from } => lost += h.seq - from,
-            }
-        }
+    if servers.link.is_none() {
+        bail!("the dark break needs the link emulator (--link)");
     }
-    link.configure(normal).context("restoring the link")?;
+    let (outage_ms, early) = darken(
+        servers,
+        &mut ch,
+        spec,
+        &mut dedup,
+        &mut duplicates,
+        &mut lost,
+    )
+    .await?;
+    restore(servers)?;
     let back = Instant::now();
     let back_ns = wirelab_core::clock::now_ns();
-    let mut out = Outcome {
+    tracing::debug!("dark: {early} messages arrived while the path was dark");
+    let out = Outcome {
         kind: Break::Dark,
-        outage_ms: away.elapsed().as_secs_f64() * 1e3,
+        outage_ms,
         attempts: 0,
         backoff_ms: 0.0,
         resume_ms: None,
@@ -396,7 +543,21 @@ async fn dark<C: Client>(
         lost,
         duplicates,
     };
-    tracing::debug!("dark: {early} messages arrived while the path was dark");
+    held(client, ch, spec, dedup, out, back, back_ns, bound).await
+}
+
+/// Follows a stream whose connection survived the break (`dark`, `migrate` on QUIC) to its end.
+#[allow(clippy::too_many_arguments)]
+async fn held<C: Client>(
+    client: C,
+    mut ch: C::Channel,
+    spec: &Spec,
+    mut dedup: Dedup,
+    mut out: Outcome,
+    back: Instant,
+    back_ns: u64,
+    bound: Duration,
+) -> Result<Outcome> {
     let late = follow(&mut ch, &mut dedup, &mut out, back, back_ns, bound)
         .await
         .context("after the path's return")?;
@@ -404,7 +565,7 @@ async fn dark<C: Client>(
         // The transport held the connection, but its queue of unsent messages fell behind
         // the server's window while the path was dark: the server says so (explicitly, not
         // as a gap), and the stream ends here.
-        out.answer = format!("held, then {}", status_name(late.status));
+        out.answer = format!("{}, then {}", out.answer, status_name(late.status));
         out.processed = dedup.next();
         out.answer_as_expected = out.lost == 0 && late.status == ResumeStatus::OutsideWindow;
         let _ = tokio::time::timeout(bound, client.close()).await;
@@ -427,7 +588,7 @@ mod tests {
         assert_eq!(Break::Restart.expected(), ResumeStatus::EpochChanged);
         assert_eq!(Break::Window.expected(), ResumeStatus::OutsideWindow);
         let names: Vec<_> = Break::ALL.iter().map(|b| b.name()).collect();
-        assert_eq!(names, ["cut", "restart", "window", "dark"]);
+        assert_eq!(names, ["cut", "restart", "window", "dark", "migrate"]);
         for _ in 0..100 {
             let u = unit();
             assert!((0.0..1.0).contains(&u));

@@ -22,7 +22,9 @@ pub(crate) struct ResumeArgs {
     /// Break kinds: cut (the client drops its connection, back inside the window), restart
     /// (the server restarts: a new epoch), window (away longer than the server's window), dark
     /// (the path loses every packet for --dark-ms, the connection is kept; needs --link, and
-    /// is left out, saying so, without it).
+    /// is left out, saying so, without it), migrate (the client's address changes and the old
+    /// one is gone: QUIC migrates, TCP transports reconnect; with --link the path is dark for
+    /// --outage-ms first).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Break::ALL)]
     kinds: Vec<Break>,
     /// Repetitions of each (transport, kind).
@@ -40,8 +42,8 @@ pub(crate) struct ResumeArgs {
     /// The client breaks the connection after processing this many messages.
     #[arg(long, default_value_t = 1000)]
     break_at: u64,
-    /// How long the client stays away for `cut` and `restart`, ms (`window` stays away twice
-    /// the window's length in time).
+    /// How long the client stays away for `cut` and `restart`, and the path is dark before
+    /// `migrate` (with --link), ms (`window` stays away twice the window's length in time).
     #[arg(long, default_value_t = 200)]
     outage_ms: u64,
     /// How long the path stays dark for `dark`, ms.
@@ -52,6 +54,9 @@ pub(crate) struct ResumeArgs {
     backoff_base_ms: u64,
     #[arg(long, default_value_t = 1000)]
     backoff_max_ms: u64,
+    /// Write one qlog file per QUIC client connection (JSON-SEQ, `.sqlog`) into this directory.
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
     /// Emulate this link between client and server (as for `run --link`; needs root).
     #[arg(long, value_name = "SPEC")]
     link: Option<String>,
@@ -83,6 +88,11 @@ impl ResumeArgs {
         self.cpu.cpu
     }
 
+    /// The server's replay window for this stream's message size, in messages.
+    fn window(&self) -> usize {
+        wirelab_core::resume::Limits::default().window_for(self.size as usize)
+    }
+
     fn check(&self) -> Result<()> {
         if self.break_at == 0 || self.break_at >= u64::from(self.messages) {
             bail!(
@@ -91,13 +101,16 @@ impl ResumeArgs {
                 self.messages
             );
         }
-        let window_ms = wirelab_core::resume::WINDOW as u64 * u64::from(self.interval_ms);
+        let window = self.window();
+        let window_ms = window as u64 * u64::from(self.interval_ms);
         let left_ms = (u64::from(self.messages) - self.break_at) * u64::from(self.interval_ms);
-        if self.kinds.contains(&Break::Cut) && self.outage_ms >= window_ms {
+        if (self.kinds.contains(&Break::Cut) || self.kinds.contains(&Break::Migrate))
+            && self.outage_ms >= window_ms
+        {
             bail!(
-                "--outage-ms {} is not inside the server's window ({} messages = {window_ms} ms at this interval): a cut must come back inside it",
+                "--outage-ms {} is not inside the server's window ({} messages = {window_ms} ms at this interval): a cut or a migration must come back inside it",
                 self.outage_ms,
-                wirelab_core::resume::WINDOW
+                window
             );
         }
         if self.kinds.contains(&Break::Window) && left_ms <= 2 * window_ms {
@@ -156,7 +169,8 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
     if vs.is_empty() {
         bail!("none of the transports asked for serves resume messages (tcp, ws, h2, h2ws, quic, h3, wt do; sse uses Last-Event-ID)");
     }
-    let window_ms = wirelab_core::resume::WINDOW as u64 * u64::from(a.interval_ms);
+    let window = a.window();
+    let window_ms = window as u64 * u64::from(a.interval_ms);
     let spec = Spec {
         messages: a.messages,
         interval_ms: a.interval_ms,
@@ -188,7 +202,7 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
         a.reps,
         a.messages,
         a.interval_ms,
-        wirelab_core::resume::WINDOW,
+        window,
         a.link.as_deref().map(|l| format!(", link {l}")).unwrap_or_default(),
         out.display()
     );
@@ -211,7 +225,16 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
                     s.outage_ms = a.dark_ms;
                 }
                 let mut server = VariantServer::start(v, &certs, &servers).await?;
-                let r = resume::run_one(v, &mut server, &certs, &servers, &s, kind).await;
+                let r = resume::run_one(
+                    v,
+                    &mut server,
+                    &certs,
+                    &servers,
+                    &s,
+                    kind,
+                    a.qlog_dir.as_deref(),
+                )
+                .await;
                 server.stop().await;
                 done += 1;
                 match r {
@@ -244,7 +267,7 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
     let file = ResumeFile {
         schema: "wirelab.resume/1",
         spec,
-        window: wirelab_core::resume::WINDOW,
+        window,
         link: a.link.clone(),
         env: wirelab::env::Env::capture(),
         rows,
@@ -301,7 +324,7 @@ fn report(f: &ResumeFile) -> String {
     );
     let _ = writeln!(
         s,
-        "For `dark` the connection is kept: resume is from the path's return to the first new message (the transport's own recovery), and the answer is `held` when the connection survived.\n"
+        "For `dark` the connection is kept: resume is from the path's return to the first new message (the transport's own recovery), and the answer is `held` when the connection survived. For `migrate` the client's address changes (the old one is gone at once; with a link, after the path was dark for the outage): a QUIC connection migrates (`migrated`: no new handshake), a TCP-based client opens a new connection and resumes (`ok`); resume is from the address change to the first new message.\n"
     );
     let _ = writeln!(
         s,

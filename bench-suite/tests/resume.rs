@@ -1,6 +1,7 @@
 //! `wirelab resume` end to end on loopback, over every transport that serves resume messages:
 //! a cut inside the window is resumed with nothing lost and the outage replayed; a server
-//! restart is answered `epoch changed`; an absence longer than the window `outside window`.
+//! restart is answered `epoch changed`; an absence longer than the window `outside window`;
+//! an address change is migrated by QUIC (no new connection) and resumed by TCP transports.
 //! Every wait is bounded (the command's own bounds, and this test's); the outage is the
 //! experiment's parameter, not synchronisation.
 
@@ -54,7 +55,9 @@ async fn every_break_gets_its_answer_and_a_cut_loses_nothing() {
     for t in ["tcp", "ws", "h2 duplex", "h2ws", "quic", "h3 duplex", "wt"] {
         assert!(transports.contains(t), "{t} missing: {transports:?}");
     }
-    assert_eq!(rows.len(), 3 * transports.len());
+    // cut, restart, window, migrate (dark needs the link and is left out, saying so).
+    assert_eq!(rows.len(), 4 * transports.len());
+    assert!(stderr.contains("the dark break needs --link"), "{stderr}");
     for r in rows {
         let label = format!("{} {}", r["transport"], r["kind"]);
         assert!(r["errors"].as_array().unwrap().is_empty(), "{label}: {r}");
@@ -68,6 +71,17 @@ async fn every_break_gets_its_answer_and_a_cut_loses_nothing() {
                 // window; no duplicate reached the application.
                 assert_eq!(run["processed"], 2600, "{label}: {run}");
                 assert!(run["replayed"].as_u64().unwrap() > 0, "{label}: {run}");
+                assert!(run["resume_ms"].as_f64().is_some(), "{label}: {run}");
+            }
+            "migrate" => {
+                // QUIC moves its connection to the new address (no reconnection); the others
+                // open a new connection and resume. Either way every offset arrives once.
+                let quic = ["quic", "h3 duplex"].contains(&r["transport"].as_str().unwrap());
+                let (answer, attempts) = if quic { ("migrated", 0) } else { ("ok", 1) };
+                assert_eq!(run["answer"], answer, "{label}: {run}");
+                assert_eq!(run["attempts"], attempts, "{label}: {run}");
+                assert_eq!(run["processed"], 2600, "{label}: {run}");
+                assert_eq!(run["duplicates"], 0, "{label}: {run}");
                 assert!(run["resume_ms"].as_f64().is_some(), "{label}: {run}");
             }
             "restart" => assert_eq!(run["answer"], "epoch changed", "{label}"),
@@ -93,7 +107,9 @@ async fn a_cut_outside_the_window_is_refused_before_anything_runs() {
 
 /// The path goes dark (the link emulator drops everything both ways for 300 ms) and returns:
 /// TCP and QUIC keep their connections, nothing is lost, and the stream goes on by the
-/// transport's own recovery. Needs root (the link emulator); SKIPPED otherwise.
+/// transport's own recovery. Then the path goes dark for 50 ms and returns under a new client
+/// address: QUIC migrates its connection, TCP reconnects and resumes, nothing is lost. Needs
+/// root (the link emulator); SKIPPED otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dark_path_is_held_by_tcp_and_quic() {
     if !wirelab_test_support::root("the dark break (the link emulator: namespaces, TUN devices)") {
@@ -105,7 +121,7 @@ async fn a_dark_path_is_held_by_tcp_and_quic() {
         "50",
         &[
             "--kinds",
-            "dark",
+            "dark,migrate",
             "--dark-ms",
             "300",
             "--transports",
@@ -120,9 +136,19 @@ async fn a_dark_path_is_held_by_tcp_and_quic() {
     let file: Value =
         serde_json::from_slice(&std::fs::read(out.join("resume.json")).unwrap()).unwrap();
     let rows = file["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{file}");
+    assert_eq!(rows.len(), 4, "{file}");
     for r in rows {
         let run = &r["runs"][0];
+        if r["kind"] == "migrate" {
+            let quic = r["transport"] == "quic";
+            assert_eq!(run["answer"], if quic { "migrated" } else { "ok" }, "{r}");
+            assert_eq!(run["answer_as_expected"], true, "{r}");
+            assert_eq!(run["lost"], 0, "{r}");
+            assert_eq!(run["duplicates"], 0, "{r}");
+            assert_eq!(run["processed"], 2600, "{r}");
+            assert!(run["outage_ms"].as_f64().is_some_and(|m| m >= 50.0), "{r}");
+            continue;
+        }
         assert!(run["answer"].as_str().unwrap().starts_with("held"), "{r}");
         assert_eq!(run["answer_as_expected"], true, "{r}");
         assert_eq!(run["lost"], 0, "{r}");

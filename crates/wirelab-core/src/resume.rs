@@ -22,39 +22,112 @@ use tokio::sync::watch;
 
 use crate::codec::{self, Kind, Resume, ResumeAnswer, ResumeStatus, StreamRequest};
 
-/// Messages a server keeps per resumable stream (its replay window).
+/// Messages a server keeps per resumable stream (its replay window), at most.
 pub const WINDOW: usize = 1024;
+/// Bytes a server keeps per resumable stream, at most: a stream of large messages keeps fewer
+/// than [`WINDOW`] of them ([`Limits::window_for`]).
+pub const WINDOW_BYTES: usize = 1 << 20;
+/// Bytes a server keeps for all its resumable streams together, at most.
+pub const SERVER_BYTES: usize = 64 << 20;
 /// Resumable streams a server keeps at once; the oldest is forgotten beyond this.
 pub const MAX_STREAMS: usize = 1024;
 
-/// The last [`WINDOW`] (or `cap`) messages of a stream, by offset.
+/// How much a server's [`Registry`] keeps: its memory for replay is bounded by
+/// `min(server_bytes, streams * stream_bytes)` whatever clients ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages kept per stream.
+    pub messages: usize,
+    /// Bytes kept per stream (at least one message is always kept).
+    pub stream_bytes: usize,
+    /// Bytes reserved for all streams together: a new stream that does not fit makes the
+    /// server forget its oldest streams (a client resuming one of them is told
+    /// [`ResumeStatus::Unknown`]).
+    pub server_bytes: usize,
+    /// Streams kept at once.
+    pub streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            messages: WINDOW,
+            stream_bytes: WINDOW_BYTES,
+            server_bytes: SERVER_BYTES,
+            streams: MAX_STREAMS,
+        }
+    }
+}
+
+impl Limits {
+    /// The replay window, in messages, of a stream of `size`-byte messages (pure): what a
+    /// client can count on to come back after a break.
+    pub fn window_for(&self, size: usize) -> usize {
+        let size = size.max(codec::HEADER_LEN);
+        self.messages.min(self.stream_bytes / size).max(1)
+    }
+
+    /// The bytes a stream of `count` messages of `size` bytes reserves (pure).
+    fn reservation(&self, count: u32, size: usize) -> usize {
+        let size = size.max(codec::HEADER_LEN);
+        let kept = self.window_for(size).min(count as usize).max(1);
+        kept.saturating_mul(size)
+    }
+}
+
+/// The last `cap` messages, and at most `cap_bytes` bytes, of a stream, by offset.
 #[derive(Debug, Clone)]
 pub struct ReplayBuffer {
     cap: usize,
+    cap_bytes: usize,
+    bytes: usize,
     /// Offset of `items[0]`.
     oldest: u64,
     items: VecDeque<Bytes>,
 }
 
 impl ReplayBuffer {
-    /// An empty buffer keeping at most `cap` messages (at least 1).
+    /// An empty buffer keeping at most `cap` messages (at least 1) with no byte bound.
     pub fn new(cap: usize) -> Self {
+        Self::bounded(cap, usize::MAX)
+    }
+
+    /// An empty buffer keeping at most `cap` messages and `cap_bytes` bytes; the newest
+    /// message is always kept, whatever its size.
+    pub fn bounded(cap: usize, cap_bytes: usize) -> Self {
         Self {
             cap: cap.max(1),
+            cap_bytes,
+            bytes: 0,
             oldest: 0,
             items: VecDeque::new(),
         }
     }
 
-    /// Appends the next message; returns its offset. The oldest is dropped beyond the cap.
+    /// Appends the next message; returns its offset. The oldest are dropped beyond the caps.
     pub fn push(&mut self, msg: Bytes) -> u64 {
         let offset = self.next();
+        self.bytes += msg.len();
         self.items.push_back(msg);
-        if self.items.len() > self.cap {
-            self.items.pop_front();
-            self.oldest += 1;
+        while self.items.len() > self.cap || (self.bytes > self.cap_bytes && self.items.len() > 1) {
+            if let Some(old) = self.items.pop_front() {
+                self.bytes -= old.len();
+                self.oldest += 1;
+            }
         }
         offset
+    }
+
+    /// The bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops every kept message (the offsets stay where they are).
+    fn clear(&mut self) {
+        self.oldest = self.next();
+        self.items.clear();
+        self.bytes = 0;
     }
 
     /// The offset the next message will get.
@@ -179,6 +252,24 @@ struct Produced {
     plan: StreamRequest,
     /// Bumped by every attachment; an attachment that sees a newer one stops.
     generation: std::sync::atomic::AtomicU64,
+    /// Set when the registry forgets this stream to make room: attachments then say
+    /// [`ResumeStatus::Unknown`] and stop.
+    forgotten: std::sync::atomic::AtomicBool,
+    /// Stops this stream's producer (a child of the server's stop).
+    cancel: tokio_util::sync::CancellationToken,
+    /// The bytes this stream reserved of the server's budget.
+    reserved: usize,
+}
+
+impl Produced {
+    /// Forgets the stream: its producer stops, its window is freed, attachments are woken.
+    fn forget(&self) {
+        self.forgotten
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+        lock(&self.buf).clear();
+        self.progress.send_modify(|_| {});
+    }
 }
 
 /// A server's resumable streams (one per server; clones share it).
@@ -190,16 +281,22 @@ pub struct Registry {
 #[derive(Debug)]
 struct RegistryInner {
     epoch: u64,
-    window: usize,
+    limits: Limits,
     streams: Mutex<Streams>,
 }
 
-/// The streams by token, and the tokens in creation order (the oldest is forgotten first).
-type Streams = (HashMap<u64, Arc<Produced>>, VecDeque<u64>);
+/// The streams by token, the tokens in creation order (the oldest is forgotten first), and
+/// the bytes they reserved.
+#[derive(Debug, Default)]
+struct Streams {
+    map: HashMap<u64, Arc<Produced>>,
+    order: VecDeque<u64>,
+    reserved: usize,
+}
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::new(WINDOW)
+        Self::with_limits(Limits::default())
     }
 }
 
@@ -209,8 +306,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     /// A registry with a fresh epoch (non-zero, different for every process and registry) and
-    /// a replay window of `window` messages per stream.
+    /// a replay window of `window` messages per stream (the other [`Limits`] as default).
     pub fn new(window: usize) -> Self {
+        Self::with_limits(Limits {
+            messages: window,
+            ..Limits::default()
+        })
+    }
+
+    /// A registry with a fresh epoch and these limits.
+    pub fn with_limits(limits: Limits) -> Self {
         use std::hash::{BuildHasher, Hasher};
         // RandomState is seeded per process from the OS; mix in the time and the pid.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -219,8 +324,12 @@ impl Registry {
         Self {
             inner: Arc::new(RegistryInner {
                 epoch: h.finish().max(1),
-                window: window.max(1),
-                streams: Mutex::new((HashMap::new(), VecDeque::new())),
+                limits: Limits {
+                    messages: limits.messages.max(1),
+                    streams: limits.streams.max(1),
+                    ..limits
+                },
+                streams: Mutex::new(Streams::default()),
             }),
         }
     }
@@ -230,8 +339,21 @@ impl Registry {
         self.inner.epoch
     }
 
+    /// What this registry keeps.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// The bytes its streams reserved (at most [`Limits::server_bytes`], unless one stream's
+    /// window alone is larger) and the bytes their windows hold now.
+    pub fn usage(&self) -> (usize, usize) {
+        let g = lock(&self.inner.streams);
+        let held = g.map.values().map(|p| lock(&p.buf).bytes()).sum();
+        (g.reserved, held)
+    }
+
     fn known(&self, token: u64) -> Option<(Arc<Produced>, Known)> {
-        let p = lock(&self.inner.streams).0.get(&token).cloned()?;
+        let p = lock(&self.inner.streams).map.get(&token).cloned()?;
         let k = {
             let b = lock(&p.buf);
             Known {
@@ -251,25 +373,48 @@ impl Registry {
         plan: StreamRequest,
         stop: tokio_util::sync::CancellationToken,
     ) -> Arc<Produced> {
+        let limits = self.inner.limits;
+        let size = (plan.size as usize).max(codec::HEADER_LEN);
         let p = Arc::new(Produced {
-            buf: Mutex::new(ReplayBuffer::new(self.inner.window)),
+            buf: Mutex::new(ReplayBuffer::bounded(
+                limits.window_for(size),
+                limits.stream_bytes,
+            )),
             progress: watch::channel((0, false)).0,
             plan,
             generation: Default::default(),
+            forgotten: Default::default(),
+            cancel: stop.child_token(),
+            reserved: limits.reservation(plan.count, size),
         });
+        let mut dropped = Vec::new();
         {
             let mut g = lock(&self.inner.streams);
-            let (map, order) = &mut *g;
-            if map.insert(token, p.clone()).is_none() {
-                order.push_back(token);
+            let g = &mut *g;
+            if let Some(old) = g.map.remove(&token) {
+                g.order.retain(|t| *t != token);
+                g.reserved -= old.reserved;
+                dropped.push(old);
             }
-            while order.len() > MAX_STREAMS {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
+            // Make room: forget the oldest streams until this one fits.
+            while !g.order.is_empty()
+                && (g.order.len() + 1 > limits.streams
+                    || g.reserved + p.reserved > limits.server_bytes)
+            {
+                if let Some(old) = g.order.pop_front().and_then(|t| g.map.remove(&t)) {
+                    g.reserved -= old.reserved;
+                    dropped.push(old);
                 }
             }
+            g.map.insert(token, p.clone());
+            g.order.push_back(token);
+            g.reserved += p.reserved;
+        }
+        for old in dropped {
+            old.forget();
         }
         let producer = p.clone();
+        let stop = p.cancel.clone();
         tokio::spawn(async move {
             let interval = Duration::from_millis(u64::from(plan.interval_ms));
             let start = tokio::time::Instant::now();
@@ -281,6 +426,9 @@ impl Registry {
                     }
                 } else if stop.is_cancelled() {
                     return;
+                } else if seq % 64 == 63 {
+                    // An unpaced stream must not hold a runtime worker for its whole length.
+                    tokio::task::yield_now().await;
                 }
                 let msg = codec::encode(
                     0,
@@ -361,6 +509,10 @@ impl Registry {
             if p.generation.load(std::sync::atomic::Ordering::SeqCst) != me {
                 return Ok(());
             }
+            if p.forgotten.load(std::sync::atomic::Ordering::SeqCst) {
+                // Forgotten to make room for newer streams: say so rather than stall.
+                return sink(answer(ResumeStatus::Unknown, at, 0)).await;
+            }
             let got = lock(&p.buf).get(at);
             match got {
                 Ok(Some(m)) => {
@@ -415,6 +567,124 @@ mod tests {
         assert_eq!(b.get(2), Ok(Some(msg(2))));
         assert_eq!(b.get(4), Ok(Some(msg(4))));
         assert_eq!(b.get(5), Ok(None));
+    }
+
+    #[test]
+    fn the_buffer_keeps_at_most_cap_bytes_but_always_the_newest() {
+        let mut b = ReplayBuffer::bounded(100, 20);
+        for i in 0..5 {
+            b.push(msg(i));
+        }
+        // 8-byte messages, 20 bytes: the last two.
+        assert_eq!((b.oldest(), b.next(), b.bytes()), (3, 5, 16));
+        b.push(Bytes::from(vec![0u8; 64]));
+        assert_eq!((b.oldest(), b.next(), b.bytes()), (5, 6, 64));
+        let l = Limits {
+            messages: 1024,
+            stream_bytes: 64 * 1024,
+            ..Limits::default()
+        };
+        assert_eq!(l.window_for(64), 1024);
+        assert_eq!(l.window_for(1024), 64);
+        assert_eq!(l.window_for(1 << 20), 1);
+        assert_eq!(l.window_for(0), 1024, "a message is never under the header");
+        assert_eq!(l.reservation(10, 64), 640);
+        assert_eq!(l.reservation(u32::MAX, 1024), 64 * 1024);
+    }
+
+    /// However many large streams clients ask for, the server's replay memory stays inside its
+    /// budget; the streams forgotten to make room answer `Unknown`, explicitly.
+    #[tokio::test]
+    async fn the_server_budget_forgets_the_oldest_streams_explicitly() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let limits = Limits {
+            messages: 1024,
+            stream_bytes: 8 * 1024,
+            server_bytes: 20 * 1024,
+            streams: 1024,
+        };
+        let reg = Registry::with_limits(limits);
+        let plan = StreamRequest {
+            count: 100,
+            size: 1024,
+            interval_ms: 0,
+        };
+        let mut made = Vec::new();
+        for token in 1..=5u64 {
+            let p = reg.create(token, plan, stop.clone());
+            p.progress
+                .subscribe()
+                .wait_for(|(_, done)| *done)
+                .await
+                .unwrap();
+            made.push(p);
+            let (reserved, held) = reg.usage();
+            assert!(reserved <= limits.server_bytes, "{reserved}");
+            assert!(held <= reserved, "{held} > {reserved}");
+        }
+        // 8 KiB each in 20 KiB: the two newest are kept, the three oldest forgotten and freed.
+        assert_eq!(reg.usage(), (16 * 1024, 16 * 1024));
+        for (i, p) in made.iter().enumerate() {
+            let forgotten = p.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(forgotten, i < 3, "stream {}", i + 1);
+        }
+        for (token, status) in [(1, ResumeStatus::Unknown), (5, ResumeStatus::Ok)] {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let send = |m| {
+                let tx = tx.clone();
+                async move { tx.send(m).map_err(|_| ()) }
+            };
+            let req = Resume {
+                token,
+                epoch: reg.epoch(),
+                offset: 95,
+                stream: plan,
+            };
+            reg.attach(0, req, stop.clone(), send).await.unwrap();
+            let m = rx.try_recv().unwrap();
+            assert_eq!(ResumeAnswer::decode(&m).unwrap().status, status);
+        }
+
+        // An attachment whose stream is forgotten while it waits is told so, not left waiting.
+        let slow = StreamRequest {
+            count: 1000,
+            size: 1024,
+            interval_ms: 3_600_000,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let send = move |m| {
+            let tx = tx.clone();
+            async move { tx.send(m).map_err(|_| ()) }
+        };
+        let fresh = Resume {
+            token: 50,
+            epoch: 0,
+            offset: 0,
+            stream: slow,
+        };
+        let r = reg.clone();
+        let s = stop.clone();
+        let attached = tokio::spawn(async move { r.attach(0, fresh, s, send).await });
+        // The answer and the first message arrive; then three newer streams push it out.
+        let mut kinds = Vec::new();
+        while kinds.len() < 2 {
+            let m = rx.recv().await.unwrap();
+            kinds.push(codec::decode(&m, 1 << 20).unwrap().kind);
+        }
+        for token in 60..63 {
+            reg.create(token, plan, stop.clone());
+        }
+        tokio::time::timeout(Duration::from_secs(10), attached)
+            .await
+            .expect("the attachment ends")
+            .unwrap()
+            .unwrap();
+        let last = rx.recv().await.unwrap();
+        assert_eq!(
+            ResumeAnswer::decode(&last).unwrap().status,
+            ResumeStatus::Unknown
+        );
+        assert_eq!(kinds, vec![Kind::ResumeAnswer, Kind::StreamData]);
     }
 
     #[test]

@@ -98,6 +98,15 @@ pub trait Client: Sized + Send + 'static {
     fn early_data(&mut self) -> impl Future<Output = Option<bool>> + Send {
         std::future::ready(None)
     }
+
+    /// Moves the session to a new local address and abandons the old one, as a NAT rebinding
+    /// or a change of network does: `Ok(true)` when the session's connections survive it (QUIC
+    /// migrates a connection to the new address without a new handshake), `Ok(false)` when
+    /// this transport cannot (a TCP connection is its address pair: the caller must open a new
+    /// session, and resume).
+    fn migrate(&mut self) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(Ok(false))
+    }
 }
 
 /// A listening server.

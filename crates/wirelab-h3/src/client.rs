@@ -447,6 +447,11 @@ impl Client for H3Client {
         std::mem::take(&mut self.channels)
     }
 
+    async fn migrate(&mut self) -> Result<bool> {
+        self.connector.migrate()?;
+        Ok(true)
+    }
+
     async fn early_data(&mut self) -> Option<bool> {
         let link = self.links.first()?;
         if !link.early {

@@ -293,6 +293,11 @@ impl Client for QuicClient {
         })
     }
 
+    async fn migrate(&mut self) -> Result<bool> {
+        self.connector.migrate()?;
+        Ok(true)
+    }
+
     async fn early_data(&mut self) -> Option<bool> {
         match self.conns.first_mut() {
             Some((_, z)) => z.outcome().await,

@@ -224,6 +224,31 @@ async fn junk_datagrams_are_ignored_and_the_server_keeps_serving() {
     lab.stop().await;
 }
 
+/// A client that changes its address (a new UDP socket; the old one neither sends nor
+/// receives from then on, as after a NAT rebinding) keeps its connection: the server migrates
+/// it to the new address, and echoes go on with no new handshake.
+#[tokio::test]
+async fn an_address_change_migrates_the_connection() {
+    let _panics = wirelab_test_support::panics::no_panics();
+    let lab = Lab::start(|_| {}).await;
+    let mut c = within("connect", QuicClient::connect(&lab.client()))
+        .await
+        .unwrap();
+    let mut ch = c.channels().remove(0);
+    within("echo", ch.echo(msg(0))).await.unwrap();
+    for round in 0..3u64 {
+        assert!(within("migrate", c.migrate()).await.unwrap(), "quic migrates");
+        for seq in 1..50 {
+            let m = msg(round * 100 + seq);
+            // Only the new socket receives: the answer came through the migrated path.
+            assert!(within("echo after migrating", ch.echo(m.clone())).await.unwrap() == m);
+        }
+    }
+    drop(ch);
+    within("close", c.close()).await.unwrap();
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn qlog_files_are_written_per_connection() {
     let _panics = wirelab_test_support::panics::no_panics();

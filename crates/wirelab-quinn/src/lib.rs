@@ -63,22 +63,98 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-fn endpoint(
+fn runtime() -> Result<Arc<dyn quinn::Runtime>> {
+    quinn::default_runtime().ok_or_else(|| Error::Config("QUIC needs a tokio runtime".into()))
+}
+
+/// A socket for an endpoint bound to `addr`, counted when `wire` is given.
+fn abstract_socket(
     addr: SocketAddr,
-    server: Option<quinn::ServerConfig>,
     wire: Option<Arc<WireCounters>>,
-) -> Result<Endpoint> {
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| Error::Config("QUIC needs a tokio runtime".into()))?;
-    let mut socket = runtime.wrap_udp_socket(udp_socket(addr)?)?;
+) -> Result<Arc<dyn quinn::AsyncUdpSocket>> {
+    let mut socket = runtime()?.wrap_udp_socket(udp_socket(addr)?)?;
     if let Some(counters) = wire {
         socket = Arc::new(CountingSocket {
             inner: socket,
             counters,
         });
     }
-    Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), server, socket, runtime)
+    Ok(socket)
+}
+
+fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    wire: Option<Arc<WireCounters>>,
+) -> Result<Endpoint> {
+    let socket = abstract_socket(addr, wire)?;
+    Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), server, socket, runtime()?)
         .map_err(Error::Io)
+}
+
+/// A client socket that can be abandoned, as a NAT forgets a mapping: once `gone`, what it
+/// would send is dropped and what arrives for it is never read. quinn keeps reading an old
+/// socket after a rebind until the new one receives; for a NAT rebinding the old address is
+/// unreachable at once, and this makes it so.
+#[derive(Debug)]
+struct Abandonable {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+impl Abandonable {
+    fn new(inner: Arc<dyn quinn::AsyncUdpSocket>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            gone: Default::default(),
+        })
+    }
+
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+}
+
+impl quinn::AsyncUdpSocket for Abandonable {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        if self.gone() {
+            return Ok(());
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.gone() {
+            // Never ready: quinn drops this socket once the new one has received.
+            return std::task::Poll::Pending;
+        }
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
 }
 
 /// A UDP socket that counts the datagrams and bytes quinn sends and receives through it (see
@@ -503,6 +579,8 @@ impl ZeroRtt {
 /// A client endpoint with one QUIC config, for any number of connections to one server.
 pub struct QuicConnector {
     endpoint: Endpoint,
+    /// The socket the endpoint uses now (replaced by [`QuicConnector::migrate`]).
+    socket: std::sync::Mutex<Arc<Abandonable>>,
     cfg: ClientConfig,
     crypto: Arc<QuicClientConfig>,
     uni_streams: u32,
@@ -521,14 +599,17 @@ impl QuicConnector {
         tls.enable_early_data = cfg.zero_rtt;
         let crypto =
             Arc::new(QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?);
-        let bind: SocketAddr = if cfg.addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let endpoint = endpoint(bind, None, cfg.wire.clone())?;
+        let socket = Abandonable::new(abstract_socket(client_bind(cfg.addr), cfg.wire.clone())?);
+        let endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            socket.clone(),
+            runtime()?,
+        )
+        .map_err(Error::Io)?;
         Ok(Self {
             endpoint,
+            socket: std::sync::Mutex::new(socket),
             cfg: cfg.clone(),
             crypto,
             uni_streams,
@@ -579,6 +660,26 @@ impl QuicConnector {
         Ok((conn, z))
     }
 
+    /// Moves every connection of this endpoint to a new UDP socket on another OS-chosen port,
+    /// and abandons the old one at once (what a NAT rebinding or a change of network looks like
+    /// to the server): quinn switches to a new connection ID and sends a PING from the new
+    /// address, and the server migrates the connection there after validating the path (RFC
+    /// 9000 §9). No new handshake. Returns the new local address.
+    pub fn migrate(&self) -> Result<SocketAddr> {
+        let new = Abandonable::new(abstract_socket(
+            client_bind(self.cfg.addr),
+            self.cfg.wire.clone(),
+        )?);
+        let addr = new.inner.local_addr()?;
+        let mut current = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        self.endpoint
+            .rebind_abstract(new.clone())
+            .map_err(Error::Io)?;
+        let old = std::mem::replace(&mut *current, new);
+        old.gone.store(true, Ordering::SeqCst);
+        Ok(addr)
+    }
+
     /// Closes every connection of this endpoint cleanly and waits (bounded by `grace`) until
     /// the peer has been told.
     pub async fn close(&self, grace: Duration) {
@@ -608,12 +709,16 @@ pub fn client_transport_config(
 /// A client UDP socket for a connection to `server` on an OS-chosen port, with the larger
 /// buffers every QUIC socket here asks for, for a library that makes its own endpoint.
 pub fn client_socket(server: SocketAddr) -> Result<std::net::UdpSocket> {
-    let bind: SocketAddr = if server.is_ipv4() {
+    udp_socket(client_bind(server))
+}
+
+/// The unspecified address of `server`'s family, port 0.
+fn client_bind(server: SocketAddr) -> SocketAddr {
+    if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    udp_socket(bind)
+    }
 }
 
 fn handshake_error(e: ConnectionError, addr: SocketAddr) -> Error {
