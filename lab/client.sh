@@ -2,7 +2,7 @@
 # The lab's client: waits for the path and the server, runs the experiment asked for in the
 # environment, and leaves results, report.md and charts in /results/lab-<date>-<time> (the
 # host's results/). Environment (docker-compose.yml passes it through, with defaults):
-#   EXPERIMENT  run | hol | check            (run)
+#   EXPERIMENT  run | hol | resume | check   (run)
 #   LINK        the router's link, as for `wirelab run --link`   (rtt=40ms,loss=1%)
 #   SEED        seed of the loss processes    (1)
 #   TRANSPORTS  comma-separated               (all)
@@ -10,6 +10,8 @@
 #               full; else the lab's set: echo_64B_c1_shared (100 echoes) and setup_1rtt
 #   REPS        repetitions                   (6)
 #   HOL_ARGS    extra arguments for `wirelab hol` (default: --quick)
+#   RESUME_ARGS extra arguments for `wirelab resume` (default: --kinds cut,window,dark,migrate
+#               --reps 3; restart needs a local server and is left out)
 #   OUT         directory name under /results (lab-<UTC date>-<time>)
 set -euo pipefail
 S=${SERVER_ADDR:-198.19.0.100}
@@ -52,11 +54,16 @@ hol)
     # shellcheck disable=SC2086
     wirelab hol --server "$S" --router "$R" --seed "$SEED" --out "$out" ${HOL_ARGS:---quick} || rc=$?
     ;;
+resume)
+    # shellcheck disable=SC2086
+    wirelab resume --server "$S" --router "$R" --link "$LINK" --out "$out" \
+        ${RESUME_ARGS:---kinds cut,window,dark,migrate --reps 3} || rc=$?
+    ;;
 check)
     wirelab link check --router "$R" --peer "$S" ${CHECK_ARGS:---quick} | tee "$out/check.md" || rc=$?
     ;;
 *)
-    echo "client: EXPERIMENT must be run, hol or check (not '$EXPERIMENT')" >&2; exit 2 ;;
+    echo "client: EXPERIMENT must be run, hol, resume or check (not '$EXPERIMENT')" >&2; exit 2 ;;
 esac
 wirelab link router-stats "$R" > "$out/router.json" || rc=$?
 [ -z "${RESULTS_UID:-}" ] || chown -R "$RESULTS_UID" "$out" || true

@@ -183,7 +183,7 @@ fn main() -> ExitCode {
             Ok(None) => None,
             Err(e) => return fail(e),
         },
-        Command::Resume(a) => match a.link_spec() {
+        Command::Resume(a) => match a.local_link_spec() {
             Ok(Some(spec)) => Some((a.link_setup().clone(), spec.config())),
             Ok(None) => None,
             Err(e) => return fail(e),
@@ -233,7 +233,7 @@ fn main() -> ExitCode {
             };
             let (mut servers, link) = (topo.servers(), topo.link().cloned());
             topo.block_on(async move {
-                if let (Some(l), Some(spec)) = (link, a.link_spec()?) {
+                if let (Some(l), Some(spec)) = (link, a.local_link_spec()?) {
                     servers.link = Some((l, spec));
                 }
                 resume_cmd::resume(a, servers).await

@@ -57,9 +57,24 @@ pub(crate) struct ResumeArgs {
     /// Write one qlog file per QUIC client connection (JSON-SEQ, `.sqlog`) into this directory.
     #[arg(long, value_name = "DIR")]
     qlog_dir: Option<PathBuf>,
-    /// Emulate this link between client and server (as for `run --link`; needs root).
+    /// Emulate this link between client and server (as for `run --link`; needs root). With
+    /// --router the lab's router carries it instead.
     #[arg(long, value_name = "SPEC")]
     link: Option<String>,
+    /// Resume against a remote server instead of local ones: the control endpoint of
+    /// `wirelab serve --control ADDR` on that host, HOST or HOST:PORT (port 7799 by default).
+    /// Its transports are measured at the security it serves; `restart` needs a server in this
+    /// process and is left out, saying so.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    server: Option<String>,
+    /// With --server: trust the server's certificate through this CA (PEM) instead of by the
+    /// fingerprint its control endpoint gives.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<PathBuf>,
+    /// With --server: the path goes through the lab's router (`wirelab link router`) at
+    /// HOST or HOST:PORT (port 7798 by default), which carries --link and the dark break.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "server")]
+    router: Option<String>,
     #[command(flatten)]
     link_setup: crate::link_cmd::LinkSetup,
     #[command(flatten)]
@@ -70,6 +85,18 @@ pub(crate) struct ResumeArgs {
 }
 
 impl ResumeArgs {
+    /// The `--link` spec, parsed, when it is for the in-process link emulator (not the lab's
+    /// router).
+    pub(crate) fn local_link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
+        if self.router.is_some() {
+            return Ok(None);
+        }
+        if self.link.is_some() && self.server.is_some() {
+            bail!("--link with --server needs --router (the lab's router carries the link)");
+        }
+        self.link_spec()
+    }
+
     /// The `--link` spec, parsed.
     pub(crate) fn link_spec(&self) -> Result<Option<wirelab_link::LinkSpec>> {
         self.link
@@ -163,9 +190,25 @@ struct ResumeFile {
     skipped: Vec<String>,
 }
 
-pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
+pub(crate) async fn resume(a: ResumeArgs, mut servers: Servers) -> Result<()> {
     a.check()?;
-    let vs = variants(&a.transports);
+    let mut vs = variants(&a.transports);
+    if let Some(server) = &a.server {
+        let remote = wirelab::control::Remote::connect_async(server.clone(), a.ca.clone()).await?;
+        eprint!("{}", remote.describe());
+        let ids: Vec<TransportId> = vs.iter().map(|v| v.id).collect();
+        vs = crate::run::remote_variants(&remote, &ids)
+            .into_iter()
+            .filter(|v| v.mode == Mode::Duplex)
+            .collect();
+        servers.remote = Some(std::sync::Arc::new(remote));
+    }
+    if let Some(addr) = &a.router {
+        let spec = a.link_spec()?.unwrap_or_default();
+        let (router, info) = crate::link_cmd::connect_router(addr, &spec, &servers)?;
+        servers.link = Some((router, spec));
+        servers.router = Some(info);
+    }
     if vs.is_empty() {
         bail!("none of the transports asked for serves resume messages (tcp, ws, h2, h2ws, quic, h3, wt do; sse uses Last-Event-ID)");
     }
@@ -189,9 +232,17 @@ pub(crate) async fn resume(a: ResumeArgs, servers: Servers) -> Result<()> {
     let certs = Certs::new()?;
     let mut kinds = a.kinds.clone();
     let mut skipped = Vec::new();
+    if servers.remote.is_some() && kinds.contains(&Break::Restart) {
+        kinds.retain(|k| *k != Break::Restart);
+        skipped.push("restart: needs a server in this process (not --server); not run".into());
+        eprintln!("wirelab resume: the restart break needs a local server; it is left out of this run (--server)");
+    }
     if servers.link.is_none() && kinds.contains(&Break::Dark) {
         kinds.retain(|k| *k != Break::Dark);
-        skipped.push("dark: needs the link emulator (--link, as root); not run".to_string());
+        skipped.push(
+            "dark: needs the link emulator (--link, as root) or the lab's router; not run"
+                .to_string(),
+        );
         eprintln!("wirelab resume: the dark break needs --link (the link emulator); it is left out of this run");
     }
     let total = vs.len() * kinds.len() * a.reps as usize;

@@ -236,7 +236,7 @@ pub(crate) async fn run(
 }
 
 /// The variants of `ids` the remote server serves, at the security it serves them.
-fn remote_variants(r: &Remote, ids: &[TransportId]) -> Vec<transports::Variant> {
+pub(crate) fn remote_variants(r: &Remote, ids: &[TransportId]) -> Vec<transports::Variant> {
     let mut out = Vec::new();
     for &id in ids {
         let served: Vec<_> = r

@@ -237,11 +237,19 @@ async fn an_address_change_migrates_the_connection() {
     let mut ch = c.channels().remove(0);
     within("echo", ch.echo(msg(0))).await.unwrap();
     for round in 0..3u64 {
-        assert!(within("migrate", c.migrate()).await.unwrap(), "quic migrates");
+        assert!(
+            within("migrate", c.migrate()).await.unwrap(),
+            "quic migrates"
+        );
         for seq in 1..50 {
             let m = msg(round * 100 + seq);
             // Only the new socket receives: the answer came through the migrated path.
-            assert!(within("echo after migrating", ch.echo(m.clone())).await.unwrap() == m);
+            assert!(
+                within("echo after migrating", ch.echo(m.clone()))
+                    .await
+                    .unwrap()
+                    == m
+            );
         }
     }
     drop(ch);
