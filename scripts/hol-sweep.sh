@@ -35,6 +35,22 @@ variants=${VARIANTS:-tcp shared,tcp pool,ws shared,h2 duplex,quic,h3 duplex,wt}
 limit=${CELL_LIMIT:-900}
 mkdir -p "$out"
 grep -v '^\s*\(#\|$\)' "$cells" > "$out/cells.txt"
+
+# Each `wirelab hol` adds its congestion control to the host-wide allowed list while it sets up
+# its namespaces and puts the list back right after; two doing that at once race (one restores
+# the list while the other still needs it). So the sweep allows every congestion control its
+# cells use (cubic unless a cell says --cc) for its whole run, and puts the list back at exit.
+key=net.ipv4.tcp_allowed_congestion_control
+allowed_before=$(sysctl -n "$key")
+allowed=$allowed_before
+for cc in cubic $(grep -o -- '--cc [A-Za-z0-9_]*' "$out/cells.txt" | awk '{print $2}'); do
+    case " $allowed " in *" $cc "*) ;; *) allowed="$allowed $cc" ;; esac
+done
+if [ "$allowed" != "$allowed_before" ]; then
+    trap 'sysctl -qw "$key=$allowed_before"' EXIT
+    sysctl -qw "$key=$allowed" 2>/dev/null \
+        || echo "hol-sweep: could not allow '$allowed' (each cell will say why)" >&2
+fi
 total=$(wc -l < "$out/cells.txt")
 echo "hol-sweep: $total cells, $jobs at once, $reps seeds each, variants: $variants -> $out" >&2
 
@@ -72,12 +88,16 @@ for line in (out / "cells.txt").read_text().splitlines():
     print("|---|---|---:|---:|---:|---:|---:|")
     for f in files:
         r = json.loads(f.read_text())
-        s = r["summary"]
-        h = s["hol_index"]
+        s = r.get("summary") or {}
+        if "p99_ms" not in s:
+            print(f"| {f.parent.name} | {r['variant']} | (no valid run) | 0 | - | - | - |")
+            continue
+        # No stall in any seed (no loss, or none that delayed anything): no index.
+        h = s.get("hol_index") or {}
         idx = f"{h['median']:.2f} [{h['lo']:.2f}, {h['hi']:.2f}]" if h.get("n") else "-"
         lvl = f"{h['level']:.0%}" if h.get("n") else "-"
         print(f"| {f.parent.name} | {r['variant']} | {idx} | {h.get('n', 0)} | {lvl} "
-              f"| {s['p99_ms']['median']:.1f} | {s['stalls']['median']:g} |")
+              f"| {s['p99_ms']['median']:.1f} | {s.get('stalls', {}).get('median', 0):g} |")
     print()
 PY
 }

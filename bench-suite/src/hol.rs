@@ -436,6 +436,13 @@ pub async fn one_run(
     cfg.streams = plan.streams;
     cfg.sharing = hv.sharing;
     cfg.pool_size = 6;
+    // A graceful close under heavy or bursty loss waits out TCP's retransmission backoff
+    // (several doubling timeouts of a few RTTs each) after the measurement is complete: give it
+    // 100 RTTs, at least the default, so a slow close does not fail a measured run.
+    cfg.timeouts.shutdown_grace = cfg
+        .timeouts
+        .shutdown_grace
+        .max(Duration::from_millis(cell.rtt_ms.saturating_mul(100)));
     let rate = plan.rate_per_stream(cell) * f64::from(plan.streams);
     let sched = Schedule {
         rate,

@@ -90,9 +90,36 @@ impl Break {
     }
 }
 
+/// What runs across the break.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// A long server stream, resumed with the contract's resume protocol (offsets, an epoch,
+    /// the server's bounded window).
+    #[default]
+    Stream,
+    /// An echo stream: the client sends one message every interval and keeps those not yet
+    /// answered; after a reconnection it sends them again (an echo is idempotent, and the
+    /// client drops an answer it already has). No server state, so no window and no epoch.
+    Echo,
+}
+
+impl Workload {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Stream => "stream",
+            Workload::Echo => "echo",
+        }
+    }
+}
+
 /// One resume run's parameters.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Spec {
+    /// What runs across the break.
+    #[serde(default)]
+    pub workload: Workload,
     /// Messages in the stream.
     pub messages: u32,
     /// One message every this many ms.
@@ -177,7 +204,14 @@ pub async fn run_one(
     kind: Break,
     qlog_dir: Option<&std::path::Path>,
 ) -> Result<Outcome> {
-    crate::with_client!(v.id, C => run_typed::<C>(v, server, certs, servers, spec, kind, qlog_dir).await)
+    match spec.workload {
+        Workload::Stream => {
+            crate::with_client!(v.id, C => run_typed::<C>(v, server, certs, servers, spec, kind, qlog_dir).await)
+        }
+        Workload::Echo => {
+            crate::with_client!(v.id, C => run_echo::<C>(v, server, certs, servers, spec, kind, qlog_dir).await)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -455,6 +489,253 @@ async fn follow<Ch: Channel>(
             _ => {}
         }
     }
+}
+
+/// The client's side of an echo stream across a break.
+struct Echoes {
+    /// Messages in the stream.
+    n: u64,
+    /// Whether each sequence number has been answered.
+    answered: Vec<bool>,
+    /// Sent and not answered yet: what a new connection must carry again.
+    outstanding: std::collections::BTreeSet<u64>,
+    /// The next sequence number to send.
+    next: u64,
+    /// Answered so far (each sequence number once).
+    done: u64,
+    /// Answers for a sequence number already answered (dropped).
+    duplicates: u64,
+    /// Message size.
+    size: usize,
+    /// The schedule: message `i` is due at `start + i * interval`.
+    start: tokio::time::Instant,
+    interval: Duration,
+}
+
+impl Echoes {
+    fn new(spec: &Spec) -> Self {
+        Self {
+            n: u64::from(spec.messages),
+            answered: vec![false; spec.messages as usize],
+            outstanding: Default::default(),
+            next: 0,
+            done: 0,
+            duplicates: 0,
+            size: (spec.size as usize).max(codec::HEADER_LEN),
+            start: tokio::time::Instant::now(),
+            interval: Duration::from_millis(u64::from(spec.interval_ms)),
+        }
+    }
+
+    fn message(&self, id: u32, seq: u64) -> Result<bytes::Bytes> {
+        Ok(codec::encode(
+            id,
+            seq,
+            wirelab_core::clock::now_ns(),
+            Kind::Echo,
+            self.size,
+        )?)
+    }
+
+    /// Sends again everything outstanding (after a reconnection); returns how many.
+    async fn resend<Ch: Channel>(&mut self, ch: &mut Ch) -> Result<u64> {
+        let again: Vec<u64> = self.outstanding.iter().copied().collect();
+        for &seq in &again {
+            ch.send(self.message(ch.id(), seq)?).await?;
+        }
+        Ok(again.len() as u64)
+    }
+
+    /// Sends on schedule and reads answers until `stop` says so, `until` passes (then
+    /// `Ok(false)`), or nothing is answered for `bound` while something is outstanding (an
+    /// error: the stream stalled).
+    async fn pump<Ch: Channel>(
+        &mut self,
+        ch: &mut Ch,
+        until: Option<tokio::time::Instant>,
+        bound: Duration,
+        mut stop: impl FnMut(&Self) -> bool,
+    ) -> Result<bool> {
+        let mut last = tokio::time::Instant::now();
+        loop {
+            if stop(self) {
+                return Ok(true);
+            }
+            if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+                return Ok(false);
+            }
+            let due = self.start + self.interval * self.next as u32;
+            let sending = self.next < self.n;
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                m = ch.recv() => {
+                    let h = codec::peek_header(&m?)?;
+                    if h.kind != Kind::Echo || h.seq >= self.n {
+                        continue;
+                    }
+                    last = tokio::time::Instant::now();
+                    let i = h.seq as usize;
+                    if self.answered[i] {
+                        self.duplicates += 1;
+                    } else {
+                        self.answered[i] = true;
+                        self.outstanding.remove(&h.seq);
+                        self.done += 1;
+                    }
+                }
+                _ = tokio::time::sleep_until(due), if sending => {
+                    let seq = self.next;
+                    ch.send(self.message(ch.id(), seq)?).await?;
+                    self.outstanding.insert(seq);
+                    self.next += 1;
+                }
+                _ = tokio::time::sleep_until(until.unwrap_or(far)), if until.is_some() => {}
+                _ = tokio::time::sleep_until(last + bound), if until.is_none() => {
+                    bail!("the echo stream stalled: nothing answered for {} s", bound.as_secs());
+                }
+            }
+        }
+    }
+}
+
+/// One run of `kind` on an echo stream: the client keeps what is unanswered and sends it again
+/// on a new connection (or, where the connection survives, waits for the transport).
+#[allow(clippy::too_many_arguments)]
+async fn run_echo<C: Client>(
+    v: &Variant,
+    server: &mut VariantServer,
+    certs: &Certs,
+    servers: &Servers,
+    spec: &Spec,
+    kind: Break,
+    qlog_dir: Option<&std::path::Path>,
+) -> Result<Outcome> {
+    let bound = Duration::from_secs(10);
+    let mut cfg: ClientConfig = server.client();
+    cfg.qlog_dir = qlog_dir.map(Into::into);
+    cfg.mode = v.mode;
+    cfg.streams = 1;
+    if kind == Break::Window {
+        bail!("an echo stream has no server window: the window break is for streams");
+    }
+    let mut e = Echoes::new(spec);
+    let mut client = C::connect(&cfg).await.context("connecting")?;
+    let mut ch = client.channels().pop().context("no channel")?;
+    e.start = tokio::time::Instant::now();
+    let break_at = spec.break_at;
+    e.pump(&mut ch, None, bound, |e| e.done >= break_at)
+        .await
+        .context("before the break")?;
+
+    let mut out = Outcome {
+        kind,
+        outage_ms: 0.0,
+        attempts: 0,
+        backoff_ms: 0.0,
+        resume_ms: None,
+        answer: "held".into(),
+        answer_as_expected: false,
+        processed: 0,
+        replayed: 0,
+        lost: 0,
+        duplicates: 0,
+    };
+    // Where the connection may survive: the path dark for the outage (sending and reading on
+    // meanwhile), then back (under a new address for `migrate`).
+    let mut held = false;
+    if matches!(kind, Break::Dark | Break::Migrate) && servers.link.is_some() {
+        let link = servers.link.as_ref().map(|(l, s)| (l.clone(), s.config()));
+        if let Some((link, normal)) = link {
+            let mut dark = normal;
+            dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+            dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+            link.configure(dark).context("darkening the link")?;
+            let away = Instant::now();
+            let until = tokio::time::Instant::now() + Duration::from_millis(spec.outage_ms);
+            e.pump(&mut ch, Some(until), bound, |_| false).await?;
+            link.configure(normal).context("restoring the link")?;
+            out.outage_ms = away.elapsed().as_secs_f64() * 1e3;
+        }
+    } else if kind == Break::Dark {
+        bail!("the dark break needs the link emulator (--link)");
+    }
+    let back = Instant::now();
+    match kind {
+        Break::Dark => held = true,
+        Break::Migrate => {
+            held = client
+                .migrate()
+                .await
+                .context("changing the client's address")?;
+            out.answer = if held { "migrated" } else { "resent" }.into();
+        }
+        _ => {}
+    }
+    let back = if held {
+        back
+    } else {
+        // The connection is gone (cut, a restarted server, or an address TCP cannot keep):
+        // stay away for the outage (not after a migration), reconnect with backoff, send again
+        // what is outstanding.
+        drop(ch);
+        drop(client);
+        if matches!(kind, Break::Cut | Break::Restart) {
+            let away = Instant::now();
+            if kind == Break::Restart {
+                server
+                    .restart(v, certs, servers)
+                    .await
+                    .context("restarting the server")?;
+            }
+            let outage = Duration::from_millis(spec.outage_ms);
+            tokio::time::sleep(outage.saturating_sub(away.elapsed())).await;
+            out.outage_ms = away.elapsed().as_secs_f64() * 1e3;
+        }
+        let (c, attempt) = loop {
+            let wait = if kind == Break::Migrate && out.attempts == 0 {
+                Duration::ZERO
+            } else {
+                resume::backoff(
+                    out.attempts,
+                    Duration::from_millis(spec.backoff_base_ms),
+                    Duration::from_millis(spec.backoff_max_ms),
+                    unit(),
+                )
+            };
+            tokio::time::sleep(wait).await;
+            out.backoff_ms += wait.as_secs_f64() * 1e3;
+            out.attempts += 1;
+            let start = Instant::now();
+            match C::connect(&cfg).await {
+                Ok(c) => break (c, start),
+                Err(e) if out.attempts < 8 => {
+                    tracing::debug!("resume: reconnect attempt {}: {e}", out.attempts);
+                }
+                Err(e) => return Err(e).context("reconnecting"),
+            }
+        };
+        client = c;
+        ch = client.channels().pop().context("no channel")?;
+        out.replayed = e.resend(&mut ch).await?;
+        out.answer = "resent".into();
+        attempt
+    };
+    let before = e.done;
+    e.pump(&mut ch, None, bound, |e| e.done > before)
+        .await
+        .context("after the break")?;
+    out.resume_ms = Some(back.elapsed().as_secs_f64() * 1e3);
+    let n = e.n;
+    let ended = e.pump(&mut ch, None, bound, |e| e.done >= n).await;
+    if let Err(err) = ended {
+        tracing::debug!("echo resume: {err:#}");
+    }
+    out.processed = e.done;
+    out.lost = e.n - e.done;
+    out.duplicates = e.duplicates;
+    out.answer_as_expected = out.lost == 0;
+    let _ = tokio::time::timeout(bound, client.close()).await;
+    Ok(out)
 }
 
 /// Darkens the link (every packet lost, both ways) for the outage, reading whatever the

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use wirelab::resume::{self, Break, Outcome, Spec};
+use wirelab::resume::{self, Break, Outcome, Spec, Workload};
 use wirelab::runner::{Certs, Servers, VariantServer};
 use wirelab::transports::{self, Variant};
 use wirelab_core::{Mode, TransportId};
@@ -27,6 +27,11 @@ pub(crate) struct ResumeArgs {
     /// --outage-ms first).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Break::ALL)]
     kinds: Vec<Break>,
+    /// What runs across the break: stream (a long server stream, resumed by offset and epoch
+    /// from the server's window) or echo (the client sends one message every interval and sends
+    /// the unanswered ones again on the new connection; no window break).
+    #[arg(long, value_enum, default_value_t = Workload::Stream)]
+    workload: Workload,
     /// Repetitions of each (transport, kind).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: u32,
@@ -128,6 +133,17 @@ impl ResumeArgs {
                 self.messages
             );
         }
+        if self.size < wirelab_core::codec::HEADER_LEN as u32 {
+            bail!(
+                "--size {} is under the {}-byte message header",
+                self.size,
+                wirelab_core::codec::HEADER_LEN
+            );
+        }
+        if self.workload == Workload::Echo {
+            // No server window: the client keeps what is unanswered itself.
+            return Ok(());
+        }
         let window = self.window();
         let window_ms = window as u64 * u64::from(self.interval_ms);
         let left_ms = (u64::from(self.messages) - self.break_at) * u64::from(self.interval_ms);
@@ -215,6 +231,7 @@ pub(crate) async fn resume(a: ResumeArgs, mut servers: Servers) -> Result<()> {
     let window = a.window();
     let window_ms = window as u64 * u64::from(a.interval_ms);
     let spec = Spec {
+        workload: a.workload,
         messages: a.messages,
         interval_ms: a.interval_ms,
         size: a.size,
@@ -232,6 +249,10 @@ pub(crate) async fn resume(a: ResumeArgs, mut servers: Servers) -> Result<()> {
     let certs = Certs::new()?;
     let mut kinds = a.kinds.clone();
     let mut skipped = Vec::new();
+    if a.workload == Workload::Echo && kinds.contains(&Break::Window) {
+        kinds.retain(|k| *k != Break::Window);
+        skipped.push("window: an echo stream keeps what is unanswered in the client; there is no server window to fall out of".into());
+    }
     if servers.remote.is_some() && kinds.contains(&Break::Restart) {
         kinds.retain(|k| *k != Break::Restart);
         skipped.push("restart: needs a server in this process (not --server); not run".into());
@@ -356,7 +377,20 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 fn report(f: &ResumeFile) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# Resume after a broken connection\n");
+    let _ = writeln!(
+        s,
+        "# Resume after a broken connection: {}\n",
+        match f.spec.workload {
+            Workload::Stream => "a server stream",
+            Workload::Echo => "an echo stream",
+        }
+    );
+    if f.spec.workload == Workload::Echo {
+        let _ = writeln!(
+            s,
+            "An echo stream: the client sends one message every interval and keeps those not answered yet; on a new connection it sends them again (replayed) and goes on with the schedule, sending at once what fell due while it was away. Lost: messages never answered (must be 0); duplicates: answers for a message already answered, dropped by the client. Answers: `held` / `migrated` (the connection survived), `resent` (a new connection carried the outstanding ones).\n"
+        );
+    }
     let _ = writeln!(
         s,
         "{} messages of {} B, one every {} ms; the client breaks after message {}; cut and restart stay away {} ms, window twice the server's window ({} messages). {}Reconnection: full-jitter backoff from {} ms, capped at {} ms. wirelab {} ({}), {}.\n",
@@ -400,7 +434,9 @@ fn report(f: &ResumeFile) -> String {
             _ => "–".into(),
         };
         let sum = |f: fn(&Outcome) -> u64| r.runs.iter().map(f).sum::<u64>();
-        let expected = if r.kind == Break::Dark {
+        let expected = if f.spec.workload == Workload::Echo {
+            "all answered"
+        } else if r.kind == Break::Dark {
             "held"
         } else {
             status(r.kind.expected())

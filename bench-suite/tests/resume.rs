@@ -93,6 +93,46 @@ async fn every_break_gets_its_answer_and_a_cut_loses_nothing() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// An echo stream across a cut, a server restart and an address change: the client sends
+/// again what was unanswered, every message is answered once, none lost; a window break does
+/// not apply (no server window) and is left out, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_stream_loses_nothing_across_breaks() {
+    let out = std::env::temp_dir().join(format!("wirelab-resume-echo-{}", std::process::id()));
+    let o = wirelab_resume(
+        &out,
+        "50",
+        &["--workload", "echo", "--transports", "tcp,ws,h2,quic,wt"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "wirelab resume failed:\n{stderr}");
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(out.join("resume.json")).unwrap()).unwrap();
+    assert_eq!(file["spec"]["workload"], "echo");
+    let rows = file["rows"].as_array().unwrap();
+    // cut, restart, migrate on 5 transports (window and dark left out).
+    assert_eq!(rows.len(), 15, "{file}");
+    let skipped = file["skipped"].to_string();
+    assert!(
+        skipped.contains("window") && skipped.contains("dark"),
+        "{skipped}"
+    );
+    for r in rows {
+        let label = format!("{} {}", r["transport"], r["kind"]);
+        assert!(r["errors"].as_array().unwrap().is_empty(), "{label}: {r}");
+        let run = &r["runs"][0];
+        assert_eq!(run["answer_as_expected"], true, "{label}: {run}");
+        assert_eq!(run["lost"], 0, "{label}: {run}");
+        assert_eq!(run["processed"], 2600, "{label}: {run}");
+        assert!(run["resume_ms"].as_f64().is_some(), "{label}: {run}");
+        let migrated = r["kind"] == "migrate" && r["transport"] == "quic";
+        let answer = if migrated { "migrated" } else { "resent" };
+        assert_eq!(run["answer"], answer, "{label}: {run}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[tokio::test]
 async fn a_cut_outside_the_window_is_refused_before_anything_runs() {
     let out = std::env::temp_dir().join(format!("wirelab-resume-bad-{}", std::process::id()));
