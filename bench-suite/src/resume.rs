@@ -350,6 +350,45 @@ async fn run_typed<C: Client>(
     reconnect::<C>(&cfg, spec, kind, outage_ms, state, bound).await
 }
 
+/// Connects again with jittered exponential backoff (at most 8 attempts), counting the
+/// attempts and the time spent waiting; returns the client, its channel and when the attempt
+/// that succeeded started. After an address change the client knows its connection is gone, so
+/// the first attempt does not wait; otherwise every attempt waits (the server may be down).
+async fn connect_again<C: Client>(
+    cfg: &ClientConfig,
+    spec: &Spec,
+    kind: Break,
+    attempts: &mut u32,
+    backoff_ms: &mut f64,
+) -> Result<(C, C::Channel, Instant)> {
+    loop {
+        let wait = if kind == Break::Migrate && *attempts == 0 {
+            Duration::ZERO
+        } else {
+            resume::backoff(
+                *attempts,
+                Duration::from_millis(spec.backoff_base_ms),
+                Duration::from_millis(spec.backoff_max_ms),
+                unit(),
+            )
+        };
+        tokio::time::sleep(wait).await;
+        *backoff_ms += wait.as_secs_f64() * 1e3;
+        *attempts += 1;
+        let start = Instant::now();
+        match C::connect(cfg).await {
+            Ok(mut c) => match c.channels().pop() {
+                Some(ch) => return Ok((c, ch, start)),
+                None => bail!("no channel"),
+            },
+            Err(e) if *attempts < 8 => {
+                tracing::debug!("resume: reconnect attempt {attempts}: {e}");
+            }
+            Err(e) => return Err(e).context("reconnecting"),
+        }
+    }
+}
+
 /// What a client carries across a break to resume its stream.
 struct Resumed {
     token: u64,
@@ -381,35 +420,8 @@ async fn reconnect<C: Client>(
     let back_ns = wirelab_core::clock::now_ns();
     let mut attempts = 0u32;
     let mut backoff_ms = 0.0;
-    let (client, mut ch, back) = loop {
-        // After an address change the client knows its connection is gone: no wait before the
-        // first attempt. Otherwise every attempt waits (the server may be down).
-        let first_now = kind == Break::Migrate && attempts == 0;
-        let wait = if first_now {
-            Duration::ZERO
-        } else {
-            resume::backoff(
-                attempts,
-                Duration::from_millis(spec.backoff_base_ms),
-                Duration::from_millis(spec.backoff_max_ms),
-                unit(),
-            )
-        };
-        tokio::time::sleep(wait).await;
-        backoff_ms += wait.as_secs_f64() * 1e3;
-        attempts += 1;
-        let start = Instant::now();
-        match C::connect(cfg).await {
-            Ok(mut c) => match c.channels().pop() {
-                Some(ch) => break (c, ch, start),
-                None => bail!("no channel"),
-            },
-            Err(e) if attempts < 8 => {
-                tracing::debug!("resume: reconnect attempt {attempts}: {e}");
-            }
-            Err(e) => return Err(e).context("reconnecting"),
-        }
-    };
+    let (client, mut ch, back) =
+        connect_again::<C>(cfg, spec, kind, &mut attempts, &mut backoff_ms).await?;
     ch.send(
         Resume {
             token,
@@ -643,19 +655,12 @@ async fn run_echo<C: Client>(
     // Where the connection may survive: the path dark for the outage (sending and reading on
     // meanwhile), then back (under a new address for `migrate`).
     let mut held = false;
-    if matches!(kind, Break::Dark | Break::Migrate) && servers.link.is_some() {
-        let link = servers.link.as_ref().map(|(l, s)| (l.clone(), s.config()));
-        if let Some((link, normal)) = link {
-            let mut dark = normal;
-            dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-            dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-            link.configure(dark).context("darkening the link")?;
-            let away = Instant::now();
-            let until = tokio::time::Instant::now() + Duration::from_millis(spec.outage_ms);
-            e.pump(&mut ch, Some(until), bound, |_| false).await?;
-            link.configure(normal).context("restoring the link")?;
-            out.outage_ms = away.elapsed().as_secs_f64() * 1e3;
-        }
+    if matches!(kind, Break::Dark | Break::Migrate) && go_dark(servers)? {
+        let away = Instant::now();
+        let until = tokio::time::Instant::now() + Duration::from_millis(spec.outage_ms);
+        e.pump(&mut ch, Some(until), bound, |_| false).await?;
+        restore(servers)?;
+        out.outage_ms = away.elapsed().as_secs_f64() * 1e3;
     } else if kind == Break::Dark {
         bail!("the dark break needs the link emulator (--link)");
     }
@@ -691,31 +696,10 @@ async fn run_echo<C: Client>(
             tokio::time::sleep(outage.saturating_sub(away.elapsed())).await;
             out.outage_ms = away.elapsed().as_secs_f64() * 1e3;
         }
-        let (c, attempt) = loop {
-            let wait = if kind == Break::Migrate && out.attempts == 0 {
-                Duration::ZERO
-            } else {
-                resume::backoff(
-                    out.attempts,
-                    Duration::from_millis(spec.backoff_base_ms),
-                    Duration::from_millis(spec.backoff_max_ms),
-                    unit(),
-                )
-            };
-            tokio::time::sleep(wait).await;
-            out.backoff_ms += wait.as_secs_f64() * 1e3;
-            out.attempts += 1;
-            let start = Instant::now();
-            match C::connect(&cfg).await {
-                Ok(c) => break (c, start),
-                Err(e) if out.attempts < 8 => {
-                    tracing::debug!("resume: reconnect attempt {}: {e}", out.attempts);
-                }
-                Err(e) => return Err(e).context("reconnecting"),
-            }
-        };
+        let (c, new_ch, attempt) =
+            connect_again::<C>(&cfg, spec, kind, &mut out.attempts, &mut out.backoff_ms).await?;
         client = c;
-        ch = client.channels().pop().context("no channel")?;
+        ch = new_ch;
         out.replayed = e.resend(&mut ch).await?;
         out.answer = "resent".into();
         attempt
@@ -750,13 +734,9 @@ async fn darken<Ch: Channel>(
     duplicates: &mut u64,
     lost: &mut u64,
 ) -> Result<(f64, u64)> {
-    let Some((link, link_spec)) = servers.link.as_ref() else {
+    if !go_dark(servers)? {
         return Ok((0.0, 0));
-    };
-    let mut dark = link_spec.config();
-    dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-    dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
-    link.configure(dark).context("darkening the link")?;
+    }
     let away = Instant::now();
     let outage = Duration::from_millis(spec.outage_ms);
     let mut early = 0u64;
@@ -772,6 +752,18 @@ async fn darken<Ch: Channel>(
         }
     }
     Ok((away.elapsed().as_secs_f64() * 1e3, early))
+}
+
+/// Switches the link (or the lab's router) to 100% loss both ways; `false` without one.
+fn go_dark(servers: &Servers) -> Result<bool> {
+    let Some((link, link_spec)) = servers.link.as_ref() else {
+        return Ok(false);
+    };
+    let mut dark = link_spec.config();
+    dark.up.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    dark.down.loss = wirelab_link::LossModel::Bernoulli { p: 1.0 };
+    link.configure(dark).context("darkening the link")?;
+    Ok(true)
 }
 
 /// Brings the link back to its settings (nothing without the link emulator).
