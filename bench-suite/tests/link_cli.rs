@@ -92,7 +92,14 @@ fn ctrl_c_leaves_nothing_behind() {
     let netns_before: Vec<_> = std::fs::read_dir("/run/netns")
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    let mut child = wirelab()
+    // Through `env --default-signal=INT` (GNU coreutils), which execs wirelab in its own
+    // process with SIGINT's default action, whatever this test inherited: a shell that starts
+    // a command in the background without job control (`cmd &` in a script, nohup) leaves
+    // SIGINT ignored, and an ignored signal stays ignored across exec, so the child would
+    // never see Ctrl-C.
+    let mut child = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg(env!("CARGO_BIN_EXE_wirelab"))
         .args(["link", "check", "--rates", "200"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
