@@ -250,6 +250,25 @@ pub struct HolRep {
     pub records: Vec<Vec<(u64, u64)>>,
     /// Loss-model drops (up, down), ns from the first send.
     pub losses: [Vec<u64>; 2],
+    /// Datagram variants: what became of the datagrams (a lost one has no record above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<crate::results::DatagramRep>,
+}
+
+impl HolRep {
+    /// Datagram variants: echoes that never came back, % of those sent.
+    pub fn datagram_loss_pct(&self) -> Option<f64> {
+        self.datagrams
+            .filter(|d| d.sent > 0)
+            .map(|d| (d.sent - d.received) as f64 / d.sent as f64 * 100.0)
+    }
+
+    /// Datagram variants: echoes that came after a later one, % of those received.
+    pub fn datagram_reorder_pct(&self) -> Option<f64> {
+        self.datagrams
+            .filter(|d| d.received > 0)
+            .map(|d| d.reordered as f64 / d.received as f64 * 100.0)
+    }
 }
 
 /// The results of one cell on one variant.
@@ -273,7 +292,8 @@ pub struct HolResult {
     #[serde(default)]
     pub placement: crate::results::Placement,
     /// Median and confidence interval over the repetitions of `hol_index`, `stalls`,
-    /// `p50_ms`, `p99_ms`, `p999_ms`, `max_ms` (absent in files from before the driver).
+    /// `p50_ms`, `p99_ms`, `p999_ms`, `max_ms`, and for datagram variants
+    /// `datagram_loss_pct` and `datagram_reorder_pct` (absent in files from before the driver).
     #[serde(default)]
     pub summary: std::collections::BTreeMap<String, crate::stats::Estimate>,
     /// Repetitions.
@@ -284,13 +304,15 @@ pub struct HolResult {
 /// as `run` computes them).
 pub fn summarize(reps: &[HolRep]) -> std::collections::BTreeMap<String, crate::stats::Estimate> {
     type Of = fn(&HolRep) -> Option<f64>;
-    let metrics: [(&str, Of); 6] = [
+    let metrics: [(&str, Of); 8] = [
         ("hol_index", |r| r.hol_index),
         ("stalls", |r| Some(r.stalls as f64)),
         ("p50_ms", |r| Some(r.p50_ms)),
         ("p99_ms", |r| Some(r.p99_ms)),
         ("p999_ms", |r| Some(r.p999_ms)),
         ("max_ms", |r| Some(r.max_ms)),
+        ("datagram_loss_pct", HolRep::datagram_loss_pct),
+        ("datagram_reorder_pct", HolRep::datagram_reorder_pct),
     ];
     metrics
         .iter()
@@ -404,6 +426,7 @@ pub fn summarize_rep(
             .map(|r| r.into_iter().map(|(s, l)| (s - t0, l)).collect())
             .collect(),
         losses: [rel(up), rel(down)],
+        datagrams: None,
     })
 }
 
@@ -450,7 +473,26 @@ pub async fn one_run(
         size: plan.size,
         lateness_budget: crate::runner::LATENESS_BUDGET,
     };
-    let r = with_client!(hv.variant.id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
+    // Datagram variants: the K streams are tags on datagrams of one session, sent once each;
+    // a lost one is counted, never waited for.
+    let (records, behind, datagrams) = if hv.datagrams {
+        let sched = Schedule {
+            lateness_budget: crate::runner::DATAGRAM_LATENESS_BUDGET,
+            ..sched
+        };
+        let r = workload::datagram_echo(hv.variant.id, &cfg, sched, None).await?;
+        let d = crate::results::DatagramRep {
+            sent: r.tally.sent,
+            received: r.tally.received,
+            reordered: r.tally.reordered,
+            duplicates: r.tally.duplicates,
+        };
+        (r.records, r.behind, Some(d))
+    } else {
+        let r =
+            with_client!(hv.variant.id, C => workload::open_loop::<C>(&cfg, sched, None).await)?;
+        (r.records, r.behind, None)
+    };
     let (record, losses) = match link {
         Some(link) => {
             let stats = link.stats()?;
@@ -469,14 +511,16 @@ pub async fn one_run(
             [Vec::new(), Vec::new()],
         ),
     };
-    summarize_rep(
-        r.records,
+    let mut rep = summarize_rep(
+        records,
         losses,
         HolPlan::theta(cell),
         spec.seed,
         record,
-        r.behind,
-    )
+        behind,
+    )?;
+    rep.datagrams = datagrams;
+    Ok(rep)
 }
 
 /// `wirelab hol` on the driver: rows are ways of carrying K streams, cases are grid cells.
@@ -682,7 +726,9 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
             let _ = writeln!(
                 md,
                 "## RTT {rtt} ms, {kname} loss\n\nEach cell: p99 latency (ms) · HOL index \
-                 (0: a loss stalls only its own stream, 1: every stream).\n"
+                 (0: a loss stalls only its own stream, 1: every stream); datagram rows also \
+                 give the echoes lost (a lost datagram is not retransmitted, so the latency \
+                 and index are those of the echoes that came back).\n"
             );
             let _ = write!(md, "| transport |");
             for l in &losses {
@@ -711,9 +757,13 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                             } else {
                                 ""
                             };
+                            let lost = r
+                                .median(HolRep::datagram_loss_pct)
+                                .map(|l| format!(" · lost {l:.1}%"))
+                                .unwrap_or_default();
                             let _ = write!(
                                 md,
-                                " {p99:.1} · {}{flag}{behind} |",
+                                " {p99:.1} · {}{lost}{flag}{behind} |",
                                 fmt_index(r.median(|x| x.hol_index))
                             );
                             pts.push((l * 100.0, p99));

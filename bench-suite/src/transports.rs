@@ -235,14 +235,20 @@ pub struct StreamsVariant {
     pub variant: Variant,
     /// One connection for all streams, or a pool.
     pub sharing: Sharing,
+    /// The K streams are tags on unreliable datagrams of one session instead of streams
+    /// (transports with datagrams: wt): nothing is retransmitted, so nothing waits for a loss.
+    pub datagrams: bool,
 }
 
 impl StreamsVariant {
-    /// `tcp shared`, `ws pool`, `h1 pool of 6`, `h2 rr`, `quic`: the sharing is named where the
-    /// transport is compared in more than one, or where it is a pool.
+    /// `tcp shared`, `ws pool`, `h1 pool of 6`, `h2 rr`, `quic`, `wt datagrams`: the sharing is
+    /// named where the transport is compared in more than one, or where it is a pool.
     pub fn label(&self) -> String {
         let base = self.variant.label();
         let d = self.variant.descriptor();
+        if self.datagrams {
+            return format!("{base} datagrams");
+        }
         match self.sharing {
             _ if d.sharings.len() > 1 => format!("{base} {}", sharing_name(self.sharing)),
             Sharing::Pool => format!("{base} pool of {}", ClientConfig::DEFAULT_POOL_SIZE),
@@ -273,6 +279,14 @@ pub fn streams_variants() -> Vec<StreamsVariant> {
             out.push(StreamsVariant {
                 variant: v.clone(),
                 sharing,
+                datagrams: false,
+            });
+        }
+        if v.descriptor().datagrams {
+            out.push(StreamsVariant {
+                variant: v.clone(),
+                sharing: Sharing::Shared,
+                datagrams: true,
             });
         }
     }
@@ -347,8 +361,14 @@ mod tests {
             "h2 rr",
             "h3 duplex",
             "quic",
+            "wt",
+            "wt datagrams",
         ] {
             assert!(labels.contains(&l.to_string()), "{l} in {labels:?}");
+        }
+        // Datagrams only where the transport has them.
+        for h in hol.iter().filter(|h| h.datagrams) {
+            assert!(h.variant.descriptor().datagrams, "{}", h.label());
         }
     }
 }

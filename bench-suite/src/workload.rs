@@ -618,6 +618,10 @@ pub struct DatagramEcho {
     /// Round trip of each echo that came back, ns (each datagram is sent once: nothing here
     /// was retransmitted).
     pub rtt: Histogram<u64>,
+    /// Per stream tag (`cfg.streams` of them; datagram `n` carries tag `n % streams`), each
+    /// echo that came back as (intended send time, latency from it), ns on the harness clock,
+    /// in arrival order: what the HOL experiment reads.
+    pub records: Vec<Vec<(u64, u64)>>,
     /// From the first send to the last (the schedule, without the wait for stragglers).
     pub elapsed: Duration,
     /// `None` when the generator kept its schedule; otherwise why it did not.
@@ -632,7 +636,8 @@ pub const DATAGRAM_STRAGGLE: Duration = Duration::from_secs(1);
 
 /// Datagram echo at a fixed rate on one session of `id` (only `wt` carries datagrams): each
 /// datagram is a service message (its sequence number and send time in the header) sent once
-/// at its scheduled time; the server sends it back. Echoes are counted as they come (loss,
+/// at its scheduled time; the server sends it back. With `cfg.streams` K above 1, datagram `n`
+/// is tagged as stream `n % K` (K logical flows on one session, for the HOL experiment). Echoes are counted as they come (loss,
 /// reordering, duplicates: [`wirelab_wt::datagram::Tracker`]) until all are back or
 /// [`DATAGRAM_STRAGGLE`] after the last send; a lost datagram never holds the workload up.
 pub async fn datagram_echo(
@@ -663,11 +668,17 @@ pub async fn datagram_echo(
         );
     }
     let total = sched.messages();
+    let tags = u64::from(cfg.streams.max(1));
+    let interval_ns = 1e9 / sched.rate;
+    // The schedule's origin on both clocks: tokio's for pacing, the harness's for the records.
+    let start = tokio::time::Instant::now();
+    let start_ns = clock::now_ns();
     let (deadline_tx, mut deadline_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let rx = d.clone();
     let receiver = tokio::spawn(async move {
         let mut tracker = Tracker::new(total);
         let mut rtt = stats::histogram();
+        let mut records = vec![Vec::new(); tags as usize];
         let mut deadline: Option<tokio::time::Instant> = None;
         while !tracker.complete() {
             tokio::select! {
@@ -681,6 +692,9 @@ pub async fn datagram_echo(
                         };
                         if tracker.record(h.seq) {
                             let _ = rtt.record(now.saturating_sub(h.sent_ns).max(1));
+                            let intended = start_ns + (h.seq as f64 * interval_ns) as u64;
+                            records[(h.seq % tags) as usize]
+                                .push((intended, now.saturating_sub(intended)));
                         }
                     }
                     Err(_) => break,
@@ -693,11 +707,9 @@ pub async fn datagram_echo(
                     if deadline.is_some() => break,
             }
         }
-        (tracker.tally(), rtt)
+        (tracker.tally(), rtt, records)
     });
     let measuring = probe::measure(probe);
-    let interval_ns = 1e9 / sched.rate;
-    let start = tokio::time::Instant::now();
     let mut lateness = stats::histogram();
     let mut send_error = None;
     for n in 0..total {
@@ -705,7 +717,8 @@ pub async fn datagram_echo(
         tokio::time::sleep_until(due).await;
         let late = tokio::time::Instant::now().saturating_duration_since(due);
         let _ = lateness.record((late.as_nanos() as u64).max(1));
-        let m = codec::encode(0, n, clock::now_ns(), Kind::Echo, sched.size)?;
+        let tag = u32::try_from(n % tags).expect("tags come from a u32");
+        let m = codec::encode(tag, n, clock::now_ns(), Kind::Echo, sched.size)?;
         // A datagram the stack cannot take now is simply lost; a session that is gone ends
         // the run.
         if let Err(e) = d.send(&m) {
@@ -715,7 +728,7 @@ pub async fn datagram_echo(
     }
     let elapsed = start.elapsed();
     let _ = deadline_tx.send(tokio::time::Instant::now() + DATAGRAM_STRAGGLE);
-    let (tally, rtt) = receiver
+    let (tally, rtt, records) = receiver
         .await
         .map_err(|e| anyhow!("datagram receiver failed: {e}"))?;
     let cost = measuring.finish();
@@ -728,6 +741,7 @@ pub async fn datagram_echo(
     Ok(DatagramEcho {
         tally,
         rtt,
+        records,
         elapsed,
         behind,
         cost,
