@@ -76,7 +76,8 @@ out, version, reps = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 print(f"# HOL sweep\n\n{version}, {reps} seeds per cell, `--cpu free`.\n")
 print("HOL index: median [interval] (n seeds with a stall; the interval's confidence level); "
       "p99 ms: median over the seeds; stalls: median count per run. 0: a loss stalls only its "
-      "own stream, 1: every stream (docs/src/hol.md).\n")
+      "own stream, 1: every stream (docs/src/hol.md). lost %: datagram variants only, echoes "
+      "that never came back, median [interval] over the seeds.\n")
 for line in (out / "cells.txt").read_text().splitlines():
     name, _, args = line.partition(" ")
     print(f"## {name}: `{args.strip()}`\n")
@@ -84,20 +85,22 @@ for line in (out / "cells.txt").read_text().splitlines():
     if not files:
         print(f"(no results: see {name}.log)\n")
         continue
-    print("| cell | transport | HOL index | n | level | p99 ms | stalls |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| cell | transport | HOL index | n | level | p99 ms | stalls | lost % |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for f in files:
         r = json.loads(f.read_text())
         s = r.get("summary") or {}
         if "p99_ms" not in s:
-            print(f"| {f.parent.name} | {r['variant']} | (no valid run) | 0 | - | - | - |")
+            print(f"| {f.parent.name} | {r['variant']} | (no valid run) | 0 | - | - | - | - |")
             continue
         # No stall in any seed (no loss, or none that delayed anything): no index.
         h = s.get("hol_index") or {}
         idx = f"{h['median']:.2f} [{h['lo']:.2f}, {h['hi']:.2f}]" if h.get("n") else "-"
         lvl = f"{h['level']:.0%}" if h.get("n") else "-"
+        d = s.get("datagram_loss_pct")
+        lost = f"{d['median']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]" if d else "-"
         print(f"| {f.parent.name} | {r['variant']} | {idx} | {h.get('n', 0)} | {lvl} "
-              f"| {s['p99_ms']['median']:.1f} | {s.get('stalls', {}).get('median', 0):g} |")
+              f"| {s['p99_ms']['median']:.1f} | {s.get('stalls', {}).get('median', 0):g} | {lost} |")
     print()
 PY
 }

@@ -278,7 +278,7 @@ async fn run_typed<C: Client>(
 
     if kind == Break::Migrate {
         let mut client = client;
-        let (outage_ms, early) = darken(
+        let (outage_ms, back, back_ns) = dark_then_back(
             servers,
             &mut ch,
             spec,
@@ -287,29 +287,13 @@ async fn run_typed<C: Client>(
             &mut lost,
         )
         .await?;
-        // The path returns, under the client's new address.
-        restore(servers)?;
-        let back = Instant::now();
-        let back_ns = wirelab_core::clock::now_ns();
+        // The path has returned; now under the client's new address.
         let migrated = client
             .migrate()
             .await
             .context("changing the client's address")?;
         if migrated {
-            tracing::debug!("migrate: {early} messages arrived while the path was dark");
-            let out = Outcome {
-                kind,
-                outage_ms,
-                attempts: 0,
-                backoff_ms: 0.0,
-                resume_ms: None,
-                answer: "migrated".into(),
-                answer_as_expected: true,
-                processed: dedup.next(),
-                replayed: 0,
-                lost,
-                duplicates,
-            };
+            let out = survived(kind, "migrated", outage_ms, &dedup, lost, duplicates);
             return held(client, ch, spec, dedup, out, back, back_ns, bound).await;
         }
         // The old address is gone and a TCP connection with it: a new one, and resume.
@@ -754,6 +738,47 @@ async fn darken<Ch: Channel>(
     Ok((away.elapsed().as_secs_f64() * 1e3, early))
 }
 
+/// [`darken`] for the outage, then [`restore`]: returns the outage, ms, and when the path
+/// came back (on both clocks).
+async fn dark_then_back<Ch: Channel>(
+    servers: &Servers,
+    ch: &mut Ch,
+    spec: &Spec,
+    dedup: &mut Dedup,
+    duplicates: &mut u64,
+    lost: &mut u64,
+) -> Result<(f64, Instant, u64)> {
+    let (outage_ms, early) = darken(servers, ch, spec, dedup, duplicates, lost).await?;
+    restore(servers)?;
+    tracing::debug!("{early} messages arrived while the path was dark");
+    Ok((outage_ms, Instant::now(), wirelab_core::clock::now_ns()))
+}
+
+/// The outcome so far of a break the connection survived (`dark`, `migrate` on QUIC): no
+/// reconnection, nothing replayed; [`held`] follows the stream to its end.
+fn survived(
+    kind: Break,
+    answer: &str,
+    outage_ms: f64,
+    dedup: &Dedup,
+    lost: u64,
+    duplicates: u64,
+) -> Outcome {
+    Outcome {
+        kind,
+        outage_ms,
+        attempts: 0,
+        backoff_ms: 0.0,
+        resume_ms: None,
+        answer: answer.into(),
+        answer_as_expected: true,
+        processed: dedup.next(),
+        replayed: 0,
+        lost,
+        duplicates,
+    }
+}
+
 /// Switches the link (or the lab's router) to 100% loss both ways; `false` without one.
 fn go_dark(servers: &Servers) -> Result<bool> {
     let Some((link, link_spec)) = servers.link.as_ref() else {
@@ -790,7 +815,7 @@ async fn dark<C: Client>(
     if servers.link.is_none() {
         bail!("the dark break needs the link emulator (--link)");
     }
-    let (outage_ms, early) = darken(
+    let (outage_ms, back, back_ns) = dark_then_back(
         servers,
         &mut ch,
         spec,
@@ -799,23 +824,7 @@ async fn dark<C: Client>(
         &mut lost,
     )
     .await?;
-    restore(servers)?;
-    let back = Instant::now();
-    let back_ns = wirelab_core::clock::now_ns();
-    tracing::debug!("dark: {early} messages arrived while the path was dark");
-    let out = Outcome {
-        kind: Break::Dark,
-        outage_ms,
-        attempts: 0,
-        backoff_ms: 0.0,
-        resume_ms: None,
-        answer: "held".into(),
-        answer_as_expected: true,
-        processed: dedup.next(),
-        replayed: 0,
-        lost,
-        duplicates,
-    };
+    let out = survived(Break::Dark, "held", outage_ms, &dedup, lost, duplicates);
     held(client, ch, spec, dedup, out, back, back_ns, bound).await
 }
 

@@ -413,7 +413,11 @@ fn report(f: &ResumeFile) -> String {
     );
     let _ = writeln!(
         s,
-        "Resume: from the start of the reconnection attempt that succeeded to the first new message: connection setup and the resume's round trip (median [min-max] over the repetitions; the backoff's random waits before it are in the backoff column, mean). Replayed: messages produced while the client was away, sent from the server's window. Lost must be 0 where the answer is ok; duplicates are dropped by the client's offset check.\n"
+        "{}\n",
+        match f.spec.workload {
+            Workload::Stream => "Resume: from the start of the reconnection attempt that succeeded to the first new message: connection setup and the resume's round trip (median [min-max] over the repetitions; the backoff's random waits before it are in the backoff column, mean). Replayed: messages produced while the client was away, sent from the server's window. Lost must be 0 where the answer is ok; duplicates are dropped by the client's offset check.",
+            Workload::Echo => "Resume: from the start of the reconnection attempt that succeeded (for `dark` and `migrate`, from the path's return or the address change) to the first answer that had not come before: connection setup and one round trip (median [min-max] over the repetitions; the backoff's random waits before it are in the backoff column, mean). Replayed: messages the client sent again on the new connection (those unanswered when the old one broke). Lost must be 0; duplicates are answers the client had already had, dropped by it.",
+        }
     );
     let _ = writeln!(
         s,
