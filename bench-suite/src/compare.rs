@@ -32,7 +32,8 @@ fn key_metrics(kind: Kind) -> &'static [(Metric, f64, usize)] {
     }
 }
 
-/// How a result's placement reads for a comparison: where, through what, and its threads.
+/// How a result's placement reads for a comparison: where, through what, its threads, and for
+/// the QUIC transports their congestion controller.
 fn placement_of(r: &ResultFile) -> String {
     let p = &r.placement;
     let mut out = p.kind.clone();
@@ -43,6 +44,10 @@ fn placement_of(r: &ResultFile) -> String {
         out.push_str(&format!(" server {server}"));
     }
     out.push_str(&format!(", threads {}", p.cpu));
+    // The QUIC controller changes QUIC's figures as a link does.
+    if r.variant.transport == "quic" || r.variant.transport == "h3" || r.variant.transport == "wt" {
+        out.push_str(&format!(", QUIC congestion control {}", p.quic_cc));
+    }
     out
 }
 

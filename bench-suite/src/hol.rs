@@ -668,7 +668,7 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                 )
             } else {
                 format!(
-                    "Link: {}, congestion control {} / {} (client / server side).",
+                    "Link: {}, congestion control {} / {} (client / server side), QUIC congestion control {}.",
                     if r.placement.kind == "lab" {
                         "the compose lab's router (the emulator's models over AF_PACKET, between the client and server containers)"
                     } else {
@@ -680,6 +680,7 @@ pub fn report(dir: &Path, results: &[HolResult]) -> Result<PathBuf> {
                     r.reps
                         .first()
                         .map_or("?", |x| x.link.congestion_control[1].as_str()),
+                    r.placement.quic_cc,
                 )
             },
         );

@@ -386,6 +386,10 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
 pub(crate) struct HolArgs {
     #[command(flatten)]
     setup: LinkSetup,
+    /// QUIC congestion control of the quic, h3 and wt clients and servers (quinn's); recorded
+    /// in every result. `--cc` sets TCP's.
+    #[arg(long, value_name = "CC", default_value = "cubic", value_parser = ["cubic", "newreno", "bbr"])]
+    pub(crate) quic_cc: String,
     #[command(flatten)]
     cpu: crate::opts::CpuOpts,
     /// The CI grid: RTT 20 ms, loss 0 and 2% random, 600 messages per run (about a minute).

@@ -223,7 +223,11 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
-            let (servers, link) = (topo.servers(), topo.link().cloned());
+            let (mut servers, link) = (topo.servers(), topo.link().cloned());
+            servers.quic_cc = match a.quic_cc.parse() {
+                Ok(c) => c,
+                Err(e) => return fail(anyhow::anyhow!(e)),
+            };
             topo.block_on(run::run(a, servers, link))
         }
         Command::Resume(a) => {
@@ -254,7 +258,11 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
-            let (servers, link) = (topo.servers(), topo.link().cloned());
+            let (mut servers, link) = (topo.servers(), topo.link().cloned());
+            servers.quic_cc = match a.quic_cc.parse() {
+                Ok(c) => c,
+                Err(e) => return fail(anyhow::anyhow!(e)),
+            };
             topo.block_on(async move {
                 let plan = a.plan()?;
                 link_cmd::hol(

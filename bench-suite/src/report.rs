@@ -359,10 +359,11 @@ pub fn write(dir: &Path, results: &[ResultFile]) -> Result<PathBuf> {
         }
         let _ = writeln!(
             md,
-            "| placement | {} (clock {}; threads {}) |",
+            "| placement | {} (clock {}; threads {}; QUIC congestion control {}) |",
             kinds.join(", "),
             p.clock,
-            p.cpu
+            p.cpu,
+            p.quic_cc
         );
         if let Some(se) = &p.server_env {
             let _ = writeln!(

@@ -176,10 +176,18 @@ pub struct Placement {
     /// `same (cpu 0)` or `free` (files from before `--cpu`: free).
     #[serde(default = "free")]
     pub cpu: String,
+    /// The QUIC congestion controller (`--quic-cc`) of the local servers and the clients
+    /// (files from before `--quic-cc`: cubic, quinn's default, which they used).
+    #[serde(default = "cubic")]
+    pub quic_cc: String,
 }
 
 fn free() -> String {
     "free".into()
+}
+
+fn cubic() -> String {
+    "cubic".into()
 }
 
 impl Default for Placement {
@@ -192,6 +200,7 @@ impl Default for Placement {
             browser: None,
             negotiated: Vec::new(),
             cpu: free(),
+            quic_cc: cubic(),
         }
     }
 }

@@ -15,6 +15,10 @@ use wirelab_core::TransportId;
 /// Options of `wirelab run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    /// QUIC congestion control of the quic, h3 and wt clients and servers (quinn's); recorded
+    /// in every result. `--cc` sets TCP's.
+    #[arg(long, value_name = "CC", default_value = "cubic", value_parser = ["cubic", "newreno", "bbr"])]
+    pub(crate) quic_cc: String,
     /// The small set (about a minute on 2 cores; CI runs it).
     #[arg(long, conflicts_with_all = ["full", "scenario"])]
     quick: bool,

@@ -68,12 +68,15 @@ pub struct Servers {
     pub remote: Option<Arc<crate::control::Remote>>,
     /// Where the client and server threads run.
     pub cpus: crate::topology::Pinning,
+    /// The QUIC congestion controller of local servers and of every client (`--quic-cc`).
+    pub quic_cc: wirelab_core::QuicCongestion,
 }
 
 impl Servers {
     /// Where the measurements run, as results record it.
     pub fn placement(&self) -> results::Placement {
-        match (&self.remote, &self.link) {
+        let quic_cc = self.quic_cc.name().to_string();
+        let p = match (&self.remote, &self.link) {
             (Some(r), Some(_)) if self.router.is_some() => results::Placement {
                 kind: "lab".into(),
                 server: Some(r.control.to_string()),
@@ -102,7 +105,8 @@ impl Servers {
                 cpu: self.cpus.describe(),
                 ..results::Placement::default()
             },
-        }
+        };
+        results::Placement { quic_cc, ..p }
     }
 }
 
@@ -161,6 +165,8 @@ pub struct VariantServer {
     pub server_name: String,
     /// A local server's broadcast hub (its counters go into fan-out results).
     pub fanout: Option<wirelab_core::fanout::Hub>,
+    /// The QUIC congestion controller its clients use (`Servers::quic_cc`).
+    pub quic_cc: wirelab_core::QuicCongestion,
     /// A local server's shutdown and task (none for a remote one).
     local: Option<(
         CancellationToken,
@@ -185,10 +191,12 @@ impl VariantServer {
                 client_tls,
                 server_name: r.server_name.clone(),
                 fanout: None,
+                quic_cc: servers.quic_cc,
                 local: None,
             });
         }
         let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
+        scfg.quic.congestion = servers.quic_cc;
         let mut client_tls = None;
         if v.tls {
             let alpn = [transports::alpn(v.id)];
@@ -204,6 +212,7 @@ impl VariantServer {
             client_tls,
             server_name: ClientConfig::new(addr).server_name,
             fanout,
+            quic_cc: servers.quic_cc,
             local: Some((shutdown, task)),
         })
     }
@@ -213,6 +222,7 @@ impl VariantServer {
         let mut cfg = ClientConfig::new(self.addr);
         cfg.tls = self.client_tls.clone();
         cfg.server_name = self.server_name.clone();
+        cfg.quic.congestion = self.quic_cc;
         cfg
     }
 
@@ -230,6 +240,7 @@ impl VariantServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let (addr, task, shutdown) = loop {
             let mut scfg = ServerConfig::new(self.addr);
+            scfg.quic.congestion = servers.quic_cc;
             if v.tls {
                 scfg.tls = Some(certs.ident.server_config(&[transports::alpn(v.id)])?);
             }

@@ -167,6 +167,7 @@ impl Topology {
             router: None,
             remote: None,
             cpus: self.cpus,
+            quic_cc: wirelab_core::QuicCongestion::default(),
         }
     }
 

@@ -151,6 +151,54 @@ pub struct QuicSettings {
     pub connection_window: u32,
     /// Bytes the sender keeps in flight and buffered per connection. Default 8 MiB.
     pub send_window: u32,
+    /// The sender's congestion controller (quinn's). Default cubic, as Linux's TCP.
+    pub congestion: QuicCongestion,
+}
+
+/// A QUIC congestion controller: quinn's three. The TCP side's is the kernel's, set per
+/// namespace (`--cc`); this is its counterpart for the QUIC transports (quic, h3, wt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuicCongestion {
+    /// CUBIC (RFC 9438), quinn's default.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002's reference controller).
+    NewReno,
+    /// BBR (quinn's is experimental: BBRv1-like).
+    Bbr,
+}
+
+impl QuicCongestion {
+    /// Every controller, in `--help` order.
+    pub const ALL: [QuicCongestion; 3] = [Self::Cubic, Self::NewReno, Self::Bbr];
+
+    /// `cubic`, `newreno`, `bbr`: the names `--quic-cc` takes and results record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cubic => "cubic",
+            Self::NewReno => "newreno",
+            Self::Bbr => "bbr",
+        }
+    }
+}
+
+impl std::fmt::Display for QuicCongestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for QuicCongestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown QUIC congestion control '{s}' (known: cubic, newreno, bbr)")
+            })
+    }
 }
 
 impl QuicSettings {
@@ -179,6 +227,7 @@ impl Default for QuicSettings {
             stream_window: 1 << 20,
             connection_window: 8 << 20,
             send_window: 8 << 20,
+            congestion: QuicCongestion::Cubic,
         }
     }
 }

@@ -26,8 +26,8 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{
-    ClientConfig, H2Settings, Limits, Mode, QuicSettings, ServerConfig, Sharing, Timeouts,
-    TransportId,
+    ClientConfig, H2Settings, Limits, Mode, QuicCongestion, QuicSettings, ServerConfig, Sharing,
+    Timeouts, TransportId,
 };
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;

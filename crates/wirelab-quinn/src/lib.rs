@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use wirelab_core::wire::WireCounters;
-use wirelab_core::{ClientConfig, Error, QuicSettings, Result, ServerConfig, Timeouts};
+use wirelab_core::{
+    ClientConfig, Error, QuicCongestion, QuicSettings, Result, ServerConfig, Timeouts,
+};
 
 pub use quinn;
 
@@ -236,6 +238,14 @@ fn transport_config(
         .send_window(u64::from(s.send_window))
         .max_idle_timeout(Some(idle))
         .enable_segmentation_offload(true);
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match s.congestion {
+        QuicCongestion::Cubic => tc.congestion_controller_factory(Arc::new(CubicConfig::default())),
+        QuicCongestion::NewReno => {
+            tc.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+        }
+        QuicCongestion::Bbr => tc.congestion_controller_factory(Arc::new(BbrConfig::default())),
+    };
     if !datagrams {
         // No QUIC DATAGRAM frames in the service (quic, h3).
         tc.datagram_receive_buffer_size(None);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The download grid (after Liu et al., "Performance Comparison of HTTP/3 and HTTP/2", 2024: a
+# 10 Mbit/s bottleneck, 0-50 ms of delay, 0-12% loss, cubic and BBR): a 1 MiB download (a
+# server stream of 16 x 64 KiB on one stream of an open connection) over h2 and h3 through the
+# link emulator, for each congestion control (TCP's set with --cc in both namespaces, QUIC's
+# with --quic-cc on both sides), RTT and loss rate. One `wirelab run` per cell; a summary of
+# download times (1 MiB / goodput: median [interval] over the repetitions) per cell and
+# variant, and h3 duplex against h2 duplex. Needs root, like `wirelab run --link`.
+#
+# Usage: scripts/download-grid.sh [OUT]   (default results/download-grid-<UTC date>-<time>)
+# Environment (defaults in brackets):
+#   WIRELAB  the binary [target/release/wirelab]
+#   CCS      congestion controls, each set for TCP and QUIC alike ["cubic bbr"]
+#   RTTS     round-trip times, ms ["40"]
+#   LOSSES   loss per direction, % ["0 3 8 12"]
+#   RATE     bottleneck, Mbit/s [10]; QUEUE drop-tail queue, ms at the rate [100]
+#   REPS     measured repetitions per cell [3]; each cell also runs 1 warm-up
+# Writes OUT/<cc>_rtt<R>_loss<L>/ (JSON, report.md) and OUT/summary.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-results/download-grid-$(date -u +%Y%m%d-%H%M%S)}
+bin=${WIRELAB:-target/release/wirelab}
+[ -x "$bin" ] || { echo "download-grid: no $bin (cargo build --release -p wirelab, or set WIRELAB)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "download-grid: needs root (the link emulator)" >&2; exit 2; }
+ccs=${CCS:-cubic bbr} rtts=${RTTS:-40} losses=${LOSSES:-0 3 8 12}
+rate=${RATE:-10} queue=${QUEUE:-100} reps=${REPS:-3}
+scenario=scripts/download-grid/stream_64KiB.toml
+mkdir -p "$out"
+cells=0; for _ in $ccs; do for _ in $rtts; do for _ in $losses; do cells=$((cells + 1)); done; done; done
+n=0 rc=0
+for cc in $ccs; do
+  for rtt in $rtts; do
+    for loss in $losses; do
+      n=$((n + 1)); cell=${cc}_rtt${rtt}_loss${loss}
+      link="rtt=${rtt}ms,loss=${loss}%,rate=${rate}mbit,queue=${queue}ms,seed=1"
+      echo "download-grid: cell $n of $cells: $cell ($link)" >&2
+      "$bin" run --link "$link" --cc "$cc" --quic-cc "$cc" --scenario "$scenario" \
+        --transports h2,h3 --reps "$reps" --warmup 1 --out "$out/$cell" > "$out/$cell.log" 2>&1 \
+        || { echo "download-grid: $cell failed (see $out/$cell.log)" >&2; rc=1; }
+    done
+  done
+done
+python3 - "$out" "$rate" "$queue" > "$out/summary.md" <<'PY'
+import json, pathlib, sys
+out, rate, queue = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+print(f"# Download grid\n\n1 MiB on one stream of an open connection (16 x 64 KiB), {rate} Mbit/s "
+      f"bottleneck, {queue} ms drop-tail queue. Download time, s: median [interval] over the "
+      f"repetitions (1 MiB / goodput). h3 ÷ h2: the duplex medians' ratio (below 1: h3 faster).\n")
+rows = []
+for d in sorted(p for p in out.iterdir() if p.is_dir()):
+    res = {}
+    for f in d.glob("*/*.json"):
+        r = json.loads(f.read_text())
+        g = r.get("summary", {}).get("goodput_mib_s")
+        if g:
+            res[r["variant"]["label"]] = (1 / g["median"], 1 / g["hi"], 1 / g["lo"] if g["lo"] > 0 else float("inf"))
+    rows.append((d.name, res))
+labels = ["h2 rr", "h2 duplex", "h3 rr", "h3 duplex"]
+print("| cell | " + " | ".join(labels) + " | h3 ÷ h2 (duplex) |")
+print("|---|" + "---|" * (len(labels) + 1))
+for name, res in rows:
+    cells = [f"{res[l][0]:.2f} [{res[l][1]:.2f}, {res[l][2]:.2f}]" if l in res else "–" for l in labels]
+    ratio = f"{res['h3 duplex'][0] / res['h2 duplex'][0]:.2f}" if "h3 duplex" in res and "h2 duplex" in res else "–"
+    print(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+PY
+echo "download-grid: summary in $out/summary.md" >&2
+exit "$rc"
