@@ -15,6 +15,7 @@
 #   LOSSES   loss per direction, % ["0 3 8 12"]
 #   RATE     bottleneck, Mbit/s [10]; QUEUE drop-tail queue, ms at the rate [100]
 #   REPS     measured repetitions per cell [3]; each cell also runs 1 warm-up
+#   SUMMARY_ONLY=1  only write OUT/summary.md again from OUT's results
 # Writes OUT/<cc>_rtt<R>_loss<L>/ (JSON, report.md) and OUT/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ ccs=${CCS:-cubic bbr} rtts=${RTTS:-40} losses=${LOSSES:-0 3 8 12}
 rate=${RATE:-10} queue=${QUEUE:-100} reps=${REPS:-3}
 scenario=scripts/download-grid/stream_64KiB.toml
 mkdir -p "$out"
+# SUMMARY_ONLY=1: write the summary of an earlier OUT again, running nothing.
+if [ "${SUMMARY_ONLY:-0}" = 1 ]; then ccs="" ; fi
 cells=0; for _ in $ccs; do for _ in $rtts; do for _ in $losses; do cells=$((cells + 1)); done; done; done
 n=0 rc=0
 for cc in $ccs; do
@@ -46,8 +49,11 @@ out, rate, queue = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 print(f"# Download grid\n\n1 MiB on one stream of an open connection (16 x 64 KiB), {rate} Mbit/s "
       f"bottleneck, {queue} ms drop-tail queue. Download time, s: median [interval] over the "
       f"repetitions (1 MiB / goodput). h3 ÷ h2: the duplex medians' ratio (below 1: h3 faster).\n")
+def order(d):  # <cc>_rtt<R>_loss<L>: by controller, then RTT and loss as numbers
+    cc, rtt, loss = d.name.rsplit("_", 2)
+    return (cc, float(rtt[3:]), float(loss[4:]))
 rows = []
-for d in sorted(p for p in out.iterdir() if p.is_dir()):
+for d in sorted((p for p in out.iterdir() if p.is_dir() and p.name.count("_") >= 2), key=order):
     res = {}
     for f in d.glob("*/*.json"):
         r = json.loads(f.read_text())

@@ -177,7 +177,8 @@ pub struct Placement {
     #[serde(default = "free")]
     pub cpu: String,
     /// The QUIC congestion controller (`--quic-cc`) of the local servers and the clients
-    /// (files from before `--quic-cc`: cubic, quinn's default, which they used).
+    /// (`client side: …` against a remote server, which runs its own; files from before
+    /// `--quic-cc`: cubic, quinn's default, which they used).
     #[serde(default = "cubic")]
     pub quic_cc: String,
 }

@@ -75,7 +75,11 @@ pub struct Servers {
 impl Servers {
     /// Where the measurements run, as results record it.
     pub fn placement(&self) -> results::Placement {
-        let quic_cc = self.quic_cc.name().to_string();
+        // A remote server (or the lab's) runs its own controller: only the client's is ours.
+        let quic_cc = match self.remote {
+            Some(_) => format!("client side: {}", self.quic_cc.name()),
+            None => self.quic_cc.name().to_string(),
+        };
         let p = match (&self.remote, &self.link) {
             (Some(r), Some(_)) if self.router.is_some() => results::Placement {
                 kind: "lab".into(),
