@@ -271,6 +271,9 @@ fn link_check(a: CheckArgs) -> Result<()> {
     }
 }
 
+/// Attempts a check gets when the emulator marks its runs invalid (it fell behind).
+const INVALID_ATTEMPTS: usize = 3;
+
 fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
     let spec = |s: &str| -> Result<LinkConfig> {
         Ok(s.parse::<LinkSpec>().map_err(anyhow::Error::msg)?.config())
@@ -286,9 +289,17 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
     let pings = if a.quick { 100 } else { 200 };
     link_ctl.configure(LinkConfig::default())?;
     let base = check::rtt(link, pings, Duration::from_millis(20))?;
-    link_ctl.configure(spec("rtt=40ms")?)?;
-    let r = check::rtt(link, pings, Duration::from_millis(20))?;
-    let st = link_ctl.stats()?;
+    // As for goodput below: a run the emulator marks invalid is run again.
+    let mut attempts = 0;
+    let (r, st) = loop {
+        attempts += 1;
+        link_ctl.configure(spec("rtt=40ms")?)?;
+        let r = check::rtt(link, pings, Duration::from_millis(20))?;
+        let st = link_ctl.stats()?;
+        if st.invalid().is_none() || attempts == INVALID_ATTEMPTS {
+            break (r, st);
+        }
+    };
     let added = r.quantile_ms(0.5) - base.quantile_ms(0.5);
     let ok = (added - 40.0).abs() <= 0.5
         && base.unanswered == 0
@@ -296,7 +307,7 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
         && st.invalid().is_none();
     failed += usize::from(!ok);
     println!(
-        "| RTT (UDP ping) | 2 x 20 ms | added {added:.3} ms: p50 {:.3} ms (mean {:.3}, p99 {:.3}) over a base path of p50 {:.3} ms (mean {:.3}, p99 {:.3}); {} unanswered | added 40 ± 0.5 ms | {} |",
+        "| RTT (UDP ping) | 2 x 20 ms | added {added:.3} ms: p50 {:.3} ms (mean {:.3}, p99 {:.3}) over a base path of p50 {:.3} ms (mean {:.3}, p99 {:.3}); {} unanswered{}{} | added 40 ± 0.5 ms | {} |",
         r.quantile_ms(0.5),
         r.mean_ms(),
         r.quantile_ms(0.99),
@@ -304,6 +315,12 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
         base.mean_ms(),
         base.quantile_ms(0.99),
         r.unanswered + base.unanswered,
+        if attempts > 1 {
+            format!("; attempt {attempts} of {INVALID_ATTEMPTS}")
+        } else {
+            String::new()
+        },
+        st.invalid().map(|w| format!("; invalid: {w}")).unwrap_or_default(),
         verdict(ok)
     );
 
@@ -353,8 +370,28 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
         (Duration::from_millis(1500), Duration::from_secs(4))
     };
     for &rate in &a.rates {
-        link_ctl.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
-        let r = check::tcp_goodput(link, warm, measure)?;
+        // A run the emulator marks invalid (it fell behind: on a shared VM, usually another
+        // process's burst) measured nothing about the link; it is run again, at most
+        // INVALID_ATTEMPTS times in all, and the row says how many it took. A link that cannot
+        // keep up fails every attempt.
+        let mut earlier = Vec::new();
+        let r = loop {
+            link_ctl.configure(spec(&format!("rtt=20ms,rate={rate}mbit,queue=20ms"))?)?;
+            let r = check::tcp_goodput(link, warm, measure)?;
+            match r.stats.invalid() {
+                Some(why) if earlier.len() + 1 < INVALID_ATTEMPTS => earlier.push(why),
+                _ => break r,
+            }
+        };
+        let retried = if earlier.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; attempt {} of {INVALID_ATTEMPTS} (before: {})",
+                earlier.len() + 1,
+                earlier.join("; ")
+            )
+        };
         let ideal = check::ideal_goodput(rate * 1_000_000, r.mss);
         let lat = |d: &wirelab_link::forward::DirectionStats| {
             d.lateness.value_at_quantile(0.99) as f64 / 1e3
@@ -363,7 +400,7 @@ fn check_on<S: check::Sides>(link: &S, a: &CheckArgs) -> Result<()> {
         let ok = r.goodput_bps >= 0.95 * ideal && invalid.is_none();
         failed += usize::from(!ok);
         println!(
-            "| TCP goodput ({}) | {rate} Mbit/s, RTT 20 ms, 20 ms queue | {:.1} Mbit/s = {:.1}% of ideal {:.1}; release lateness p99 {:.0} / {:.0} µs; {} queue drops{} | >= 95%, emulator kept up | {} |",
+            "| TCP goodput ({}) | {rate} Mbit/s, RTT 20 ms, 20 ms queue | {:.1} Mbit/s = {:.1}% of ideal {:.1}; release lateness p99 {:.0} / {:.0} µs; {} queue drops{}{retried} | >= 95%, emulator kept up | {} |",
             link_ctl.congestion_control().0,
             r.goodput_bps / 1e6,
             r.goodput_bps / ideal * 100.0,
