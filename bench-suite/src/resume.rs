@@ -214,6 +214,19 @@ pub async fn run_one(
     }
 }
 
+/// The client config of one resumable stream on `v` (both workloads).
+fn one_stream_client(
+    v: &Variant,
+    server: &VariantServer,
+    qlog_dir: Option<&std::path::Path>,
+) -> ClientConfig {
+    let mut cfg = server.client();
+    cfg.qlog_dir = qlog_dir.map(Into::into);
+    cfg.mode = v.mode;
+    cfg.streams = 1;
+    cfg
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_typed<C: Client>(
     v: &Variant,
@@ -225,10 +238,7 @@ async fn run_typed<C: Client>(
     qlog_dir: Option<&std::path::Path>,
 ) -> Result<Outcome> {
     let bound = Duration::from_secs(10);
-    let mut cfg: ClientConfig = server.client();
-    cfg.qlog_dir = qlog_dir.map(Into::into);
-    cfg.mode = v.mode;
-    cfg.streams = 1;
+    let cfg = one_stream_client(v, server, qlog_dir);
     let plan = StreamRequest {
         count: spec.messages,
         size: spec.size,
@@ -607,10 +617,7 @@ async fn run_echo<C: Client>(
     qlog_dir: Option<&std::path::Path>,
 ) -> Result<Outcome> {
     let bound = Duration::from_secs(10);
-    let mut cfg: ClientConfig = server.client();
-    cfg.qlog_dir = qlog_dir.map(Into::into);
-    cfg.mode = v.mode;
-    cfg.streams = 1;
+    let cfg = one_stream_client(v, server, qlog_dir);
     if kind == Break::Window {
         bail!("an echo stream has no server window: the window break is for streams");
     }
@@ -707,39 +714,9 @@ async fn run_echo<C: Client>(
 }
 
 /// Darkens the link (every packet lost, both ways) for the outage, reading whatever the
-/// transport still delivers meanwhile so that the reader never holds the stream back; without
-/// the link emulator there is no outage. Returns the outage, ms, and the messages read while
-/// dark. The link stays dark: [`restore`] ends it.
-async fn darken<Ch: Channel>(
-    servers: &Servers,
-    ch: &mut Ch,
-    spec: &Spec,
-    dedup: &mut Dedup,
-    duplicates: &mut u64,
-    lost: &mut u64,
-) -> Result<(f64, u64)> {
-    if !go_dark(servers)? {
-        return Ok((0.0, 0));
-    }
-    let away = Instant::now();
-    let outage = Duration::from_millis(spec.outage_ms);
-    let mut early = 0u64;
-    let deadline = tokio::time::Instant::now() + outage;
-    while let Ok(m) = tokio::time::timeout_at(deadline, ch.recv()).await {
-        let h = codec::peek_header(&m?)?;
-        if h.kind == Kind::StreamData {
-            match dedup.accept(h.seq) {
-                Seen::New => early += 1,
-                Seen::Duplicate => *duplicates += 1,
-                Seen::Gap { from } => *lost += h.seq - from,
-            }
-        }
-    }
-    Ok((away.elapsed().as_secs_f64() * 1e3, early))
-}
-
-/// [`darken`] for the outage, then [`restore`]: returns the outage, ms, and when the path
-/// came back (on both clocks).
+/// transport still delivers meanwhile so that the reader never holds the stream back, then
+/// [`restore`]s it; without the link emulator there is no outage. Returns the outage, ms, and
+/// when the path came back (on both clocks).
 async fn dark_then_back<Ch: Channel>(
     servers: &Servers,
     ch: &mut Ch,
@@ -748,9 +725,25 @@ async fn dark_then_back<Ch: Channel>(
     duplicates: &mut u64,
     lost: &mut u64,
 ) -> Result<(f64, Instant, u64)> {
-    let (outage_ms, early) = darken(servers, ch, spec, dedup, duplicates, lost).await?;
+    let mut outage_ms = 0.0;
+    if go_dark(servers)? {
+        let away = Instant::now();
+        let mut early = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.outage_ms);
+        while let Ok(m) = tokio::time::timeout_at(deadline, ch.recv()).await {
+            let h = codec::peek_header(&m?)?;
+            if h.kind == Kind::StreamData {
+                match dedup.accept(h.seq) {
+                    Seen::New => early += 1,
+                    Seen::Duplicate => *duplicates += 1,
+                    Seen::Gap { from } => *lost += h.seq - from,
+                }
+            }
+        }
+        outage_ms = away.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!("{early} messages arrived while the path was dark");
+    }
     restore(servers)?;
-    tracing::debug!("{early} messages arrived while the path was dark");
     Ok((outage_ms, Instant::now(), wirelab_core::clock::now_ns()))
 }
 
