@@ -1,5 +1,6 @@
-//! The one experiment driver: plan → a server per row → cases → warm-up and measured
-//! repetitions → a saved result per (case, row) → load → statistics → report.
+//! The one experiment driver: plan → a server per row → per case, warm-up and measured
+//! repetitions in rounds over the rows → a saved result per (case, row) → load → statistics →
+//! report.
 //!
 //! `wirelab run` (scenarios × transport variants, [`crate::runner`]) and `wirelab hol` (grid
 //! cells × ways of carrying K streams, [`crate::hol`]) are [`Experiment`]s on it; each keeps its
@@ -92,41 +93,79 @@ pub fn total_reps<E: Experiment>(e: &E) -> u64 {
     pairs as u64 * u64::from(w + m)
 }
 
-/// Runs the experiment: for each row its server (local, or the remote one's), then each case's
-/// repetitions; saves each result as it finishes. A failed case does not stop the others: it
-/// is returned with the results.
+/// Runs the experiment: every row's server (local, or the remote one's) first, then case by
+/// case, the repetitions in rounds: round i runs repetition i of every row that has the case
+/// (warm-ups first), so a machine that drifts over minutes (a noisy neighbour, the host moving
+/// a vCPU) moves every row of a case alike instead of whichever row ran then, and the ratios
+/// between rows stay comparable from run to run. Saves each result as its case finishes. A
+/// failed repetition ends its row's case, not the others: it is returned with the results.
 pub async fn execute<E: Experiment>(
     e: &E,
     servers: &Servers,
     pb: &ProgressBar,
 ) -> Result<(Vec<E::Result>, Vec<Failure>)> {
+    /// One row's part in a case.
+    struct Slot<'a, E: Experiment> {
+        row: &'a E::Row,
+        case: &'a E::Case,
+        server: &'a VariantServer,
+        label: String,
+        reps: Vec<E::Rep>,
+        notes: Vec<String>,
+        error: Option<String>,
+    }
     let out = e.out();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let certs = Certs::new()?;
     let (warmup, measured) = e.repetitions();
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
+    let mut started = Vec::new();
+    let mut order: Vec<String> = Vec::new();
     for row in e.rows() {
         let cases = e.cases(row);
         if cases.is_empty() {
+            started.push(None);
             continue;
         }
-        let label = e.row_label(row);
-        let server = VariantServer::start(e.variant(row), &certs, servers).await?;
         for case in cases {
             let name = e.case_name(case);
-            pb.set_message(format!("{name} · {label}"));
-            let mut reps = Vec::new();
-            let mut notes = Vec::new();
-            let mut error = None;
-            for index in 0..warmup + measured {
-                let is_warmup = index < warmup;
-                let r = Repetition {
+            if !order.contains(&name) {
+                order.push(name);
+            }
+        }
+        started.push(Some(
+            VariantServer::start(e.variant(row), &certs, servers).await?,
+        ));
+    }
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for name in &order {
+        let mut slots: Vec<Slot<'_, E>> = e
+            .rows()
+            .iter()
+            .zip(&started)
+            .filter_map(|(row, server)| {
+                let case = e.cases(row).into_iter().find(|c| e.case_name(c) == *name)?;
+                Some(Slot {
                     row,
                     case,
+                    server: server.as_ref()?,
+                    label: e.row_label(row),
+                    reps: Vec::new(),
+                    notes: Vec::new(),
+                    error: None,
+                })
+            })
+            .collect();
+        for index in 0..warmup + measured {
+            let is_warmup = index < warmup;
+            for slot in slots.iter_mut().filter(|s| s.error.is_none()) {
+                pb.set_message(format!("{name} · {}", slot.label));
+                let r = Repetition {
+                    row: slot.row,
+                    case: slot.case,
                     index,
                     warmup: is_warmup,
-                    server: &server,
+                    server: slot.server,
                 };
                 match e.one(r).await {
                     Ok(rep) => {
@@ -136,36 +175,39 @@ pub async fn execute<E: Experiment>(
                             } else {
                                 format!("repetition {}", index - warmup + 1)
                             };
-                            notes.push(format!("{which}: {why}"));
+                            slot.notes.push(format!("{which}: {why}"));
                         }
                         if !is_warmup {
-                            reps.push(rep);
+                            slot.reps.push(rep);
                         }
+                        pb.inc(1);
                     }
                     Err(err) => {
-                        error = Some(format!("{err:#}"));
+                        slot.error = Some(format!("{err:#}"));
                         pb.inc(u64::from(warmup + measured - index));
-                        break;
                     }
                 }
-                pb.inc(1);
             }
-            if let Some(error) = error {
-                pb.println(format!("FAILED {name} · {label}: {error}"));
+        }
+        for slot in slots {
+            if let Some(error) = slot.error {
+                pb.println(format!("FAILED {name} · {}: {error}", slot.label));
                 failures.push(Failure {
-                    scenario: name,
-                    variant: label.clone(),
+                    scenario: name.clone(),
+                    variant: slot.label,
                     error,
                 });
                 continue;
             }
-            let result = e.finish(row, case, reps, notes)?;
+            let result = e.finish(slot.row, slot.case, slot.reps, slot.notes)?;
             result.save(out)?;
             if pb.is_hidden() {
-                eprintln!("done {name} · {label}");
+                eprintln!("done {name} · {}", slot.label);
             }
             results.push(result);
         }
+    }
+    for server in started.into_iter().flatten() {
         server.stop().await;
     }
     Ok((results, failures))
@@ -246,4 +288,151 @@ pub fn load_dir<T: Saved>(dir: &Path) -> Result<Vec<T>> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::topology::{Cpus, Pinning};
+
+    /// What a fake experiment saves: nothing but where.
+    #[derive(Serialize, Deserialize)]
+    struct Done {
+        case: String,
+        row: String,
+    }
+
+    impl Saved for Done {
+        const SCHEMA: &'static str = "wirelab.test/1";
+        const WHAT: &'static str = "test result";
+        fn path_in(&self, dir: &Path) -> PathBuf {
+            dir.join(&self.case).join(format!("{}.json", self.row))
+        }
+    }
+
+    /// Two rows (tcp, ws); case "a" only on tcp, "b" on both; 1 warm-up and 2 measured
+    /// repetitions; ws fails its second repetition of "b". Records every repetition it runs.
+    struct Fake {
+        rows: Vec<Variant>,
+        cases: Vec<String>,
+        out: PathBuf,
+        log: Mutex<Vec<(String, String, u32)>>,
+    }
+
+    impl Experiment for Fake {
+        type Row = Variant;
+        type Case = String;
+        type Rep = u32;
+        type Result = Done;
+        fn rows(&self) -> &[Variant] {
+            &self.rows
+        }
+        fn variant<'a>(&self, row: &'a Variant) -> &'a Variant {
+            row
+        }
+        fn row_label(&self, row: &Variant) -> String {
+            row.label()
+        }
+        fn cases(&self, row: &Variant) -> Vec<&String> {
+            self.cases
+                .iter()
+                .filter(|c| *c == "b" || row.id.as_str() == "tcp")
+                .collect()
+        }
+        fn case_name(&self, case: &String) -> String {
+            case.clone()
+        }
+        fn repetitions(&self) -> (u32, u32) {
+            (1, 2)
+        }
+        fn out(&self) -> &Path {
+            &self.out
+        }
+        async fn one(&self, r: Repetition<'_, Variant, String>) -> Result<u32> {
+            let label = r.row.label();
+            self.log
+                .lock()
+                .unwrap()
+                .push((r.case.clone(), label.clone(), r.index));
+            if label == "ws" && r.case == "b" && r.index == 2 {
+                bail!("the fake fails here");
+            }
+            Ok(r.index)
+        }
+        fn note(&self, _: &u32) -> Option<String> {
+            None
+        }
+        fn finish(
+            &self,
+            row: &Variant,
+            case: &String,
+            reps: Vec<u32>,
+            _: Vec<String>,
+        ) -> Result<Done> {
+            assert_eq!(reps, vec![1, 2], "measured repetitions only, in order");
+            Ok(Done {
+                case: case.clone(),
+                row: row.slug(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn repetitions_run_in_rounds_over_the_rows_and_a_failure_ends_only_its_row() {
+        let out = std::env::temp_dir().join(format!("wirelab-driver-{}", std::process::id()));
+        let ids = ["tcp", "ws"].map(|t| crate::transports::parse(t).unwrap());
+        let rows = crate::transports::variants(&ids, false);
+        let e = Fake {
+            rows,
+            cases: vec!["a".into(), "b".into()],
+            out: out.clone(),
+            log: Mutex::new(Vec::new()),
+        };
+        let servers = Servers {
+            handle: tokio::runtime::Handle::current(),
+            separate: false,
+            listen: std::net::Ipv4Addr::LOCALHOST.into(),
+            link: None,
+            router: None,
+            remote: None,
+            cpus: Pinning {
+                cpus: Cpus::Free,
+                on: None,
+            },
+            quic_cc: wirelab_core::QuicCongestion::default(),
+        };
+        let (results, failures) = execute(&e, &servers, &ProgressBar::hidden()).await.unwrap();
+        let log = e.log.into_inner().unwrap();
+        let step = |c: &str, r: &str, i: u32| (c.to_string(), r.to_string(), i);
+        assert_eq!(
+            log,
+            vec![
+                step("a", "tcp", 0),
+                step("a", "tcp", 1),
+                step("a", "tcp", 2),
+                step("b", "tcp", 0),
+                step("b", "ws", 0),
+                step("b", "tcp", 1),
+                step("b", "ws", 1),
+                step("b", "tcp", 2),
+                step("b", "ws", 2),
+            ]
+        );
+        let saved: Vec<_> = results
+            .iter()
+            .map(|d| (d.case.as_str(), d.row.as_str()))
+            .collect();
+        assert_eq!(saved, vec![("a", "tcp"), ("b", "tcp")]);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            (failures[0].scenario.as_str(), failures[0].variant.as_str()),
+            ("b", "ws")
+        );
+        assert!(failures[0].error.contains("the fake fails here"));
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

@@ -14,7 +14,7 @@ use crate::stats::Estimate;
 /// A table column: header, metric name, scale factor, decimals.
 struct Col(&'static str, Metric, f64, usize);
 
-fn columns(kind: Kind) -> Vec<Col> {
+fn columns(kind: Kind, streams: u32) -> Vec<Col> {
     match kind {
         Kind::Echo => vec![
             Col("p50 µs", Metric::P50Us, 1.0, 1),
@@ -42,13 +42,22 @@ fn columns(kind: Kind) -> Vec<Col> {
             Col("p99 µs (echoes back)", Metric::P99Us, 1.0, 1),
             Col("echoes/s", Metric::MsgPerS, 1.0, 0),
         ],
-        Kind::Stream => vec![
-            Col("goodput MiB/s", Metric::GoodputMibS, 1.0, 1),
-            Col("msg/s", Metric::MsgPerS, 1.0, 0),
-            Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
-            Col("client CPU µs/msg", Metric::ClientCpuUsPerMsg, 1.0, 2),
-            Col("server CPU µs/msg", Metric::ServerCpuUsPerMsg, 1.0, 2),
-        ],
+        Kind::Stream => {
+            let mut cols = vec![
+                Col("goodput MiB/s", Metric::GoodputMibS, 1.0, 1),
+                Col("msg/s", Metric::MsgPerS, 1.0, 0),
+                Col("wire B/msg", Metric::WireBytesPerMsg, 1.0, 0),
+                Col("client CPU µs/msg", Metric::ClientCpuUsPerMsg, 1.0, 2),
+                Col("server CPU µs/msg", Metric::ServerCpuUsPerMsg, 1.0, 2),
+            ];
+            if streams > 1 {
+                cols.insert(
+                    1,
+                    Col("first stream done ms", Metric::FirstStreamDoneMs, 1.0, 1),
+                );
+            }
+            cols
+        }
         Kind::Setup => vec![
             Col("p50 ms", Metric::P50Us, 1e-3, 2),
             Col("p90 ms", Metric::P90Us, 1e-3, 2),
@@ -129,7 +138,7 @@ pub fn table(rs: &[&ResultFile]) -> String {
         return String::new();
     };
     let kind = first.scenario.kind;
-    let cols = columns(kind);
+    let cols = columns(kind, first.scenario.streams);
     let mut s = String::from("| transport |");
     for c in &cols {
         let _ = write!(s, " {} |", c.0);

@@ -85,6 +85,10 @@ pub struct Rep {
     /// Datagram echo: what became of the datagrams sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datagrams: Option<DatagramRep>,
+    /// Stream with more than one stream: when each stream's last message arrived, s from the
+    /// requests (in the session's stream order; the last of them is `elapsed_s`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_done_s: Vec<f64>,
 }
 
 /// What became of the datagrams of one datagram-echo repetition (see
@@ -320,6 +324,9 @@ pub enum Metric {
     Disordered,
     /// `server_dropped`: fan-out deliveries the server dropped (drop-oldest).
     ServerDropped,
+    /// `first_stream_done_ms`: a stream scenario with several streams, when the first stream
+    /// had all its messages (the last one's is the elapsed time behind `goodput_mib_s`).
+    FirstStreamDoneMs,
 }
 
 impl Metric {
@@ -353,6 +360,7 @@ impl Metric {
             Self::CutSubscribers => "cut_subscribers",
             Self::Disordered => "disordered",
             Self::ServerDropped => "server_dropped",
+            Self::FirstStreamDoneMs => "first_stream_done_ms",
         }
     }
 }
@@ -424,6 +432,9 @@ pub fn metrics(rep: &Rep) -> BTreeMap<Metric, f64> {
     }
     if let Some(r) = rep.sustained_per_s {
         put(Metric::SustainedPerS, r);
+    }
+    if let Some(first) = rep.stream_done_s.iter().copied().reduce(f64::min) {
+        put(Metric::FirstStreamDoneMs, first * 1000.0);
     }
     if let Some(d) = rep.datagrams.filter(|d| d.sent > 0) {
         put(
@@ -621,6 +632,7 @@ mod tests {
             Metric::CutSubscribers,
             Metric::Disordered,
             Metric::ServerDropped,
+            Metric::FirstStreamDoneMs,
         ] {
             assert_eq!(serde_json::to_value(m).unwrap(), m.name());
             assert_eq!(m.to_string(), m.name());
@@ -658,6 +670,20 @@ mod tests {
         let s = summarize(&vec![rep; 6]);
         assert_eq!(s[&Metric::MsgPerS].median, 200.0);
         assert_eq!(s[&Metric::MsgPerS].n, 6);
+    }
+
+    #[test]
+    fn first_stream_done_is_the_earliest_stream() {
+        let rep = Rep {
+            messages: 48,
+            elapsed_s: 0.3,
+            payload_bytes: 48 << 16,
+            stream_done_s: vec![0.2, 0.1, 0.3],
+            ..Rep::default()
+        };
+        let m = metrics(&rep);
+        assert!((m[&Metric::FirstStreamDoneMs] - 100.0).abs() < 1e-9);
+        assert!(!metrics(&Rep::default()).contains_key(&Metric::FirstStreamDoneMs));
     }
 
     /// An input of the `result_json` fuzz target (fuzz/fuzz_targets/result_json.rs): a real

@@ -513,7 +513,6 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
         }
         Kind::Fanout => crate::fanout::one_rep(s, v, cfg, None).await,
         Kind::Stream => {
-            cfg.streams = 1;
             let n = u32::try_from(s.messages).context("stream message count")?;
             let r = with_client!(id, C => workload::stream_goodput::<C>(&cfg, size, n, Some(&probe)).await)?;
             Ok(Rep {
@@ -521,6 +520,11 @@ async fn one_rep(s: &Scenario, v: &Variant, mut cfg: ClientConfig, probe: Probe)
                 elapsed_s: r.elapsed.as_secs_f64(),
                 payload_bytes: r.bytes,
                 cost: r.cost,
+                stream_done_s: if r.per_stream.len() > 1 {
+                    r.per_stream.iter().map(Duration::as_secs_f64).collect()
+                } else {
+                    Vec::new()
+                },
                 ..Rep::default()
             })
         }

@@ -89,8 +89,8 @@ pub struct Scenario {
     /// How the streams map onto connections.
     #[serde(default = "default_sharing")]
     pub sharing: SharingName,
-    /// echo: measured messages per repetition over all streams; stream: messages in the
-    /// server stream; setup: sessions opened per repetition.
+    /// echo: measured messages per repetition over all streams; stream: messages in each
+    /// stream's server stream; setup: sessions opened per repetition.
     #[serde(default)]
     pub messages: u64,
     /// open: messages per second over all streams; saturate: the first rate tried.
@@ -202,7 +202,11 @@ impl Scenario {
             Kind::Saturate => format!("saturate_{shape}"),
             Kind::Setup if self.zero_rtt => "setup_0rtt".into(),
             Kind::Setup => "setup_1rtt".into(),
-            Kind::Stream => format!("stream_{}", self.size),
+            // One stream keeps its short name (stream_64KiB).
+            Kind::Stream if self.streams == 1 && self.sharing == SharingName::Shared => {
+                format!("stream_{}", self.size)
+            }
+            Kind::Stream => format!("stream_{shape}"),
             Kind::Scale => format!("scale_c{}", self.connections),
             Kind::Datagram => format!("datagram_{}_r{}", self.size, self.rate),
             Kind::Fanout => {
@@ -520,6 +524,18 @@ mod tests {
         assert!(e.contains("1KiB"), "{e}");
         let e = Scenario::parse("x", "about='x'\nkind='echo'\nmessages=1\ncolour=3\n").unwrap_err();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_stream_scenario_with_several_streams_says_so_in_its_name() {
+        let one = "about = 'x'\nkind = 'stream'\nsize = '64KiB'\nmessages = 16\n";
+        assert!(Scenario::parse("stream_64KiB", one).is_ok());
+        let eight = format!("{one}streams = 8\n");
+        assert!(Scenario::parse("stream_64KiB_c8_shared", &eight).is_ok());
+        let e = Scenario::parse("stream_64KiB", &eight).unwrap_err();
+        assert!(e.contains("stream_64KiB_c8_shared"), "{e}");
+        let pool = format!("{one}sharing = 'pool'\n");
+        assert!(Scenario::parse("stream_64KiB_c1_pool", &pool).is_ok());
     }
 
     /// The `scenario_toml` fuzz target's input (fuzz/fuzz_targets/scenario_toml.rs: the file

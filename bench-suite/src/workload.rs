@@ -540,21 +540,25 @@ pub async fn setup_many<C: Client>(
     Ok(h)
 }
 
-/// Server-stream goodput: one stream asks for `count` messages of `size` bytes, sent as fast
-/// as the transport takes them.
+/// Server-stream goodput: each of the session's streams asks for `count` messages of `size`
+/// bytes, all at once, sent as fast as the transport takes them.
 #[derive(Debug)]
 pub struct StreamRun {
-    /// Messages received.
+    /// Messages received, over all streams.
     pub messages: u64,
-    /// Payload bytes received.
+    /// Payload bytes received, over all streams.
     pub bytes: u64,
-    /// From the request to the last message.
+    /// From the requests to the last message of the last stream.
     pub elapsed: Duration,
-    /// CPU and socket bytes during the stream.
+    /// Per stream, from the requests to its last message (in the session's stream order).
+    pub per_stream: Vec<Duration>,
+    /// CPU and socket bytes during the streams.
     pub cost: Option<Cost>,
 }
 
-/// Runs one server stream on a fresh session and checks every message.
+/// Runs one server stream on each of a fresh session's streams (`cfg.streams` of them, on one
+/// connection or a pool as `cfg.sharing` says), all started together, and checks every
+/// message: a download of `streams × count × size` bytes.
 pub async fn stream_goodput<C: Client>(
     cfg: &ClientConfig,
     size: usize,
@@ -563,9 +567,9 @@ pub async fn stream_goodput<C: Client>(
 ) -> Result<StreamRun> {
     let mut client = C::connect(cfg).await.context("connecting")?;
     let mut chans = client.channels();
-    let ch = chans
-        .first_mut()
-        .ok_or_else(|| anyhow!("session has no stream"))?;
+    if chans.is_empty() {
+        bail!("session has no stream");
+    }
     let req = StreamRequest {
         count,
         size: u32::try_from(size).context("message size")?,
@@ -573,15 +577,21 @@ pub async fn stream_goodput<C: Client>(
     };
     let measuring = probe::measure(probe);
     let t0 = Instant::now();
-    let (n, _) = check_stream(ch, req).await?;
+    let each = futures_util::future::try_join_all(chans.iter_mut().map(|ch| async move {
+        let (n, _) = check_stream(ch, req).await?;
+        anyhow::Ok((n, t0.elapsed()))
+    }))
+    .await?;
     let elapsed = t0.elapsed();
     let cost = measuring.finish();
     drop(chans);
     client.close().await.context("closing the session")?;
+    let messages = each.iter().map(|(n, _)| n).sum::<u64>();
     Ok(StreamRun {
-        messages: n,
-        bytes: n * size as u64,
+        messages,
+        bytes: messages * size as u64,
         elapsed,
+        per_stream: each.into_iter().map(|(_, t)| t).collect(),
         cost,
     })
 }

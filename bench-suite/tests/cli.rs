@@ -562,6 +562,56 @@ async fn scale_measures_a_server_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A stream scenario with several streams downloads on all of them at once: every stream
+/// delivers all its messages, each repetition says when each stream finished, and the report
+/// shows when the first did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_with_several_streams_downloads_on_all_of_them() {
+    let dir = std::env::temp_dir().join(format!("wirelab-mstream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("stream_16KiB_c4_shared.toml");
+    std::fs::write(
+        &file,
+        "about = 'four downloads at once'\nkind = 'stream'\nsize = '16KiB'\nstreams = 4\nmessages = 8\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        wirelab()
+            .args(["run", "--scenario"])
+            .arg(&file)
+            .args(["--transports", "tcp,ws,h2,h2ws,quic,h3,sse,wt"])
+            .args(["--reps", "1", "--warmup", "0", "--out"])
+            .arg(&out_dir)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results = wirelab::results::load_dir(&out_dir).unwrap();
+    assert!(results.len() >= 8, "{} results", results.len());
+    for r in &results {
+        let rep = &r.reps[0];
+        assert_eq!(rep.messages, 32, "{}", r.variant.label);
+        assert_eq!(rep.payload_bytes, 32 * 16384, "{}", r.variant.label);
+        assert_eq!(rep.stream_done_s.len(), 4, "{}", r.variant.label);
+        let last = rep.stream_done_s.iter().copied().fold(0.0, f64::max);
+        assert!(
+            last <= rep.elapsed_s,
+            "{}: {last} > {}",
+            r.variant.label,
+            rep.elapsed_s
+        );
+    }
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(report.contains("first stream done ms"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A file-descriptor limit too low for the scale scenario is a clear error, not a panic or a
 /// half-measured result.
 #[tokio::test]
