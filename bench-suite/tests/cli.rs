@@ -515,26 +515,37 @@ async fn run_report_and_compare_refuse_bad_input_clearly() {
     let _ = std::fs::remove_dir_all(&empty);
 }
 
+/// `wirelab run --scenario SCENARIO --transports T --reps REPS --warmup 0 --out OUT` (within
+/// 120 s, exit 0), then its results loaded back.
+async fn run_and_load(
+    scenario: &str,
+    transports: &str,
+    reps: u32,
+    out: &std::path::Path,
+) -> Vec<wirelab::results::ResultFile> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        wirelab()
+            .args(["run", "--scenario", scenario, "--transports", transports])
+            .args(["--reps", &reps.to_string(), "--warmup", "0", "--out"])
+            .arg(out)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    wirelab::results::load_dir(out).unwrap()
+}
+
 /// The scale scenario measures a server in its own process: memory per connection and
 /// connections per second come out positive and plausible for the tcp floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_measures_a_server_process() {
     let dir = std::env::temp_dir().join(format!("wirelab-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        wirelab()
-            .args(["run", "--scenario", "scale_c500", "--transports", "tcp,ws"])
-            .args(["--reps", "2", "--warmup", "0", "--out"])
-            .arg(&dir)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let results = wirelab::results::load_dir(&dir).unwrap();
+    let results = run_and_load("scale_c500", "tcp,ws", 2, &dir).await;
     assert_eq!(results.len(), 2);
     for r in &results {
         for rep in &r.reps {
@@ -577,22 +588,8 @@ async fn stream_with_several_streams_downloads_on_all_of_them() {
     )
     .unwrap();
     let out_dir = dir.join("out");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        wirelab()
-            .args(["run", "--scenario"])
-            .arg(&file)
-            .args(["--transports", "tcp,ws,h2,h2ws,quic,h3,sse,wt"])
-            .args(["--reps", "1", "--warmup", "0", "--out"])
-            .arg(&out_dir)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let results = wirelab::results::load_dir(&out_dir).unwrap();
+    let transports = "tcp,ws,h2,h2ws,quic,h3,sse,wt";
+    let results = run_and_load(file.to_str().unwrap(), transports, 1, &out_dir).await;
     assert!(results.len() >= 8, "{} results", results.len());
     for r in &results {
         let rep = &r.reps[0];
