@@ -1,10 +1,12 @@
 //! The server side of a WebSocket session, whatever carried the handshake.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -40,21 +42,20 @@ fn close_for(e: &WsError) -> Option<Message> {
     }
 }
 
-type Sink<S> = SplitSink<WebSocketStream<Gated<S>>, Message>;
-
-/// A message on its way to the writer, holding its share of the write budget until tungstenite
-/// has taken it. The message is boxed: tokio's channel allocates its slots 32 at a time when it
-/// is created, so every connection holds 32 of them, idle or not (3 KiB with the message inline,
-/// under 1 KiB boxed; the box costs one allocation per message).
+/// A message on its way to tungstenite from the session's server streams, holding its share of
+/// the write budget until tungstenite has taken it. The message is boxed: tokio's channel
+/// allocates its slots 32 at a time when it is created, so every connection holds 32 of them,
+/// idle or not (3 KiB with the message inline, under 1 KiB boxed; the box costs one allocation
+/// per message). Echo answers do not go through it.
 struct Queued {
     msg: Box<Message>,
-    _budget: Option<OwnedSemaphorePermit>,
+    budget: OwnedSemaphorePermit,
 }
 
-/// The session's outbound queue, bounded in bytes ([`wirelab_core::Limits::write_queue`]): a
-/// message waits for budget before it is queued, and gives it back once the writer has handed it
-/// to tungstenite. So echoes stop being produced, and the session stops reading, while a peer
-/// does not read what it is sent; server streams pause the same way.
+/// The queue the session's server streams (and subscriptions, resumes) send through, bounded in
+/// bytes ([`wirelab_core::Limits::write_queue`]): a message waits for budget before it is
+/// queued, and gives it back once tungstenite has taken it. So a stream pauses while a peer does
+/// not read what it is sent.
 #[derive(Clone)]
 struct Outbox {
     tx: mpsc::UnboundedSender<Queued>,
@@ -77,9 +78,9 @@ impl Outbox {
             .min(self.cap)
     }
 
-    /// Queues `m` once the budget allows. Fails when the writer is gone.
+    /// Queues `m` once the budget allows. Fails when the session is gone.
     async fn send(&self, m: Message) -> std::result::Result<(), ()> {
-        let permit = self
+        let budget = self
             .budget
             .clone()
             .acquire_many_owned(self.cost(&m))
@@ -88,63 +89,180 @@ impl Outbox {
         self.tx
             .send(Queued {
                 msg: Box::new(m),
-                _budget: Some(permit),
+                budget,
             })
             .map_err(|_| ())
     }
+}
 
-    /// Queues `m` only if the budget allows it now (keepalive pings: pointless to a peer that
-    /// is not reading).
-    fn try_send(&self, m: Message) {
-        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(self.cost(&m)) {
-            let _ = self.tx.send(Queued {
-                msg: Box::new(m),
-                _budget: Some(permit),
+/// A frame tungstenite could not take yet.
+struct Held {
+    msg: Message,
+    /// An answer to what the peer sent (nothing more is read until it is taken), not a message
+    /// of a server stream or a ping.
+    answer: bool,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Answers handed to tungstenite are flushed once nothing more can be read now, or after this
+/// many, whichever comes first: messages that arrive together leave together, and a peer that
+/// never pauses still gets its answers.
+const FLUSH_EVERY: usize = 16;
+
+/// What the connection has for the session.
+enum Event {
+    /// A message from the peer.
+    Message(Message),
+    /// The peer's side ended (after its close frame, or without one).
+    Ended,
+    /// Reading failed: a protocol error, an oversized message, or the transport.
+    ReadFailed(WsError),
+    /// Writing failed.
+    WriteFailed(WsError),
+}
+
+/// One WebSocket connection, read and written by the one task that runs its session: an echo is
+/// answered by the task that read it, with no hand-off between tasks and no lock around the
+/// WebSocket (the tcp server's shape). Server streams run as tasks of their own and queue their
+/// messages through [`Outbox`]; the session hands those to tungstenite as it goes.
+///
+/// Backpressure: a frame tungstenite cannot take (its buffer full because the transport is) is
+/// held, and while an answer is held nothing is read, so a peer that does not read is not read
+/// from either ([`Gated`] does the same for the pongs tungstenite queues itself).
+struct Conn<S> {
+    ws: WebSocketStream<Gated<S>>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    /// The queue's budget, closed when nothing more can be written.
+    budget: Arc<Semaphore>,
+    held: Option<Held>,
+    /// Frames handed to tungstenite since the last completed flush.
+    unflushed: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Queues `msg` as the answer to what was just read.
+    fn answer(&mut self, msg: Message) {
+        debug_assert!(self.held.is_none());
+        self.held = Some(Held {
+            msg,
+            answer: true,
+            _budget: None,
+        });
+    }
+
+    /// Queues a keepalive ping, unless output is stuck (pointless to a peer that is not reading).
+    fn ping(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(Held {
+                msg: Message::Ping(Bytes::new()),
+                answer: false,
+                _budget: None,
             });
         }
     }
 
-    /// Queues `m` outside the budget: the one close frame, which must not wait behind it.
-    fn send_unbudgeted(&self, m: Message) {
-        let _ = self.tx.send(Queued {
-            msg: Box::new(m),
-            _budget: None,
-        });
+    /// Whether an answer waits for the peer to read what it was sent.
+    fn owes_answer(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| h.answer)
     }
-}
 
-/// Writes queued messages, batching whatever is queued into one flush; stops after a close
-/// frame (RFC 6455 §5.5.1: nothing is sent after it). Returns the sink for the final shutdown.
-async fn write_loop<S>(
-    mut sink: Sink<S>,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
-    budget: Arc<Semaphore>,
-) -> (Sink<S>, Result<()>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let r = async {
-        while let Some(mut q) = rx.recv().await {
-            loop {
-                let closing = matches!(*q.msg, Message::Close(_));
-                // The budget is returned when `q` drops, after tungstenite took the frame.
-                sink.feed(*q.msg).await.map_err(ws_err)?;
-                if closing {
-                    return sink.flush().await.map_err(ws_err);
-                }
-                match rx.try_recv() {
-                    Ok(next) => q = next,
-                    Err(_) => break,
+    /// Hands what is held, then what the server streams queued, to tungstenite. Ready once
+    /// nothing is held (the queue empty for now); Pending while tungstenite cannot take more.
+    fn poll_hand_over(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), WsError>> {
+        loop {
+            if self.held.is_none() {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(q)) => {
+                        self.held = Some(Held {
+                            msg: *q.msg,
+                            answer: false,
+                            _budget: Some(q.budget),
+                        })
+                    }
+                    _ => return Poll::Ready(Ok(())),
                 }
             }
-            sink.flush().await.map_err(ws_err)?;
+            ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
+            // The budget is returned when `held` drops, after tungstenite took the frame.
+            let Some(held) = self.held.take() else {
+                continue;
+            };
+            Pin::new(&mut self.ws).start_send(held.msg)?;
+            self.unflushed += 1;
         }
-        Ok(())
     }
-    .await;
-    // Nobody waits for budget that can no longer be used.
-    budget.close();
-    (sink, r)
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), WsError>> {
+        if self.unflushed > 0 {
+            ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
+            self.unflushed = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Everything handed over and flushed.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), WsError>> {
+        ready!(self.poll_hand_over(cx))?;
+        self.poll_flush(cx)
+    }
+
+    /// The next event, writing meanwhile: what is owed is handed over before anything more is
+    /// read, and flushed when there is nothing more to read now.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            match self.poll_hand_over(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
+                // Stuck behind a peer that does not read: tungstenite flushes as it can.
+                Poll::Pending => return Poll::Pending,
+            }
+            let batch_full = self.unflushed >= FLUSH_EVERY;
+            if !batch_full {
+                match Pin::new(&mut self.ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(m))) => return Poll::Ready(Event::Message(m)),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::ReadFailed(e)),
+                    Poll::Ready(None) => return Poll::Ready(Event::Ended),
+                    Poll::Pending => {}
+                }
+            }
+            match self.poll_flush(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
+                // Flushed after a full batch: read on.
+                Poll::Ready(Ok(())) if batch_full => continue,
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Waits for `fut` while writing: what the server streams queue is handed over and flushed
+    /// meanwhile, so `fut` can never be waiting for this session's own output (a publication
+    /// blocked on a subscriber of this same connection; streams finishing their last sends).
+    async fn writing_while<F: Future>(
+        &mut self,
+        fut: F,
+    ) -> std::result::Result<F::Output, WsError> {
+        let mut fut = std::pin::pin!(fut);
+        let mut failed = None;
+        let out = poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            if failed.is_none() {
+                if let Poll::Ready(Err(e)) = self.poll_written(cx) {
+                    failed = Some(e);
+                    // Nothing more can be written: senders waiting for budget give up.
+                    self.budget.close();
+                    self.rx.close();
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
 }
 
 /// What the session does with one binary message (pure).
@@ -211,8 +329,9 @@ where
 /// Runs one WebSocket session after its handshake: echoes (wirelab echoes, and any text or
 /// bytes that are not a wirelab message, verbatim, text as text; with
 /// [`ServerConfig::raw_echo`] every message verbatim), server streams, keepalive, and a truthful
-/// close (1003 only for a wirelab message that is invalid). Returns when the session is over, bounded by the shutdown grace once
-/// `shutdown` fires.
+/// close (1003 only for a wirelab message that is invalid). One task reads and writes the
+/// connection (see [`Conn`]). Returns when the session is over, bounded by the shutdown grace
+/// once `shutdown` fires.
 pub async fn session<S>(
     ws: WebSocketStream<Gated<S>>,
     cfg: Arc<ServerConfig>,
@@ -221,9 +340,14 @@ pub async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, mut stream) = ws.split();
     let (tx, rx) = Outbox::new(cfg.limits.write_queue);
-    let writer = tokio::spawn(write_loop(sink, rx, tx.budget.clone()));
+    let mut conn = Conn {
+        ws,
+        rx,
+        budget: tx.budget.clone(),
+        held: None,
+        unflushed: 0,
+    };
     let streams = TaskTracker::new();
     let stop_streams = shutdown.child_token();
     // Cancelled when a subscriber on this session is cut off for falling behind.
@@ -235,35 +359,57 @@ where
             .max(std::time::Duration::from_millis(1)),
     );
     ping.reset();
-    let mut idle_deadline = tokio::time::Instant::now() + t.idle;
+    // The idle timer is armed once and moved on only when it fires early: re-arming it for
+    // every message would cost a timer-wheel update per echo.
+    let mut last_read = tokio::time::Instant::now();
+    let idle = tokio::time::sleep_until(last_read + t.idle);
+    let mut idle = std::pin::pin!(idle);
+    let mut stopped = std::pin::pin!(shutdown.cancelled());
+    let mut cut_off = std::pin::pin!(cut.cancelled());
 
     let mut shutting_down = false;
-    // An answer read but not yet queued when the stop came.
-    let mut owed: Option<Message> = None;
+    let mut failed: Option<WsError> = None;
     // `Some(close)` when we start the close handshake; `None` when the peer did or TCP died.
     let our_close = loop {
-        let item = tokio::select! {
-            _ = shutdown.cancelled() => {
+        let event = tokio::select! {
+            biased;
+            _ = &mut stopped => {
                 shutting_down = true;
                 break Some(close_frame(CloseCode::Away, "server shutting down"));
             }
+            _ = &mut cut_off => break Some(close_frame(CloseCode::Policy, "slow subscriber cut off")),
+            _ = &mut idle => {
+                let due = last_read + t.idle;
+                if due > tokio::time::Instant::now() {
+                    idle.as_mut().reset(due);
+                    continue;
+                }
+                // Waiting to hand over an answer is waiting for the peer to read.
+                break Some(if conn.owes_answer() {
+                    close_frame(CloseCode::Policy, "peer stopped reading")
+                } else {
+                    close_frame(CloseCode::Away, "idle timeout")
+                });
+            }
             _ = ping.tick(), if t.ping_interval.is_some() => {
-                tx.try_send(Message::Ping(Bytes::new()));
+                conn.ping();
                 continue;
             }
-            _ = tokio::time::sleep_until(idle_deadline) => break Some(close_frame(CloseCode::Away, "idle timeout")),
-            _ = cut.cancelled() => break Some(close_frame(CloseCode::Policy, "slow subscriber cut off")),
-            item = stream.next() => item,
+            event = poll_fn(|cx| conn.poll_event(cx)) => event,
         };
-        idle_deadline = tokio::time::Instant::now() + t.idle;
-        let msg = match item {
-            None => break None,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
+        let msg = match event {
+            Event::Message(m) => m,
+            Event::Ended => break None,
+            Event::ReadFailed(e) => {
                 debug!("ws read error: {e}");
                 break close_for(&e);
             }
+            Event::WriteFailed(e) => {
+                failed = Some(e);
+                break None;
+            }
         };
+        last_read = tokio::time::Instant::now();
         let reply = match msg {
             Message::Binary(b) if cfg.raw_echo => Message::Binary(b),
             // A person trying the server by hand (a browser console, websocat) gets text back
@@ -305,7 +451,13 @@ where
                     continue;
                 }
                 Incoming::Publish { topic } => {
-                    service::publish(&cfg.fanout, topic, &b, &shutdown).await;
+                    // A blocked publication may wait for a subscriber on this very connection:
+                    // keep writing meanwhile.
+                    let published = service::publish(&cfg.fanout, topic, &b, &shutdown);
+                    if let Err(e) = conn.writing_while(published).await {
+                        failed = Some(e);
+                        break None;
+                    }
                     continue;
                 }
                 Incoming::Resume { stream, req } => {
@@ -329,56 +481,53 @@ where
             // close reply is flushed, then the stream ends.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => continue,
         };
-        // Waiting for budget is waiting for the peer to read: bounded by the idle timeout.
-        let sent = tokio::select! {
-            // The answer read before the stop is still owed: the drain sends it first.
-            _ = shutdown.cancelled() => {
-                shutting_down = true;
-                owed = Some(reply);
-                break Some(close_frame(CloseCode::Away, "server shutting down"));
-            }
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                break Some(close_frame(CloseCode::Policy, "peer stopped reading"))
-            }
-            r = tx.send(reply.clone()) => r,
-        };
-        if sent.is_err() {
-            break None;
-        }
+        // Handed to tungstenite before anything more is read (see `Conn::poll_event`).
+        conn.answer(reply);
     };
     stop_streams.cancel();
     if cut.is_cancelled() {
         // The subscriber is not reading: its close frame could wait forever. End it now.
-        writer.abort();
         return Err(Error::Protocol("slow subscriber cut off".into()));
     }
-    if shutting_down {
-        drain(&mut stream, &tx, &cfg, owed).await;
+    if shutting_down && failed.is_none() {
+        drain(&mut conn, &cfg).await;
     }
     streams.close();
-    streams.wait().await;
-    let sent_close = our_close.is_some();
-    if let Some(close) = our_close {
-        // Queued behind every answer already due: in-flight messages finish first.
-        tx.send_unbudgeted(close);
-    }
     drop(tx);
     let grace = t.shutdown_grace;
-    let mut writer = writer;
-    let (sink, written) = match tokio::time::timeout(grace, &mut writer).await {
-        Ok(Ok((sink, r))) => (sink, r),
-        Ok(Err(e)) => return Err(Error::Protocol(format!("writer task: {e}"))),
-        Err(_) => {
-            // A peer that reads nothing would otherwise keep the writer, and the connection,
-            // alive for as long as it likes.
-            writer.abort();
-            return Err(Error::Timeout("writing the close"));
+    let written = tokio::time::timeout(grace, async {
+        if failed.is_some() {
+            conn.budget.close();
+            conn.rx.close();
+            streams.wait().await;
+            return Ok(());
         }
-    };
-    if sent_close {
+        // Stream tasks end on `stop_streams`; what they queued before is written meanwhile, and
+        // the close goes behind every answer already due: in-flight messages finish first.
+        conn.writing_while(streams.wait()).await?;
+        poll_fn(|cx| conn.poll_written(cx)).await?;
+        if let Some(close) = our_close.clone() {
+            conn.held = Some(Held {
+                msg: close,
+                answer: false,
+                _budget: None,
+            });
+            poll_fn(|cx| conn.poll_written(cx)).await?;
+        }
+        Ok::<(), WsError>(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failed = failed.or(Some(e)),
+        // A peer that reads nothing would otherwise keep the connection alive for as long as
+        // it likes.
+        Err(_) => return Err(Error::Timeout("writing the close")),
+    }
+    if our_close.is_some() && failed.is_none() {
         // Wait (bounded) for the peer's close reply.
         let _ = tokio::time::timeout(grace, async {
-            while let Some(Ok(m)) = stream.next().await {
+            while let Event::Message(m) = poll_fn(|cx| conn.poll_event(cx)).await {
                 if matches!(m, Message::Close(_)) {
                     break;
                 }
@@ -388,43 +537,32 @@ where
     }
     // End our sending side (FIN on TCP, END_STREAM on an HTTP/2 stream) and read to the end, so
     // neither side resets a stream the other still reads.
-    if let Ok(ws) = stream.reunite(sink) {
-        let mut io = ws.into_inner().into_inner();
-        let _ = tokio::time::timeout(grace, async {
-            io.shutdown().await?;
-            let mut sink = [0u8; 512];
-            while io.read(&mut sink).await? > 0 {}
-            Ok::<(), std::io::Error>(())
-        })
-        .await;
-    }
-    written
+    let mut io = conn.ws.into_inner().into_inner();
+    let _ = tokio::time::timeout(grace, async {
+        io.shutdown().await?;
+        let mut sink = [0u8; 512];
+        while io.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    failed.map_or(Ok(()), |e| Err(ws_err(e)))
 }
 
-/// At shutdown, before the close frame: echoes that already reached the server are answered.
-/// Reads until the connection has been quiet for [`service::DRAIN_QUIET`], for at most
-/// [`service::DRAIN_MAX`]; a server stream request, an invalid wirelab message or the peer's close ends
-/// it (no new stream starts once the server is going away).
-async fn drain<S>(
-    stream: &mut futures_util::stream::SplitStream<WebSocketStream<Gated<S>>>,
-    tx: &Outbox,
-    cfg: &ServerConfig,
-    owed: Option<Message>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// At shutdown, before the close frame: echoes that already reached the server are answered
+/// (and an answer held when the stop came goes first). Reads until the connection has been quiet
+/// for [`service::DRAIN_QUIET`], for at most [`service::DRAIN_MAX`]; a server stream request, an
+/// invalid wirelab message or the peer's close ends it (no new stream starts once the server is
+/// going away).
+async fn drain<S>(conn: &mut Conn<S>, cfg: &ServerConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let until = tokio::time::Instant::now() + service::DRAIN_MAX;
-    if let Some(reply) = owed {
-        if !matches!(
-            tokio::time::timeout_at(until, tx.send(reply)).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
-    }
     loop {
         let quiet = until.min(tokio::time::Instant::now() + service::DRAIN_QUIET);
-        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(quiet, stream.next()).await else {
+        let Ok(Event::Message(msg)) =
+            tokio::time::timeout_at(quiet, poll_fn(|cx| conn.poll_event(cx))).await
+        else {
             return;
         };
         let reply = match msg {
@@ -434,12 +572,7 @@ async fn drain<S>(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             _ => return,
         };
-        if !matches!(
-            tokio::time::timeout_at(until, tx.send(reply)).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
+        conn.answer(reply);
     }
 }
 
