@@ -14,7 +14,10 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode};
@@ -97,12 +100,26 @@ impl FrameTx {
         self.budget.close();
     }
 
+    /// What `msg` costs of the budget: a message over the whole budget waits for an empty
+    /// queue, then goes alone.
+    fn cost(&self, msg: &Bytes) -> u32 {
+        u32::try_from(msg.len().max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.cap)
+    }
+
+    /// Queues one message if the budget allows it now; gives it back otherwise (or when the
+    /// response is gone: [`FrameTx::send`] then fails).
+    fn try_send(&self, msg: Bytes) -> std::result::Result<(), Bytes> {
+        match self.budget.clone().try_acquire_many_owned(self.cost(&msg)) {
+            Ok(permit) => self.tx.send((msg, permit)).map_err(|e| e.0 .0),
+            Err(_) => Err(msg),
+        }
+    }
+
     /// Queues one message once the budget allows. Fails when the response is gone.
     async fn send(&self, msg: Bytes) -> std::result::Result<(), ()> {
-        // A message over the whole budget waits for an empty queue, then goes alone.
-        let cost = u32::try_from(msg.len().max(1))
-            .unwrap_or(u32::MAX)
-            .min(self.cap);
+        let cost = self.cost(&msg);
         let permit = self
             .budget
             .clone()
@@ -249,9 +266,14 @@ where
             }
         }
         (&Method::POST, "/duplex") => {
-            let (tx, body) = streaming_body(cfg.limits.write_queue);
-            tokio::spawn(duplex(req.into_body(), cfg, tx, stop));
-            response(body)
+            let (tx, answers, rx) = queues(cfg.limits.write_queue);
+            let (answers_tx, answers_rx) = answers;
+            let reader = duplex(req.into_body(), cfg, tx, answers_tx, stop);
+            response(BodyExt::boxed(DuplexBody {
+                reader: Some(std::sync::Mutex::new(reader)),
+                answers: answers_rx,
+                queued: rx,
+            }))
         }
         (_, "/echo") | (_, "/duplex") => method_not_allowed("POST"),
         (_, "/stream") => method_not_allowed("GET"),
@@ -307,16 +329,44 @@ pub fn coalesce(first: Bytes, max: usize, mut more: impl FnMut() -> Option<Bytes
     buf.freeze()
 }
 
-fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
+/// A byte-budgeted queue ([`FrameTx`] and its [`BodyRx`]), and a second sender on the same budget
+/// with its own channel (for [`DuplexBody`]'s answers).
+#[allow(clippy::type_complexity)]
+fn queues(
+    write_queue: usize,
+) -> (
+    FrameTx,
+    (
+        FrameTx,
+        mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
+    ),
+    BodyRx,
+) {
     let cap = u32::try_from(write_queue.max(1)).unwrap_or(u32::MAX);
     let budget = Arc::new(Semaphore::new(cap as usize));
     let (tx, rx) = mpsc::unbounded_channel();
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel();
     let cut = CancellationToken::new();
     let rx = BodyRx {
         rx,
         budget: budget.clone(),
         cut: cut.clone(),
     };
+    let tx = FrameTx {
+        tx,
+        budget,
+        cap,
+        cut,
+    };
+    let answers = FrameTx {
+        tx: answers_tx,
+        ..tx.clone()
+    };
+    (tx, (answers, answers_rx), rx)
+}
+
+fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
+    let (tx, _, rx) = queues(write_queue);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         // The permits drop here: hyper has the bytes now. Messages already queued go out as
         // one DATA frame (see `coalesce`). A cut subscriber (fan-out) ends the body.
@@ -333,15 +383,68 @@ fn streaming_body(write_queue: usize) -> (FrameTx, Body) {
         });
         Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
     });
-    (
-        FrameTx {
-            tx,
-            budget,
-            cap,
-            cut,
-        },
-        BodyExt::boxed(StreamBody::new(stream)),
-    )
+    (tx, BodyExt::boxed(StreamBody::new(stream)))
+}
+
+/// The response body of `POST /duplex`, which reads the request itself: `reader` ([`duplex`])
+/// is polled whenever the body is, so an echo is answered by the task that sends the response
+/// (hyper's stream task, the h3 request's task), with no hand-off to another task and back. The
+/// reader puts its answers on a channel of their own, filled only while it is polled and so read
+/// without registering a waker; server streams, subscriptions and resumes run as tasks and queue
+/// on `queued`, which wakes the body. The body ends once the reader is done (the request body
+/// ended and every stream it started has) and both queues are empty.
+///
+/// Backpressure is unchanged: hyper and h3 poll a body only when the stream can take more, and
+/// the reader waits for the shared byte budget, so a client that does not read its response is
+/// not read from either.
+struct DuplexBody<R> {
+    /// In a `Mutex` only to make the body `Sync` (as `BoxBody` requires) for a reader that is
+    /// not: it is reached through `get_mut`, which never locks.
+    reader: Option<std::sync::Mutex<R>>,
+    answers: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
+    queued: BodyRx,
+}
+
+impl<R: Future<Output = ()> + Unpin> hyper::body::Body for DuplexBody<R> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if let Some(reader) = this.reader.as_mut() {
+            let reader = reader
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if Pin::new(reader).poll(cx).is_ready() {
+                this.reader = None;
+            }
+        }
+        // A cut subscriber (fan-out) ends the body, dropping what is queued.
+        if this.queued.cut.is_cancelled() {
+            return Poll::Ready(None);
+        }
+        // The permits drop at the end of this call: hyper has the bytes then.
+        let (first, _permit) = match this.answers.try_recv() {
+            Ok(m) => m,
+            Err(_) => match this.queued.rx.poll_recv(cx) {
+                Poll::Ready(Some(m)) => m,
+                // Every sender is gone, the reader's included: it is done.
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        let (answers, queued) = (&mut this.answers, &mut this.queued.rx);
+        let mut permits = Vec::new();
+        let chunk = coalesce(first, COALESCE_MAX, || {
+            let (msg, permit) = answers.try_recv().or_else(|_| queued.try_recv()).ok()?;
+            permits.push(permit);
+            Some(msg)
+        });
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
 }
 
 async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: CancellationToken) {
@@ -361,14 +464,37 @@ async fn paced(plan: StreamPlan, send_end: bool, tx: FrameTx, stop: Cancellation
 /// On `stop` (shutdown), messages that already reached the server are still answered: the
 /// body is read until it has been quiet for [`service::DRAIN_QUIET`], for at most
 /// [`service::DRAIN_MAX`], and no new server stream starts; then the response ends.
-async fn duplex<B>(mut body: B, cfg: Arc<ServerConfig>, tx: FrameTx, stop: CancellationToken)
+fn duplex<B>(
+    body: B,
+    cfg: Arc<ServerConfig>,
+    tx: FrameTx,
+    answers: FrameTx,
+    stop: CancellationToken,
+) -> Pin<Box<impl Future<Output = ()> + Send>>
 where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Send,
+{
+    Box::pin(read_duplex(body, cfg, tx, answers, stop))
+}
+
+/// The reader of [`duplex`]; answers go on `answers`, server streams queue on `tx`.
+async fn read_duplex<B>(
+    mut body: B,
+    cfg: Arc<ServerConfig>,
+    tx: FrameTx,
+    answers: FrameTx,
+    stop: CancellationToken,
+) where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
     use tokio::time::{timeout_at, Instant};
     let streams = tokio_util::task::TaskTracker::new();
     // Subscriptions end with the request body; `cut` fires when one is cut off as too slow.
     let (subs_stop, cut) = (stop.child_token(), CancellationToken::new());
+    // Dropped with its response body (the client reset the stream): subscriptions and resumes
+    // end with it.
+    let _end_subs = subs_stop.clone().drop_guard();
     let mut buf = BytesMut::new();
     // Set once `stop` fires: the end of the drain.
     let mut draining: Option<Instant> = None;
@@ -406,17 +532,23 @@ where
             let msg = buf.split_to(len).freeze();
             match service::classify(&msg, &cfg.limits) {
                 Ok(Action::Echo) => {
+                    // Budget at hand: no wait, no timer.
+                    let Err(msg) = answers.try_send(msg) else {
+                        continue;
+                    };
                     // Waiting here stops reading the request body: backpressure to the client.
                     let sent = match draining {
                         None => tokio::select! {
-                            r = tx.send(msg.clone()) => r,
+                            r = answers.send(msg.clone()) => r,
                             _ = stop.cancelled() => {
                                 let until = Instant::now() + service::DRAIN_MAX;
                                 draining = Some(until);
-                                timeout_at(until, tx.send(msg)).await.unwrap_or(Err(()))
+                                timeout_at(until, answers.send(msg)).await.unwrap_or(Err(()))
                             }
                         },
-                        Some(until) => timeout_at(until, tx.send(msg)).await.unwrap_or(Err(())),
+                        Some(until) => timeout_at(until, answers.send(msg))
+                            .await
+                            .unwrap_or(Err(())),
                     };
                     if sent.is_err() {
                         break 'read;
