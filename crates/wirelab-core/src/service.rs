@@ -4,6 +4,8 @@
 //! server stream on the tokio clock and hands each message to the transport's sink.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -223,9 +225,124 @@ pub const DRAIN_QUIET: Duration = Duration::from_millis(20);
 /// The longest [`serve_messages`] drains at shutdown, however busy the connection.
 pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 
+/// Answers handed to the writer are flushed once nothing more can be read now, or after this
+/// many, whichever comes first: messages that arrive together leave together, and a peer that
+/// never pauses still gets its answers.
+const FLUSH_EVERY: usize = 16;
+
+/// The write side of [`serve_messages`], driven by the same task that reads: an echo is framed
+/// and written by the task that read it, with no hand-off to a writer task. Server streams,
+/// subscriptions and resumes are tasks of their own and queue through `rx`.
+struct Out<W> {
+    writer: W,
+    rx: mpsc::Receiver<Bytes>,
+    /// A message the writer could not take yet; nothing more is read or taken from the queue
+    /// until it has.
+    held: Option<Bytes>,
+    /// Messages handed to the writer since the last completed flush.
+    unflushed: usize,
+}
+
+/// What the connection has for [`serve_messages`] next.
+enum Next {
+    Message(BytesMut),
+    Ended,
+    ReadFailed(std::io::Error),
+    WriteFailed(std::io::Error),
+}
+
+impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
+    /// Hands what is held, then what the streams queued, to the writer. Ready once nothing is
+    /// held (the queue empty for now); Pending while the writer cannot take more.
+    fn poll_hand_over(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            if self.held.is_none() {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => self.held = Some(m),
+                    _ => return Poll::Ready(Ok(())),
+                }
+            }
+            ready!(Pin::new(&mut self.writer).poll_ready(cx))?;
+            let Some(m) = self.held.take() else {
+                continue;
+            };
+            Pin::new(&mut self.writer).start_send(m)?;
+            self.unflushed += 1;
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.unflushed > 0 {
+            ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
+            self.unflushed = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Everything handed over and flushed.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_hand_over(cx))?;
+        self.poll_flush(cx)
+    }
+
+    /// The next message from `reader`, writing meanwhile: what is held is handed over before
+    /// anything more is read (backpressure: a peer that does not read is not read from), and
+    /// flushed when there is nothing more to read now.
+    fn poll_next<R>(&mut self, cx: &mut Context<'_>, reader: &mut R) -> Poll<Next>
+    where
+        R: Stream<Item = std::io::Result<BytesMut>> + Unpin,
+    {
+        loop {
+            match self.poll_hand_over(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Next::WriteFailed(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let batch_full = self.unflushed >= FLUSH_EVERY;
+            if !batch_full {
+                match reader.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(m))) => return Poll::Ready(Next::Message(m)),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Next::ReadFailed(e)),
+                    Poll::Ready(None) => return Poll::Ready(Next::Ended),
+                    Poll::Pending => {}
+                }
+            }
+            match self.poll_flush(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Next::WriteFailed(e)),
+                Poll::Ready(Ok(())) if batch_full => continue,
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Waits for `fut` while writing what is queued (so `fut` is never waiting for this
+    /// connection's own output: streams finishing their last sends, a blocked publication, the
+    /// handshake's confirmation while answers are unflushed). A write error closes the queue,
+    /// so senders stop, and is returned beside `fut`'s output.
+    async fn writing_while<F: Future>(&mut self, fut: F) -> (F::Output, Option<std::io::Error>) {
+        let mut fut = std::pin::pin!(fut);
+        let mut failed = None;
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            if failed.is_none() {
+                if let Poll::Ready(Err(e)) = self.poll_written(cx) {
+                    failed = Some(e);
+                    self.rx.close();
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        (out, failed)
+    }
+}
+
 /// Serves one ordered message connection whose framing the caller has already set up: a tcp
 /// connection, or one QUIC stream. Echoes are written back in order, server streams are
-/// interleaved with them as they are paced.
+/// interleaved with them as they are paced. One task reads and writes (see [`Out`]): an echo
+/// is answered without a hand-off between tasks, as a hand-written echo server would.
 ///
 /// - `idle`: how long a read may wait; `None` leaves idleness to the transport (QUIC's idle
 ///   timeout).
@@ -240,11 +357,11 @@ pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 /// abandoned, not drained: the peer is not reading).
 ///
 /// Returns the closed writer, so a caller can wait for the peer's acknowledgement, and the
-/// first error: the read side's, else the write side's.
+/// first error.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_messages<R, W, G, GF>(
     mut reader: R,
-    mut writer: W,
+    writer: W,
     limits: Limits,
     hub: crate::fanout::Hub,
     resume: crate::resume::Registry,
@@ -258,55 +375,65 @@ where
     G: FnMut() -> GF,
     GF: Future<Output = Result<(), Error>>,
 {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    let write_task = tokio::spawn(async move {
-        let r = async {
-            while let Some(m) = rx.recv().await {
-                writer.feed(m).await?;
-                while let Ok(m) = rx.try_recv() {
-                    writer.feed(m).await?;
-                }
-                writer.flush().await?;
-            }
-            writer.close().await
-        }
-        .await;
-        (writer, r)
-    });
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let mut out = Out {
+        writer,
+        rx,
+        held: None,
+        unflushed: 0,
+    };
     let streams = TaskTracker::new();
     let cut = CancellationToken::new();
     // Ends this connection's subscriptions when its read side ends.
     let subs_stop = shutdown.child_token();
     let mut draining = false;
+    let mut write_failed = false;
+    // The idle timer is armed once and moved on only when it fires early: re-arming it for
+    // every message would cost a timer-wheel update per echo.
+    const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    let mut last_read = tokio::time::Instant::now();
+    let mut idle_timer =
+        std::pin::pin!(tokio::time::sleep_until(last_read + idle.unwrap_or(NEVER)));
+    let mut stopped = std::pin::pin!(shutdown.cancelled());
+    let mut cut_off = std::pin::pin!(cut.cancelled());
     let result = loop {
-        let next = async {
-            match idle {
-                Some(idle) => tokio::time::timeout(idle, reader.next()).await,
-                None => Ok(reader.next().await),
-            }
-        };
-        let frame = tokio::select! {
-            _ = shutdown.cancelled() => {
+        let next = tokio::select! {
+            biased;
+            _ = &mut stopped => {
                 draining = true;
                 break Ok(());
             }
-            _ = cut.cancelled() => break Err(Error::Protocol("slow subscriber cut off".into())),
-            f = next => f,
-        };
-        let msg = match frame {
-            Err(_) => break Err(Error::Timeout("idle connection")),
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(Error::Io(e)),
-            Ok(Some(Ok(m))) => m.freeze(),
-        };
-        match classify(&msg, &limits) {
-            Ok(Action::Echo) => {
-                if tx.send(msg).await.is_err() {
-                    break Err(Error::ConnectionClosed);
+            _ = &mut cut_off => break Err(Error::Protocol("slow subscriber cut off".into())),
+            _ = &mut idle_timer, if idle.is_some() => {
+                let due = last_read + idle.unwrap_or(NEVER);
+                if due > tokio::time::Instant::now() {
+                    idle_timer.as_mut().reset(due);
+                    continue;
                 }
+                break Err(Error::Timeout("idle connection"));
             }
+            n = std::future::poll_fn(|cx| out.poll_next(cx, &mut reader)) => n,
+        };
+        let msg = match next {
+            Next::Message(m) => m.freeze(),
+            Next::Ended => break Ok(()),
+            Next::ReadFailed(e) => break Err(Error::Io(e)),
+            Next::WriteFailed(e) => {
+                write_failed = true;
+                break Err(Error::Io(e));
+            }
+        };
+        last_read = tokio::time::Instant::now();
+        match classify(&msg, &limits) {
+            // Handed to the writer before anything more is read (`Out::poll_next`).
+            Ok(Action::Echo) => out.held = Some(msg),
             Ok(Action::Stream(plan)) => {
-                if let Err(e) = before_stream().await {
+                let (ready, write_err) = out.writing_while(before_stream()).await;
+                if let Some(e) = write_err {
+                    write_failed = true;
+                    break Err(Error::Io(e));
+                }
+                if let Err(e) = ready {
                     break Err(e);
                 }
                 let (tx, sd) = (tx.clone(), shutdown.clone());
@@ -330,9 +457,22 @@ where
                 let (stop, c) = (subs_stop.clone(), cut.clone());
                 spawn_subscription(&streams, &hub, stream, req, msg, stop, c, send);
             }
-            Ok(Action::Publish { topic }) => publish(&hub, topic, &msg, &shutdown).await,
+            Ok(Action::Publish { topic }) => {
+                if let ((), Some(e)) = out
+                    .writing_while(publish(&hub, topic, &msg, &shutdown))
+                    .await
+                {
+                    write_failed = true;
+                    break Err(Error::Io(e));
+                }
+            }
             Ok(Action::Resume { stream, req }) => {
-                if let Err(e) = before_stream().await {
+                let (ready, write_err) = out.writing_while(before_stream()).await;
+                if let Some(e) = write_err {
+                    write_failed = true;
+                    break Err(Error::Io(e));
+                }
+                if let Err(e) = ready {
                     break Err(e);
                 }
                 let tx = tx.clone();
@@ -349,36 +489,51 @@ where
     subs_stop.cancel();
     if cut.is_cancelled() {
         // The peer is not reading: end the connection without waiting for its writes.
-        write_task.abort();
         streams.close();
         return (None, result);
     }
-    if draining {
+    if draining && !write_failed {
         // Shutdown: echoes that already reached us are answered before the end. Read until
         // the connection has been quiet for DRAIN_QUIET (what is in the socket's buffer comes
         // at once; the wait lets the reactor see it), for at most DRAIN_MAX; no new server
         // stream starts. What arrives later meets the FIN: this protocol has no GOAWAY.
         let until = tokio::time::Instant::now() + DRAIN_MAX;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(
+        while let Ok(Next::Message(m)) = tokio::time::timeout_at(
             until.min(tokio::time::Instant::now() + DRAIN_QUIET),
-            reader.next(),
+            std::future::poll_fn(|cx| out.poll_next(cx, &mut reader)),
         )
         .await
         {
             let m = m.freeze();
-            if classify(&m, &limits) != Ok(Action::Echo) || tx.send(m).await.is_err() {
+            if classify(&m, &limits) != Ok(Action::Echo) {
                 break;
             }
+            out.held = Some(m);
         }
     }
     streams.close();
-    streams.wait().await;
     drop(tx);
-    // Every answer already queued is written before FIN.
-    match write_task.await {
-        Ok((w, written)) => (Some(w), result.and(written.map_err(Error::Io))),
-        Err(e) => (None, Err(Error::Protocol(format!("writer task: {e}")))),
+    // Every answer already queued is written before FIN; streams end on `shutdown` or when
+    // their sends fail, what they queued before is written meanwhile.
+    let mut written = Ok(());
+    if write_failed {
+        out.rx.close();
+        streams.wait().await;
+    } else {
+        let ((), e) = out.writing_while(streams.wait()).await;
+        if let Some(e) = e {
+            written = Err(e);
+            write_failed = true;
+        }
     }
+    if !write_failed {
+        written = async {
+            std::future::poll_fn(|cx| out.poll_written(cx)).await?;
+            out.writer.close().await
+        }
+        .await;
+    }
+    (Some(out.writer), result.and(written.map_err(Error::Io)))
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //! - tungstenite calls `flush` on the transport only once its own write buffer is empty, so a
 //!   completed flush marks it unblocked again and wakes a parked reader;
 //! - while blocked, reads return `Pending`. tungstenite's read path retries its pending pong
-//!   before reading, and the writer task retries its frames, both woken by the transport when it
-//!   can take data again; whichever empties the buffer flushes, which reopens the gate.
+//!   before reading, and the session retries the frame it holds, both woken by the transport
+//!   when it can take data again; whichever empties the buffer flushes, which reopens the gate.
 //!
 //! Frames already in tungstenite's read buffer are still parsed while the gate is shut, so what
 //! a blocked connection can still add to its output is bounded by the read buffers (one read of
