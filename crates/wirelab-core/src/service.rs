@@ -235,7 +235,9 @@ const FLUSH_EVERY: usize = 16;
 /// subscriptions and resumes are tasks of their own and queue through `rx`.
 struct Out<W> {
     writer: W,
-    rx: mpsc::Receiver<Bytes>,
+    /// The streams' queue, made when the first one starts: most connections only echo, and a
+    /// channel costs its first block of slots (about 1.3 KiB) even when unused.
+    rx: Option<mpsc::Receiver<Bytes>>,
     /// A message the writer could not take yet; nothing more is read or taken from the queue
     /// until it has.
     held: Option<Bytes>,
@@ -257,7 +259,10 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
     fn poll_hand_over(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
             if self.held.is_none() {
-                match self.rx.poll_recv(cx) {
+                let Some(rx) = self.rx.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                match rx.poll_recv(cx) {
                     Poll::Ready(Some(m)) => self.held = Some(m),
                     _ => return Poll::Ready(Ok(())),
                 }
@@ -283,6 +288,23 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
     fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_hand_over(cx))?;
         self.poll_flush(cx)
+    }
+
+    /// The streams' sender, making the queue on first use.
+    fn queue(&mut self, tx: &mut Option<mpsc::Sender<Bytes>>) -> mpsc::Sender<Bytes> {
+        tx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(256);
+            self.rx = Some(rx);
+            tx
+        })
+        .clone()
+    }
+
+    /// Stops the streams' sends: nothing more will be written.
+    fn close_queue(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.close();
+        }
     }
 
     /// The next message from `reader`, writing meanwhile: what is held is handed over before
@@ -329,7 +351,7 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
             if failed.is_none() {
                 if let Poll::Ready(Err(e)) = self.poll_written(cx) {
                     failed = Some(e);
-                    self.rx.close();
+                    self.close_queue();
                 }
             }
             Poll::Pending
@@ -375,10 +397,11 @@ where
     G: FnMut() -> GF,
     GF: Future<Output = Result<(), Error>>,
 {
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    // The streams' sender, once one has started (see `Out::rx`).
+    let mut tx: Option<mpsc::Sender<Bytes>> = None;
     let mut out = Out {
         writer,
-        rx,
+        rx: None,
         held: None,
         unflushed: 0,
     };
@@ -436,7 +459,7 @@ where
                 if let Err(e) = ready {
                     break Err(e);
                 }
-                let (tx, sd) = (tx.clone(), shutdown.clone());
+                let (tx, sd) = (out.queue(&mut tx), shutdown.clone());
                 streams.spawn(async move {
                     let send = |m| {
                         let tx = tx.clone();
@@ -449,7 +472,7 @@ where
                 });
             }
             Ok(Action::Subscribe { stream, req }) => {
-                let tx = tx.clone();
+                let tx = out.queue(&mut tx);
                 let send = move |m| {
                     let tx = tx.clone();
                     async move { tx.send(m).await }
@@ -475,7 +498,7 @@ where
                 if let Err(e) = ready {
                     break Err(e);
                 }
-                let tx = tx.clone();
+                let tx = out.queue(&mut tx);
                 let send = move |m| {
                     let tx = tx.clone();
                     async move { tx.send(m).await }
@@ -517,7 +540,7 @@ where
     // their sends fail, what they queued before is written meanwhile.
     let mut written = Ok(());
     if write_failed {
-        out.rx.close();
+        out.close_queue();
         streams.wait().await;
     } else {
         let ((), e) = out.writing_while(streams.wait()).await;

@@ -44,9 +44,9 @@ fn close_for(e: &WsError) -> Option<Message> {
 
 /// A message on its way to tungstenite from the session's server streams, holding its share of
 /// the write budget until tungstenite has taken it. The message is boxed: tokio's channel
-/// allocates its slots 32 at a time when it is created, so every connection holds 32 of them,
-/// idle or not (3 KiB with the message inline, under 1 KiB boxed; the box costs one allocation
-/// per message). Echo answers do not go through it.
+/// allocates its slots 32 at a time when it is created, so every connection that has started a
+/// stream holds 32 of them, idle or not (3 KiB with the message inline, under 1 KiB boxed; the
+/// box costs one allocation per message). Echo answers do not go through it.
 struct Queued {
     msg: Box<Message>,
     budget: OwnedSemaphorePermit,
@@ -131,15 +131,31 @@ enum Event {
 /// from either ([`Gated`] does the same for the pongs tungstenite queues itself).
 struct Conn<S> {
     ws: WebSocketStream<Gated<S>>,
-    rx: mpsc::UnboundedReceiver<Queued>,
-    /// The queue's budget, closed when nothing more can be written.
-    budget: Arc<Semaphore>,
+    /// The server streams' queue and its budget (closed when nothing more can be written),
+    /// made when the first stream starts: most sessions only echo, and an unused channel still
+    /// costs its first block of slots (about 1.3 KiB per connection with its shared state).
+    queue: Option<(mpsc::UnboundedReceiver<Queued>, Arc<Semaphore>)>,
     held: Option<Held>,
     /// Frames handed to tungstenite since the last completed flush.
     unflushed: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The server streams' sender, making the queue on first use.
+    fn outbox(&mut self, cap: usize) -> Outbox {
+        let (tx, rx) = Outbox::new(cap);
+        self.queue = Some((rx, tx.budget.clone()));
+        tx
+    }
+
+    /// Stops the server streams' sends: nothing more will be written.
+    fn close_queue(&mut self) {
+        if let Some((rx, budget)) = self.queue.as_mut() {
+            budget.close();
+            rx.close();
+        }
+    }
+
     /// Queues `msg` as the answer to what was just read.
     fn answer(&mut self, msg: Message) {
         debug_assert!(self.held.is_none());
@@ -171,7 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn poll_hand_over(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), WsError>> {
         loop {
             if self.held.is_none() {
-                match self.rx.poll_recv(cx) {
+                let Some((rx, _)) = self.queue.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                match rx.poll_recv(cx) {
                     Poll::Ready(Some(q)) => {
                         self.held = Some(Held {
                             msg: *q.msg,
@@ -251,8 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if let Poll::Ready(Err(e)) = self.poll_written(cx) {
                     failed = Some(e);
                     // Nothing more can be written: senders waiting for budget give up.
-                    self.budget.close();
-                    self.rx.close();
+                    self.close_queue();
                 }
             }
             Poll::Pending
@@ -340,14 +358,14 @@ pub async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = Outbox::new(cfg.limits.write_queue);
     let mut conn = Conn {
         ws,
-        rx,
-        budget: tx.budget.clone(),
+        queue: None,
         held: None,
         unflushed: 0,
     };
+    // The server streams' sender, once one has started (see `Conn::queue`).
+    let mut outbox: Option<Outbox> = None;
     let streams = TaskTracker::new();
     let stop_streams = shutdown.child_token();
     // Cancelled when a subscriber on this session is cut off for falling behind.
@@ -418,7 +436,10 @@ where
             Message::Binary(b) => match incoming(&b, &cfg) {
                 Incoming::Echo => Message::Binary(b),
                 Incoming::Stream(plan) => {
-                    let (tx, stop) = (tx.clone(), stop_streams.clone());
+                    let tx = outbox
+                        .get_or_insert_with(|| conn.outbox(cfg.limits.write_queue))
+                        .clone();
+                    let stop = stop_streams.clone();
                     streams.spawn(async move {
                         let send = |m| {
                             let tx = tx.clone();
@@ -432,7 +453,9 @@ where
                     continue;
                 }
                 Incoming::Subscribe { stream, req } => {
-                    let tx = tx.clone();
+                    let tx = outbox
+                        .get_or_insert_with(|| conn.outbox(cfg.limits.write_queue))
+                        .clone();
                     let send = move |m| {
                         let tx = tx.clone();
                         async move { tx.send(Message::Binary(m)).await }
@@ -461,7 +484,9 @@ where
                     continue;
                 }
                 Incoming::Resume { stream, req } => {
-                    let tx = tx.clone();
+                    let tx = outbox
+                        .get_or_insert_with(|| conn.outbox(cfg.limits.write_queue))
+                        .clone();
                     let send = move |m| {
                         let tx = tx.clone();
                         async move { tx.send(Message::Binary(m)).await }
@@ -493,12 +518,11 @@ where
         drain(&mut conn, &cfg).await;
     }
     streams.close();
-    drop(tx);
+    drop(outbox);
     let grace = t.shutdown_grace;
     let written = tokio::time::timeout(grace, async {
         if failed.is_some() {
-            conn.budget.close();
-            conn.rx.close();
+            conn.close_queue();
             streams.wait().await;
             return Ok(());
         }
