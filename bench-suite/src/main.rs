@@ -162,6 +162,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Client and server can share a process (loopback, the link emulator): the runtime's
+        // thread name (`wl-client`, `wl-server`, …) says whose line it is.
+        .with_thread_names(true)
         .init();
     // Everything that uses the link emulator starts it first, from this namespace; then the
     // server runtime's threads live in the server namespace, this thread and the client

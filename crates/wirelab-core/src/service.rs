@@ -284,12 +284,6 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
         Poll::Ready(Ok(()))
     }
 
-    /// Everything handed over and flushed.
-    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        ready!(self.poll_hand_over(cx))?;
-        self.poll_flush(cx)
-    }
-
     /// The streams' sender, making the queue on first use.
     fn queue(&mut self, tx: &mut Option<mpsc::Sender<Bytes>>) -> mpsc::Sender<Bytes> {
         tx.get_or_insert_with(|| {
@@ -298,13 +292,6 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
             tx
         })
         .clone()
-    }
-
-    /// Stops the streams' sends: nothing more will be written.
-    fn close_queue(&mut self) {
-        if let Some(rx) = self.rx.as_mut() {
-            rx.close();
-        }
     }
 
     /// The next message from `reader`, writing meanwhile: what is held is handed over before
@@ -336,29 +323,64 @@ impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> Out<W> {
             }
         }
     }
+}
 
-    /// Waits for `fut` while writing what is queued (so `fut` is never waiting for this
-    /// connection's own output: streams finishing their last sends, a blocked publication, the
-    /// handshake's confirmation while answers are unflushed). A write error closes the queue,
-    /// so senders stop, and is returned beside `fut`'s output.
-    async fn writing_while<F: Future>(&mut self, fut: F) -> (F::Output, Option<std::io::Error>) {
-        let mut fut = std::pin::pin!(fut);
-        let mut failed = None;
-        let out = std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(v);
-            }
-            if failed.is_none() {
-                if let Poll::Ready(Err(e)) = self.poll_written(cx) {
-                    failed = Some(e);
-                    self.close_queue();
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        (out, failed)
+impl<W: Sink<Bytes, Error = std::io::Error> + Unpin> OneTaskWriter for Out<W> {
+    type Error = std::io::Error;
+
+    /// Everything handed over and flushed.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.poll_hand_over(cx))?;
+        self.poll_flush(cx)
     }
+
+    /// Stops the streams' sends: nothing more will be written.
+    fn close_queue(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.close();
+        }
+    }
+}
+
+/// The write side of a connection that one task reads and writes ([`serve_messages`]' floors,
+/// the ws server's session): answers are handed to the writer by the task that read their
+/// requests, and server streams queue for it.
+pub trait OneTaskWriter {
+    /// The writer's error.
+    type Error;
+
+    /// Hands everything owed to the writer and flushes it: ready once all of it is written.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+
+    /// Stops the server streams' sends: nothing more will be written.
+    fn close_queue(&mut self);
+}
+
+/// Waits for `fut` while `w` writes what is queued, so `fut` is never waiting for this
+/// connection's own output: streams finishing their last sends, a publication blocked on a
+/// subscriber of this same connection, the handshake's confirmation while answers are
+/// unflushed. A write error closes the queue, so senders stop, and is returned beside `fut`'s
+/// output.
+pub async fn writing_while<W: OneTaskWriter, F: Future>(
+    w: &mut W,
+    fut: F,
+) -> (F::Output, Option<W::Error>) {
+    let mut fut = std::pin::pin!(fut);
+    let mut failed = None;
+    let out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if failed.is_none() {
+            if let Poll::Ready(Err(e)) = w.poll_written(cx) {
+                failed = Some(e);
+                w.close_queue();
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    (out, failed)
 }
 
 /// Serves one ordered message connection whose framing the caller has already set up: a tcp
@@ -451,7 +473,7 @@ where
             // Handed to the writer before anything more is read (`Out::poll_next`).
             Ok(Action::Echo) => out.held = Some(msg),
             Ok(Action::Stream(plan)) => {
-                let (ready, write_err) = out.writing_while(before_stream()).await;
+                let (ready, write_err) = writing_while(&mut out, before_stream()).await;
                 if let Some(e) = write_err {
                     write_failed = true;
                     break Err(Error::Io(e));
@@ -481,16 +503,15 @@ where
                 spawn_subscription(&streams, &hub, stream, req, msg, stop, c, send);
             }
             Ok(Action::Publish { topic }) => {
-                if let ((), Some(e)) = out
-                    .writing_while(publish(&hub, topic, &msg, &shutdown))
-                    .await
+                if let ((), Some(e)) =
+                    writing_while(&mut out, publish(&hub, topic, &msg, &shutdown)).await
                 {
                     write_failed = true;
                     break Err(Error::Io(e));
                 }
             }
             Ok(Action::Resume { stream, req }) => {
-                let (ready, write_err) = out.writing_while(before_stream()).await;
+                let (ready, write_err) = writing_while(&mut out, before_stream()).await;
                 if let Some(e) = write_err {
                     write_failed = true;
                     break Err(Error::Io(e));
@@ -543,7 +564,7 @@ where
         out.close_queue();
         streams.wait().await;
     } else {
-        let ((), e) = out.writing_while(streams.wait()).await;
+        let ((), e) = writing_while(&mut out, streams.wait()).await;
         if let Some(e) = e {
             written = Err(e);
             write_failed = true;

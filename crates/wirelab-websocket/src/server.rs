@@ -1,6 +1,6 @@
 //! The server side of a WebSocket session, whatever carried the handshake.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 use wirelab_core::codec::{self, CodecError};
-use wirelab_core::service::{self, Action};
+use wirelab_core::service::{self, Action, OneTaskWriter};
 use wirelab_core::{Error, Result, ServerConfig};
 
 use crate::gate::Gated;
@@ -148,14 +148,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         tx
     }
 
-    /// Stops the server streams' sends: nothing more will be written.
-    fn close_queue(&mut self) {
-        if let Some((rx, budget)) = self.queue.as_mut() {
-            budget.close();
-            rx.close();
-        }
-    }
-
     /// Queues `msg` as the answer to what was just read.
     fn answer(&mut self, msg: Message) {
         debug_assert!(self.held.is_none());
@@ -219,12 +211,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Everything handed over and flushed.
-    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), WsError>> {
-        ready!(self.poll_hand_over(cx))?;
-        self.poll_flush(cx)
-    }
-
     /// The next event, writing meanwhile: what is owed is handed over before anything more is
     /// read, and flushed when there is nothing more to read now.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
@@ -252,33 +238,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
     }
+}
 
-    /// Waits for `fut` while writing: what the server streams queue is handed over and flushed
-    /// meanwhile, so `fut` can never be waiting for this session's own output (a publication
-    /// blocked on a subscriber of this same connection; streams finishing their last sends).
-    async fn writing_while<F: Future>(
-        &mut self,
-        fut: F,
-    ) -> std::result::Result<F::Output, WsError> {
-        let mut fut = std::pin::pin!(fut);
-        let mut failed = None;
-        let out = poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(v);
-            }
-            if failed.is_none() {
-                if let Poll::Ready(Err(e)) = self.poll_written(cx) {
-                    failed = Some(e);
-                    // Nothing more can be written: senders waiting for budget give up.
-                    self.close_queue();
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
+impl<S: AsyncRead + AsyncWrite + Unpin> OneTaskWriter for Conn<S> {
+    type Error = WsError;
+
+    /// Everything handed over and flushed.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        ready!(self.poll_hand_over(cx))?;
+        self.poll_flush(cx)
+    }
+
+    /// Stops the server streams' sends: nothing more will be written.
+    fn close_queue(&mut self) {
+        if let Some((rx, budget)) = self.queue.as_mut() {
+            budget.close();
+            rx.close();
         }
     }
 }
@@ -477,7 +452,7 @@ where
                     // A blocked publication may wait for a subscriber on this very connection:
                     // keep writing meanwhile.
                     let published = service::publish(&cfg.fanout, topic, &b, &shutdown);
-                    if let Err(e) = conn.writing_while(published).await {
+                    if let ((), Some(e)) = service::writing_while(&mut conn, published).await {
                         failed = Some(e);
                         break None;
                     }
@@ -528,7 +503,9 @@ where
         }
         // Stream tasks end on `stop_streams`; what they queued before is written meanwhile, and
         // the close goes behind every answer already due: in-flight messages finish first.
-        conn.writing_while(streams.wait()).await?;
+        if let ((), Some(e)) = service::writing_while(&mut conn, streams.wait()).await {
+            return Err(e);
+        }
         poll_fn(|cx| conn.poll_written(cx)).await?;
         if let Some(close) = our_close.clone() {
             conn.held = Some(Held {
