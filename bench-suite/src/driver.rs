@@ -404,6 +404,7 @@ mod tests {
                 on: None,
             },
             quic_cc: wirelab_core::QuicCongestion::default(),
+            qlog_dir: None,
         };
         let (results, failures) = execute(&e, &servers, &ProgressBar::hidden()).await.unwrap();
         let log = e.log.into_inner().unwrap();

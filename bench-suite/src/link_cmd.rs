@@ -483,6 +483,11 @@ pub(crate) struct HolArgs {
     /// fingerprint its control endpoint gives.
     #[arg(long, value_name = "FILE", requires = "server")]
     ca: Option<PathBuf>,
+    /// quic, h3 and wt: write one qlog file per connection, server's and client's, into this
+    /// directory (packets, losses, the congestion window over time), to read what a run's
+    /// QUIC connections did.
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
     /// Only rebuild report.md and the charts of an earlier `wirelab hol` directory from its
     /// JSON (no link, no root needed).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "out"])]
@@ -634,6 +639,11 @@ pub(crate) async fn hol(
     mut link: Option<Arc<dyn LinkControl>>,
     mut servers: Servers,
 ) -> Result<()> {
+    if let Some(dir) = &args.qlog_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the qlog directory {}", dir.display()))?;
+        servers.qlog_dir = Some(dir.clone());
+    }
     if let Some(server) = &args.server {
         let remote =
             wirelab::control::Remote::connect_async(server.clone(), args.ca.clone()).await?;

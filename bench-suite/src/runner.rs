@@ -70,6 +70,9 @@ pub struct Servers {
     pub cpus: crate::topology::Pinning,
     /// The QUIC congestion controller of local servers and of every client (`--quic-cc`).
     pub quic_cc: wirelab_core::QuicCongestion,
+    /// quic, h3 and wt: one qlog file per connection of local servers and of every client,
+    /// in this directory (`wirelab hol --qlog-dir`).
+    pub qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl Servers {
@@ -171,6 +174,8 @@ pub struct VariantServer {
     pub fanout: Option<wirelab_core::fanout::Hub>,
     /// The QUIC congestion controller its clients use (`Servers::quic_cc`).
     pub quic_cc: wirelab_core::QuicCongestion,
+    /// Where its clients write qlog files (`Servers::qlog_dir`).
+    pub qlog_dir: Option<std::path::PathBuf>,
     /// A local server's shutdown and task (none for a remote one).
     local: Option<(
         CancellationToken,
@@ -196,11 +201,13 @@ impl VariantServer {
                 server_name: r.server_name.clone(),
                 fanout: None,
                 quic_cc: servers.quic_cc,
+                qlog_dir: servers.qlog_dir.clone(),
                 local: None,
             });
         }
         let mut scfg = ServerConfig::new(SocketAddr::new(servers.listen, 0));
         scfg.quic.congestion = servers.quic_cc;
+        scfg.qlog_dir = servers.qlog_dir.clone();
         let mut client_tls = None;
         if v.tls {
             let alpn = [transports::alpn(v.id)];
@@ -217,6 +224,7 @@ impl VariantServer {
             server_name: ClientConfig::new(addr).server_name,
             fanout,
             quic_cc: servers.quic_cc,
+            qlog_dir: servers.qlog_dir.clone(),
             local: Some((shutdown, task)),
         })
     }
@@ -227,6 +235,7 @@ impl VariantServer {
         cfg.tls = self.client_tls.clone();
         cfg.server_name = self.server_name.clone();
         cfg.quic.congestion = self.quic_cc;
+        cfg.qlog_dir = self.qlog_dir.clone();
         cfg
     }
 
@@ -245,6 +254,7 @@ impl VariantServer {
         let (addr, task, shutdown) = loop {
             let mut scfg = ServerConfig::new(self.addr);
             scfg.quic.congestion = servers.quic_cc;
+            scfg.qlog_dir = servers.qlog_dir.clone();
             if v.tls {
                 scfg.tls = Some(certs.ident.server_config(&[transports::alpn(v.id)])?);
             }

@@ -168,6 +168,7 @@ impl Topology {
             remote: None,
             cpus: self.cpus,
             quic_cc: wirelab_core::QuicCongestion::default(),
+            qlog_dir: None,
         }
     }
 
