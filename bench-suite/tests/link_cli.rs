@@ -172,3 +172,38 @@ fn ctrl_c_leaves_nothing_behind() {
         std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control").unwrap()
     );
 }
+
+/// `wirelab hol --qlog-dir`: one qlog file per QUIC connection and side, with the congestion
+/// window over time (what `scripts/hol-trace.py --qlog` reads).
+#[test]
+fn hol_writes_a_qlog_per_quic_connection_side() {
+    if !root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wirelab-hol-qlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let qlog = dir.join("qlog");
+    let out = wirelab()
+        .args(["hol", "--only", "quic", "--rtt", "20", "--loss", "1", "--random-only"])
+        .args(["--messages", "200", "--out"])
+        .arg(dir.join("results"))
+        .arg("--qlog-dir")
+        .arg(&qlog)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mut sides = Vec::new();
+    for e in std::fs::read_dir(&qlog).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(".sqlog"), "{name}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"congestion_window\""), "no window in {name}");
+        sides.push(name.split('-').next().unwrap().to_string());
+    }
+    sides.sort();
+    // One cell, one connection: a client file and a server file.
+    assert_eq!(sides, ["client", "server"], "{qlog:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
