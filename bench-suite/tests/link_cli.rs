@@ -184,8 +184,8 @@ fn hol_writes_a_qlog_per_quic_connection_side() {
     let _ = std::fs::remove_dir_all(&dir);
     let qlog = dir.join("qlog");
     let out = wirelab()
-        .args(["hol", "--only", "quic", "--rtt", "20", "--loss", "1", "--random-only"])
-        .args(["--messages", "200", "--out"])
+        .args(["hol", "--only", "quic", "--rtt", "20", "--loss", "1"])
+        .args(["--random-only", "--messages", "200", "--out"])
         .arg(dir.join("results"))
         .arg("--qlog-dir")
         .arg(&qlog)
@@ -199,7 +199,10 @@ fn hol_writes_a_qlog_per_quic_connection_side() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.ends_with(".sqlog"), "{name}");
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"congestion_window\""), "no window in {name}");
+        assert!(
+            text.contains("\"congestion_window\""),
+            "no window in {name}"
+        );
         sides.push(name.split('-').next().unwrap().to_string());
     }
     sides.sort();
